@@ -1,0 +1,464 @@
+//! Checkpoint detection and hyper-parameters, from HF `config.json` (LlavaConfig: `text_config` mistral,
+//! `vision_config` pixtral) or Mistral-native `params.json` (with a `vision_encoder` section).
+//!
+//! Hub `config.json` files omit every value equal to the transformers class default, so each field falls
+//! back to that default (`MistralConfig`, `PixtralVisionConfig`, `LlavaConfig` in transformers). One
+//! deliberate exception: an absent vision `hidden_act` defaults to `gelu` in `PixtralVisionConfig`, but
+//! Pixtral's vision FFN was trained with SiLU (mistral-inference `FeedForward` uses `F.silu`, and the
+//! Mistral-native format has no such field), so we take SiLU; an explicit value is honoured.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+
+use crate::error::{io_err, ConvertError, Result};
+
+/// Mistral-Nemo decoder hyper-parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextConfig {
+    pub dim: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_heads_kv: usize,
+    pub head_dim: usize,
+    pub ffn_dim: usize,
+    pub vocab_size: usize,
+    pub rope_theta: f32,
+    pub norm_eps: f32,
+    pub context_length: usize,
+}
+
+/// Pixtral-ViT + adapter hyper-parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisionConfig {
+    pub dim: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub ffn_dim: usize,
+    pub n_channels: usize,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub rope_theta: f32,
+    pub norm_eps: f32,
+    /// "silu" or "gelu"
+    pub act: String,
+    pub img_token_id: u32,
+    pub img_break_token_id: u32,
+    pub img_end_token_id: u32,
+    pub image_mean: [f32; 3],
+    pub image_std: [f32; 3],
+}
+
+/// ref: mistral_common `image.py` DATASET_MEAN / DATASET_STD (the CLIP constants), also what the HF
+/// `preprocessor_config.json` of Pixtral carries.
+pub const IMAGE_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
+pub const IMAGE_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
+/// Pixtral's vision RMSNorm eps is not in either config format (transformers hard-codes 1e-5).
+pub const VISION_NORM_EPS: f32 = 1e-5;
+/// Pixtral-12B's training context (HF `max_position_embeddings`); params.json does not carry it.
+pub const DEFAULT_CONTEXT_LENGTH: usize = 1_024_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// transformers `LlavaForConditionalGeneration` (`config.json`, `model*.safetensors`, `tokenizer.json`)
+    Hf,
+    /// mistral-inference (`params.json`, `consolidated.safetensors`, `tekken.json`)
+    Mistral,
+}
+
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub layout: Layout,
+    pub name: String,
+    pub text: TextConfig,
+    pub vision: Option<VisionConfig>,
+    pub vocab: crate::tokenizer::Vocab,
+}
+
+/// A JSON object with its file, for error messages that name the field.
+struct Obj<'a> {
+    path: &'a Path,
+    prefix: &'a str,
+    v: &'a serde_json::Map<String, Json>,
+}
+
+impl<'a> Obj<'a> {
+    fn field_err(&self, key: &str, msg: impl Into<String>) -> ConvertError {
+        ConvertError::Field {
+            path: self.path.to_path_buf(),
+            field: format!("{}{key}", self.prefix),
+            msg: msg.into(),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&'a Json> {
+        self.v.get(key).filter(|v| !v.is_null())
+    }
+
+    fn usize_or(&self, key: &str, default: Option<usize>) -> Result<usize> {
+        match self.get(key) {
+            None => default.ok_or_else(|| self.field_err(key, "missing")),
+            Some(v) => {
+                let n = v.as_u64().ok_or_else(|| {
+                    self.field_err(key, format!("{v} is not a non-negative integer"))
+                })?;
+                // one bound for every size: no Pixtral dimension comes near 2^24 (vocab 131072, ctx 1024000 aside)
+                if n == 0 || n > 1 << 24 {
+                    return Err(self.field_err(key, format!("{n} is out of range 1..=16777216")));
+                }
+                Ok(n as usize)
+            }
+        }
+    }
+
+    fn f32_or(&self, key: &str, default: Option<f32>) -> Result<f32> {
+        match self.get(key) {
+            None => default.ok_or_else(|| self.field_err(key, "missing")),
+            Some(v) => {
+                let x = v
+                    .as_f64()
+                    .ok_or_else(|| self.field_err(key, format!("{v} is not a number")))?
+                    as f32;
+                if !x.is_finite() || x <= 0.0 {
+                    return Err(
+                        self.field_err(key, format!("{x} must be a positive finite number"))
+                    );
+                }
+                Ok(x)
+            }
+        }
+    }
+
+    fn str_or(&self, key: &str, default: &str) -> Result<String> {
+        match self.get(key) {
+            None => Ok(default.to_owned()),
+            Some(v) => Ok(v
+                .as_str()
+                .ok_or_else(|| self.field_err(key, format!("{v} is not a string")))?
+                .to_owned()),
+        }
+    }
+
+    fn sub(&self, key: &'a str, prefix: &'a str) -> Result<Option<Obj<'a>>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(v) => {
+                let v = v
+                    .as_object()
+                    .ok_or_else(|| self.field_err(key, "not an object"))?;
+                Ok(Some(Obj {
+                    path: self.path,
+                    prefix,
+                    v,
+                }))
+            }
+        }
+    }
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Map<String, Json>> {
+    let meta = std::fs::metadata(path).map_err(io_err(path))?;
+    if meta.len() > 16 << 20 {
+        return Err(ConvertError::Input {
+            path: path.into(),
+            msg: format!("{} bytes is too large for a config", meta.len()),
+        });
+    }
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    match serde_json::from_str(&text) {
+        Ok(Json::Object(m)) => Ok(m),
+        Ok(_) => Err(ConvertError::Input {
+            path: path.into(),
+            msg: "not a JSON object".into(),
+        }),
+        Err(e) => Err(ConvertError::Input {
+            path: path.into(),
+            msg: format!("invalid JSON: {e}"),
+        }),
+    }
+}
+
+impl TextConfig {
+    fn check(&self, path: &Path) -> Result<()> {
+        let bad = |msg: String| {
+            Err(ConvertError::Input {
+                path: path.into(),
+                msg,
+            })
+        };
+        if self.n_heads % self.n_heads_kv != 0 {
+            return bad(format!(
+                "{} attention heads are not a multiple of {} kv heads",
+                self.n_heads, self.n_heads_kv
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return bad(format!("head_dim {} must be even for RoPE", self.head_dim));
+        }
+        Ok(())
+    }
+}
+
+impl VisionConfig {
+    fn check(&self, path: &Path) -> Result<()> {
+        let bad = |msg: String| {
+            Err(ConvertError::Input {
+                path: path.into(),
+                msg,
+            })
+        };
+        if self.dim % self.n_heads != 0 || (self.dim / self.n_heads) % 4 != 0 {
+            return bad(format!(
+                "vision dim {} over {} heads must give a head_dim divisible by 4 (RoPE-2D)",
+                self.dim, self.n_heads
+            ));
+        }
+        if self.act != "silu" && self.act != "gelu" {
+            return bad(format!(
+                "vision hidden_act {:?} is not silu or gelu",
+                self.act
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.dim / self.n_heads
+    }
+}
+
+impl Checkpoint {
+    /// Look at `dir` and read the config of whichever layout it holds.
+    /// The tokenizer is read here too: the HF layout finds `[IMG_BREAK]`/`[IMG_END]` ids in it.
+    pub fn detect(dir: &Path) -> Result<Checkpoint> {
+        if !dir.is_dir() {
+            return Err(ConvertError::Input {
+                path: dir.into(),
+                msg: "not a directory".into(),
+            });
+        }
+        let name = dir
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_default();
+        if dir.join("config.json").is_file() {
+            let (text, vision, vocab) = parse_hf(dir)?;
+            Ok(Checkpoint {
+                dir: dir.into(),
+                layout: Layout::Hf,
+                name,
+                text,
+                vision,
+                vocab,
+            })
+        } else if dir.join("params.json").is_file() {
+            let (text, vision) = parse_mistral(dir)?;
+            let tekken = dir.join("tekken.json");
+            if !tekken.is_file() {
+                return Err(ConvertError::Input {
+                    path: tekken,
+                    msg: "missing: the Mistral layout needs tekken.json".into(),
+                });
+            }
+            let vocab = crate::tokenizer::from_tekken(&tekken, text.vocab_size)?;
+            Ok(Checkpoint {
+                dir: dir.into(),
+                layout: Layout::Mistral,
+                name,
+                text,
+                vision,
+                vocab,
+            })
+        } else {
+            Err(ConvertError::Input {
+                path: dir.into(),
+                msg: "no config.json (HF layout) or params.json (Mistral layout) found".into(),
+            })
+        }
+    }
+}
+
+fn parse_hf(dir: &Path) -> Result<(TextConfig, Option<VisionConfig>, crate::tokenizer::Vocab)> {
+    let path = dir.join("config.json");
+    let root_map = read_json(&path)?;
+    let root = Obj {
+        path: &path,
+        prefix: "",
+        v: &root_map,
+    };
+    let arch = root
+        .get("architectures")
+        .and_then(|a| a.get(0))
+        .and_then(|a| a.as_str())
+        .unwrap_or("");
+    let text_obj = root.sub("text_config", "text_config.")?;
+    // a plain MistralForCausalLM config.json is the text config itself
+    let t = match &text_obj {
+        Some(o) => Obj {
+            path: &path,
+            prefix: "text_config.",
+            v: o.v,
+        },
+        None if arch == "MistralForCausalLM" || arch == "LlamaForCausalLM" => Obj {
+            path: &path,
+            prefix: "",
+            v: &root_map,
+        },
+        None => {
+            return Err(root.field_err(
+                "text_config",
+                format!("missing (architecture {arch:?} is not a Llava/Pixtral checkpoint)"),
+            ))
+        }
+    };
+    // MistralConfig defaults (transformers): hidden 4096, layers 32, heads 32, kv 8, ffn 14336, vocab 32000,
+    // eps 1e-6, theta 10000, max positions 131072.
+    let dim = t.usize_or("hidden_size", Some(4096))?;
+    let n_heads = t.usize_or("num_attention_heads", Some(32))?;
+    let rope_theta = match t.sub("rope_parameters", "text_config.rope_parameters.")? {
+        Some(rp) if rp.get("rope_theta").is_some() => rp.f32_or("rope_theta", None)?,
+        _ => t.f32_or("rope_theta", Some(10000.0))?,
+    };
+    let text = TextConfig {
+        dim,
+        n_layers: t.usize_or("num_hidden_layers", Some(32))?,
+        n_heads,
+        n_heads_kv: t.usize_or("num_key_value_heads", Some(8))?,
+        head_dim: t.usize_or("head_dim", Some(dim / n_heads))?,
+        ffn_dim: t.usize_or("intermediate_size", Some(14336))?,
+        vocab_size: t.usize_or("vocab_size", Some(32000))?,
+        rope_theta,
+        norm_eps: t.f32_or("rms_norm_eps", Some(1e-6))?,
+        context_length: t.usize_or("max_position_embeddings", Some(131072))?,
+    };
+    text.check(&path)?;
+    let vocab = crate::tokenizer::from_hf(dir, text.vocab_size)?;
+
+    let Some(v) = root.sub("vision_config", "vision_config.")? else {
+        return Ok((text, None, vocab));
+    };
+    let model_type = v.str_or("model_type", "pixtral")?;
+    if model_type != "pixtral" {
+        return Err(v.field_err(
+            "model_type",
+            format!("{model_type:?}: only pixtral vision towers are supported"),
+        ));
+    }
+    // PixtralVisionConfig defaults: hidden 1024, ffn 4096, layers 24, heads 16, channels 3, image 1024, patch 16,
+    // theta 10000 (hidden_act: see the module doc).
+    let img_token_id = root.usize_or("image_token_index", Some(10))? as u32;
+    let lookup = |tok: &str| {
+        vocab.special_id(tok).ok_or_else(|| ConvertError::Input {
+            path: dir.join("tokenizer.json"),
+            msg: format!("special token {tok} not found in the tokenizer"),
+        })
+    };
+    let (mean, std) = read_preprocessor(dir)?;
+    let vision = VisionConfig {
+        dim: v.usize_or("hidden_size", Some(1024))?,
+        n_layers: v.usize_or("num_hidden_layers", Some(24))?,
+        n_heads: v.usize_or("num_attention_heads", Some(16))?,
+        ffn_dim: v.usize_or("intermediate_size", Some(4096))?,
+        n_channels: v.usize_or("num_channels", Some(3))?,
+        image_size: v.usize_or("image_size", Some(1024))?,
+        patch_size: v.usize_or("patch_size", Some(16))?,
+        rope_theta: match v.sub("rope_parameters", "vision_config.rope_parameters.")? {
+            Some(rp) if rp.get("rope_theta").is_some() => rp.f32_or("rope_theta", None)?,
+            _ => v.f32_or("rope_theta", Some(10000.0))?,
+        },
+        norm_eps: VISION_NORM_EPS,
+        act: v.str_or("hidden_act", "silu")?,
+        img_token_id,
+        img_break_token_id: lookup("[IMG_BREAK]")?,
+        img_end_token_id: lookup("[IMG_END]")?,
+        image_mean: mean,
+        image_std: std,
+    };
+    let projector_act = root.str_or("projector_hidden_act", "gelu")?;
+    if projector_act != "gelu" {
+        return Err(root.field_err(
+            "projector_hidden_act",
+            format!("{projector_act:?}: the Pixtral adapter is gelu"),
+        ));
+    }
+    vision.check(&path)?;
+    Ok((text, Some(vision), vocab))
+}
+
+fn read_preprocessor(dir: &Path) -> Result<([f32; 3], [f32; 3])> {
+    let path = dir.join("preprocessor_config.json");
+    if !path.is_file() {
+        return Ok((IMAGE_MEAN, IMAGE_STD));
+    }
+    let m = read_json(&path)?;
+    let o = Obj {
+        path: &path,
+        prefix: "",
+        v: &m,
+    };
+    let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
+        match o.get(key) {
+            None => Ok(default),
+            Some(Json::Array(a)) if a.len() == 3 && a.iter().all(|x| x.is_number()) => {
+                Ok([0, 1, 2].map(|i| a[i].as_f64().unwrap_or(0.0) as f32))
+            }
+            Some(v) => Err(o.field_err(key, format!("{v} is not a list of 3 numbers"))),
+        }
+    };
+    Ok((
+        triple("image_mean", IMAGE_MEAN)?,
+        triple("image_std", IMAGE_STD)?,
+    ))
+}
+
+fn parse_mistral(dir: &Path) -> Result<(TextConfig, Option<VisionConfig>)> {
+    let path = dir.join("params.json");
+    let m = read_json(&path)?;
+    let p = Obj {
+        path: &path,
+        prefix: "",
+        v: &m,
+    };
+    let dim = p.usize_or("dim", None)?;
+    let n_heads = p.usize_or("n_heads", None)?;
+    let text = TextConfig {
+        dim,
+        n_layers: p.usize_or("n_layers", None)?,
+        n_heads,
+        n_heads_kv: p.usize_or("n_kv_heads", Some(n_heads))?,
+        head_dim: p.usize_or("head_dim", Some(dim / n_heads))?,
+        ffn_dim: p.usize_or("hidden_dim", None)?,
+        vocab_size: p.usize_or("vocab_size", None)?,
+        rope_theta: p.f32_or("rope_theta", Some(10000.0))?,
+        norm_eps: p.f32_or("norm_eps", None)?,
+        context_length: p.usize_or("max_seq_len", Some(DEFAULT_CONTEXT_LENGTH))?,
+    };
+    text.check(&path)?;
+    let Some(v) = p.sub("vision_encoder", "vision_encoder.")? else {
+        return Ok((text, None));
+    };
+    if let Some(false) = v.get("adapter_bias").and_then(|b| b.as_bool()) {
+        return Err(v.field_err("adapter_bias", "false: the Pixtral adapter has biases"));
+    }
+    let vision = VisionConfig {
+        dim: v.usize_or("hidden_size", None)?,
+        n_layers: v.usize_or("num_hidden_layers", None)?,
+        n_heads: v.usize_or("num_attention_heads", None)?,
+        ffn_dim: v.usize_or("intermediate_size", None)?,
+        n_channels: v.usize_or("num_channels", Some(3))?,
+        image_size: v.usize_or("image_size", None)?,
+        patch_size: v.usize_or("patch_size", None)?,
+        rope_theta: v.f32_or("rope_theta", Some(10000.0))?,
+        norm_eps: VISION_NORM_EPS,
+        act: "silu".into(),
+        img_token_id: v.usize_or("image_token_id", Some(10))? as u32,
+        img_break_token_id: v.usize_or("image_break_token_id", Some(12))? as u32,
+        img_end_token_id: v.usize_or("image_end_token_id", Some(13))? as u32,
+        image_mean: IMAGE_MEAN,
+        image_std: IMAGE_STD,
+    };
+    vision.check(&path)?;
+    Ok((text, Some(vision)))
+}

@@ -1,0 +1,622 @@
+//! The conversion driver.
+//!
+//! Memory: one tensor chunk at a time (≈ 16 MB of f32 rows plus its encoded bytes), read with `pread`, so
+//! peak RSS does not grow with the checkpoint. Rows of a chunk are encoded in parallel (rayon) with the
+//! reference quantizers only, so the output bytes are the same on every machine and thread count.
+//!
+//! Safety: outputs are written to `OUT.partial`, fsynced and renamed; any error, panic or interrupt removes
+//! the partial files (a guard's `Drop`), so nothing is ever left at OUT but a complete file.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use pixtral_quant::GgmlType;
+use rayon::prelude::*;
+
+use crate::config::{Checkpoint, Layout, TextConfig, VisionConfig};
+use crate::error::{io_err, ConvertError, Result};
+use crate::gguf::{keys, GgufWriter, TensorSpec, Value};
+use crate::manifest::{self, Entry};
+use crate::mapping::{self, Transform};
+use crate::policy;
+use crate::source::{SourceSet, SourceTensor};
+use crate::tokenizer::Vocab;
+
+/// f32 elements per chunk: 4 Mi (16 MB), the unit of reading, encoding and writing.
+const CHUNK_ELEMS: usize = 4 << 20;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub src: PathBuf,
+    pub out: PathBuf,
+    /// Text 2-D weights: F32, F16, BF16, Q8_0 or Q4_0.
+    pub outtype: GgmlType,
+    /// Vision tower and adapter: F32, F16 or Q8_0.
+    pub vision_type: GgmlType,
+    pub force: bool,
+    /// Draw a progress bar on stderr (hidden anyway when stderr is not a terminal).
+    pub progress: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutputSummary {
+    pub path: PathBuf,
+    pub n_tensors: usize,
+    pub bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub layout: Layout,
+    pub outputs: Vec<OutputSummary>,
+    pub source_bytes: u64,
+    pub seconds: f64,
+}
+
+/// `OUT.gguf` → `OUT.mmproj.gguf` (same stem, next to it).
+pub fn mmproj_path(out: &Path) -> PathBuf {
+    let name = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".gguf").unwrap_or(&name);
+    out.with_file_name(format!("{stem}.mmproj.gguf"))
+}
+
+/// One output tensor: what to write and where it comes from.
+struct Item {
+    entry: Entry,
+    ty: GgmlType,
+    source: String,
+    src: SourceTensor,
+    transform: Transform,
+}
+
+impl Item {
+    fn row_len(&self) -> usize {
+        *self
+            .entry
+            .shape
+            .last()
+            .expect("manifest shapes are non-empty")
+    }
+    fn n_rows(&self) -> usize {
+        self.entry.shape.iter().product::<usize>() / self.row_len()
+    }
+    fn spec(&self) -> TensorSpec {
+        TensorSpec {
+            name: self.entry.name.clone(),
+            ty: self.ty,
+            ne: self.entry.ne(),
+        }
+    }
+    fn out_bytes(&self) -> u64 {
+        self.spec()
+            .n_bytes()
+            .expect("policy keeps block types on whole blocks")
+    }
+}
+
+/// Removes its file on drop unless committed.
+struct Partial {
+    path: PathBuf,
+    committed: bool,
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn partial_path(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+fn open_sources(ck: &Checkpoint) -> Result<SourceSet> {
+    let dir = &ck.dir;
+    let (index, single) = match ck.layout {
+        Layout::Hf => ("model.safetensors.index.json", "model.safetensors"),
+        Layout::Mistral => (
+            "consolidated.safetensors.index.json",
+            "consolidated.safetensors",
+        ),
+    };
+    if dir.join(index).is_file() {
+        return SourceSet::sharded(dir, &dir.join(index));
+    }
+    if dir.join(single).is_file() {
+        return SourceSet::single(dir, dir.join(single));
+    }
+    let pickles: Vec<String> = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".bin") || n.ends_with(".pt") || n.ends_with(".pth"))
+        .collect();
+    let msg = if pickles.is_empty() {
+        format!("no {single} or {index} found")
+    } else {
+        format!(
+            "found only pickle weights ({}): they can run arbitrary code when loaded, so pixtral refuses them; \
+             convert them to safetensors first (e.g. transformers' save_pretrained(safe_serialization=True))",
+            pickles.join(", ")
+        )
+    };
+    Err(ConvertError::Input {
+        path: dir.clone(),
+        msg,
+    })
+}
+
+fn plan(ck: &Checkpoint, src: &SourceSet, opts: &Options) -> Result<(Vec<Item>, Vec<Item>)> {
+    let text_entries = manifest::text_tensors(&ck.text);
+    let vision_entries = match &ck.vision {
+        Some(v) => manifest::vision_tensors(v, ck.text.dim),
+        None => vec![],
+    };
+    let sources = mapping::sources(ck, &text_entries, &vision_entries, &src.tensors);
+    let mut used = std::collections::BTreeSet::new();
+    let mut items = Vec::with_capacity(sources.len());
+    for (entry, (source, transform)) in text_entries.iter().chain(&vision_entries).zip(sources) {
+        let t = src
+            .tensors
+            .get(&source)
+            .ok_or_else(|| ConvertError::MissingTensor {
+                dir: ck.dir.clone(),
+                tensor: source.clone(),
+                shape: entry.shape.clone(),
+            })?;
+        let want = match transform {
+            Transform::Row(_) => vec![ck.text.vocab_size, ck.text.dim],
+            _ => entry.shape.clone(),
+        };
+        if t.shape != want {
+            return Err(ConvertError::ShapeMismatch {
+                path: src.path_of(t).into(),
+                tensor: source,
+                want,
+                got: t.shape.clone(),
+            });
+        }
+        if let Transform::Row(r) = transform {
+            if r >= ck.text.vocab_size {
+                return Err(ConvertError::Input {
+                    path: ck.dir.clone(),
+                    msg: format!(
+                        "[IMG_BREAK] id {r} is outside the vocabulary of {}",
+                        ck.text.vocab_size
+                    ),
+                });
+            }
+        }
+        if let Transform::Unpermute { n_heads } = transform {
+            if want[0] % (2 * n_heads) != 0 {
+                return Err(ConvertError::ShapeMismatch {
+                    path: src.path_of(t).into(),
+                    tensor: source,
+                    want,
+                    got: t.shape.clone(),
+                });
+            }
+        }
+        let ty = policy::target_type(
+            entry.role,
+            *entry.shape.last().unwrap_or(&1),
+            opts.outtype,
+            opts.vision_type,
+        );
+        used.insert(source.clone());
+        items.push(Item {
+            entry: entry.clone(),
+            ty,
+            source,
+            src: t.clone(),
+            transform,
+        });
+    }
+    if let Some(extra) = src.tensors.keys().find(|k| !used.contains(*k)) {
+        let t = &src.tensors[extra];
+        return Err(ConvertError::Tensor {
+            path: src.path_of(t).into(),
+            tensor: extra.clone(),
+            msg: "not part of the Pixtral tensor manifest for this config (unexpected tensor; refusing to drop weights silently)".into(),
+        });
+    }
+    let vision = items.split_off(text_entries.len());
+    Ok((items, vision))
+}
+
+fn text_metadata(ck: &Checkpoint, opts: &Options) -> Vec<(String, Value)> {
+    let t: &TextConfig = &ck.text;
+    let v: &Vocab = &ck.vocab;
+    let u = |x: usize| Value::U32(x as u32);
+    vec![
+        (
+            keys::GENERAL_ARCHITECTURE.into(),
+            Value::String("llama".into()),
+        ),
+        (keys::GENERAL_TYPE.into(), Value::String("model".into())),
+        (keys::GENERAL_NAME.into(), Value::String(ck.name.clone())),
+        (
+            keys::GENERAL_FILE_TYPE.into(),
+            Value::U32(policy::file_type(opts.outtype)),
+        ),
+        (keys::GENERAL_QUANTIZATION_VERSION.into(), Value::U32(2)),
+        (keys::LLAMA_VOCAB_SIZE.into(), u(t.vocab_size)),
+        (keys::LLAMA_CONTEXT_LENGTH.into(), u(t.context_length)),
+        (keys::LLAMA_EMBEDDING_LENGTH.into(), u(t.dim)),
+        (keys::LLAMA_BLOCK_COUNT.into(), u(t.n_layers)),
+        (keys::LLAMA_FEED_FORWARD_LENGTH.into(), u(t.ffn_dim)),
+        (keys::LLAMA_HEAD_COUNT.into(), u(t.n_heads)),
+        (keys::LLAMA_HEAD_COUNT_KV.into(), u(t.n_heads_kv)),
+        (keys::LLAMA_KEY_LENGTH.into(), u(t.head_dim)),
+        (keys::LLAMA_VALUE_LENGTH.into(), u(t.head_dim)),
+        (keys::LLAMA_ROPE_DIMENSION_COUNT.into(), u(t.head_dim)),
+        (keys::LLAMA_ROPE_FREQ_BASE.into(), Value::F32(t.rope_theta)),
+        (keys::LLAMA_RMS_EPS.into(), Value::F32(t.norm_eps)),
+        (keys::TOKENIZER_MODEL.into(), Value::String("gpt2".into())),
+        (keys::TOKENIZER_PRE.into(), Value::String("tekken".into())),
+        (keys::TOKENIZER_TOKENS.into(), Value::str_array(&v.tokens)),
+        (
+            keys::TOKENIZER_TOKEN_TYPE.into(),
+            Value::i32_array(&v.types),
+        ),
+        (keys::TOKENIZER_MERGES.into(), Value::str_array(&v.merges)),
+        (keys::TOKENIZER_BOS_ID.into(), Value::U32(v.bos)),
+        (keys::TOKENIZER_EOS_ID.into(), Value::U32(v.eos)),
+        (keys::TOKENIZER_UNK_ID.into(), Value::U32(v.unk)),
+        (keys::TOKENIZER_ADD_BOS.into(), Value::Bool(true)),
+        (keys::TOKENIZER_ADD_EOS.into(), Value::Bool(false)),
+        (
+            keys::TOKENIZER_CHAT_TEMPLATE.into(),
+            Value::String(v.chat_template.clone()),
+        ),
+        (
+            keys::PIXTRAL_TOKENIZER_PATTERN.into(),
+            Value::String(v.pattern.clone()),
+        ),
+    ]
+}
+
+fn vision_metadata(ck: &Checkpoint, v: &VisionConfig, opts: &Options) -> Vec<(String, Value)> {
+    let u = |x: usize| Value::U32(x as u32);
+    vec![
+        (
+            keys::GENERAL_ARCHITECTURE.into(),
+            Value::String("clip".into()),
+        ),
+        (keys::GENERAL_TYPE.into(), Value::String("mmproj".into())),
+        (keys::GENERAL_NAME.into(), Value::String(ck.name.clone())),
+        (
+            keys::GENERAL_FILE_TYPE.into(),
+            Value::U32(policy::file_type(opts.vision_type)),
+        ),
+        (keys::GENERAL_QUANTIZATION_VERSION.into(), Value::U32(2)),
+        (keys::CLIP_HAS_VISION_ENCODER.into(), Value::Bool(true)),
+        (
+            keys::CLIP_PROJECTOR_TYPE.into(),
+            Value::String("pixtral".into()),
+        ),
+        (keys::CLIP_USE_SILU.into(), Value::Bool(v.act == "silu")),
+        (keys::CLIP_USE_GELU.into(), Value::Bool(v.act == "gelu")),
+        (keys::CLIP_VISION_IMAGE_SIZE.into(), u(v.image_size)),
+        (keys::CLIP_VISION_PATCH_SIZE.into(), u(v.patch_size)),
+        (keys::CLIP_VISION_EMBEDDING_LENGTH.into(), u(v.dim)),
+        (keys::CLIP_VISION_FEED_FORWARD_LENGTH.into(), u(v.ffn_dim)),
+        (keys::CLIP_VISION_PROJECTION_DIM.into(), u(ck.text.dim)),
+        (keys::CLIP_VISION_BLOCK_COUNT.into(), u(v.n_layers)),
+        (keys::CLIP_VISION_HEAD_COUNT.into(), u(v.n_heads)),
+        (
+            keys::CLIP_VISION_LAYER_NORM_EPS.into(),
+            Value::F32(v.norm_eps),
+        ),
+        (
+            keys::CLIP_VISION_IMAGE_MEAN.into(),
+            Value::f32_array(&v.image_mean),
+        ),
+        (
+            keys::CLIP_VISION_IMAGE_STD.into(),
+            Value::f32_array(&v.image_std),
+        ),
+        (
+            keys::CLIP_VISION_ROPE_FREQ_BASE.into(),
+            Value::F32(v.rope_theta),
+        ),
+        (
+            keys::PIXTRAL_IMG_TOKEN_ID.into(),
+            Value::U32(v.img_token_id),
+        ),
+        (
+            keys::PIXTRAL_IMG_BREAK_TOKEN_ID.into(),
+            Value::U32(v.img_break_token_id),
+        ),
+        (
+            keys::PIXTRAL_IMG_END_TOKEN_ID.into(),
+            Value::U32(v.img_end_token_id),
+        ),
+    ]
+}
+
+/// Upper bound on a file's size: data with padding, plus the metadata strings with their framing.
+fn size_bound(meta: &[(String, Value)], items: &[Item]) -> u64 {
+    fn value_bound(v: &Value) -> u64 {
+        match v {
+            Value::String(s) => 8 + s.len() as u64,
+            Value::Array(_, xs) => 12 + xs.iter().map(value_bound).sum::<u64>(),
+            _ => 8,
+        }
+    }
+    let meta: u64 = meta
+        .iter()
+        .map(|(k, v)| 12 + k.len() as u64 + value_bound(v))
+        .sum();
+    let infos: u64 = items
+        .iter()
+        .map(|i| 8 + i.entry.name.len() as u64 + 4 + 32 + 4 + 8)
+        .sum();
+    let data: u64 = items.iter().map(|i| i.out_bytes() + 32).sum();
+    24 + meta + infos + data + 4096
+}
+
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Progress {
+    fn new(enabled: bool, total: u64) -> Progress {
+        let bar = enabled.then(|| {
+            let bar = indicatif::ProgressBar::new(total);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "[{elapsed_precise}] {bar:30} {bytes}/{total_bytes} {bytes_per_sec} {msg}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            bar
+        });
+        Progress { bar }
+    }
+    fn tensor(&self, i: usize, n: usize, name: &str) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!("tensor {}/{n} {name}", i + 1));
+        }
+    }
+    fn add(&self, bytes: u64) {
+        if let Some(b) = &self.bar {
+            b.inc(bytes);
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// Scratch buffers reused across chunks.
+#[derive(Default)]
+struct Buffers {
+    raw: Vec<u8>,
+    rows: Vec<f32>,
+    permuted: Vec<f32>,
+    encoded: Vec<u8>,
+}
+
+/// Stream one tensor: read a chunk of rows, fix its layout, encode it in parallel, write it.
+fn write_tensor<W: Write>(
+    w: &mut GgufWriter<W>,
+    src: &SourceSet,
+    item: &Item,
+    buf: &mut Buffers,
+    progress: &Progress,
+    out: &Path,
+) -> Result<()> {
+    let row_len = item.row_len();
+    let n_rows = item.n_rows();
+    let row_bytes = item
+        .ty
+        .row_bytes(row_len)
+        .expect("policy keeps block types on whole blocks");
+    let src_row_len = match item.transform {
+        Transform::Row(_) => item.src.shape[1],
+        _ => row_len,
+    };
+    // chunks of whole heads when un-permuting, so the permutation never crosses a chunk
+    let unit = match item.transform {
+        Transform::Unpermute { n_heads } => n_rows / n_heads,
+        _ => 1,
+    };
+    let chunk_rows = ((CHUNK_ELEMS / row_len.max(1)) / unit).max(1) * unit;
+    let mut row0 = 0;
+    while row0 < n_rows {
+        if crate::os::interrupted() {
+            return Err(ConvertError::Interrupted);
+        }
+        let n = chunk_rows.min(n_rows - row0);
+        let src_row0 = match item.transform {
+            Transform::Row(r) => r,
+            _ => row0,
+        };
+        src.read_rows(
+            &item.source,
+            &item.src,
+            src_row_len,
+            src_row0,
+            n,
+            &mut buf.raw,
+            &mut buf.rows,
+        )?;
+        let rows: &[f32] = match item.transform {
+            Transform::Unpermute { .. } => {
+                buf.permuted.resize(buf.rows.len(), 0.0);
+                for (r, dst) in buf.permuted.chunks_exact_mut(row_len).enumerate() {
+                    let s = Transform::unpermuted_row(r, unit);
+                    dst.copy_from_slice(&buf.rows[s * row_len..(s + 1) * row_len]);
+                }
+                &buf.permuted
+            }
+            _ => &buf.rows,
+        };
+        buf.encoded.resize(n * row_bytes, 0);
+        buf.encoded
+            .par_chunks_mut(row_bytes)
+            .zip(rows.par_chunks(row_len))
+            .with_min_len(16)
+            .for_each(|(dst, x)| {
+                pixtral_quant::quantize_row_ref(item.ty, x, dst).expect("lengths from the plan")
+            });
+        w.write_data(&buf.encoded)
+            .map_err(|source| ConvertError::Write {
+                path: out.into(),
+                source,
+            })?;
+        progress.add((n * src_row_len * (item.src.dtype.bitsize() / 8)) as u64);
+        row0 += n;
+    }
+    Ok(())
+}
+
+fn write_file(
+    path: &Path,
+    meta: &[(String, Value)],
+    items: &[Item],
+    src: &SourceSet,
+    progress: &Progress,
+    done: &mut usize,
+    total: usize,
+) -> Result<Partial> {
+    let tmp = partial_path(path);
+    let file = File::create(&tmp).map_err(io_err(&tmp))?;
+    let guard = Partial {
+        path: tmp.clone(),
+        committed: false,
+    };
+    let specs: Vec<TensorSpec> = items.iter().map(Item::spec).collect();
+    let werr = |source| ConvertError::Write {
+        path: tmp.clone(),
+        source,
+    };
+    let mut w =
+        GgufWriter::new(BufWriter::with_capacity(8 << 20, file), meta, &specs).map_err(werr)?;
+    let mut buf = Buffers::default();
+    for item in items {
+        progress.tensor(*done, total, &item.entry.name);
+        write_tensor(&mut w, src, item, &mut buf, progress, &tmp)?;
+        *done += 1;
+    }
+    let bw = w.finish().map_err(werr)?;
+    let file = bw.into_inner().map_err(|e| ConvertError::Io {
+        path: tmp.clone(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    Ok(guard)
+}
+
+/// Convert `opts.src` to `opts.out` (+ `mmproj_path(opts.out)` when the checkpoint has a vision tower).
+pub fn convert(opts: &Options) -> Result<Summary> {
+    let start = Instant::now();
+    if !matches!(
+        opts.outtype,
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0
+    ) {
+        return Err(ConvertError::Usage(format!(
+            "--outtype {} is not one of f32, f16, bf16, q8_0, q4_0",
+            opts.outtype
+        )));
+    }
+    if !matches!(
+        opts.vision_type,
+        GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0
+    ) {
+        return Err(ConvertError::Usage(format!(
+            "--vision-type {} is not one of f32, f16, q8_0",
+            opts.vision_type
+        )));
+    }
+    let ck = Checkpoint::detect(&opts.src)?;
+    let src = open_sources(&ck)?;
+    let (text_items, vision_items) = plan(&ck, &src, opts)?;
+
+    let mut outputs: Vec<(PathBuf, Vec<(String, Value)>, Vec<Item>)> =
+        vec![(opts.out.clone(), text_metadata(&ck, opts), text_items)];
+    if let Some(v) = &ck.vision {
+        let meta = vision_metadata(&ck, v, opts);
+        outputs.push((mmproj_path(&opts.out), meta, vision_items));
+    }
+    for (path, ..) in &outputs {
+        if path.exists() && !opts.force {
+            return Err(ConvertError::Exists { path: path.clone() });
+        }
+    }
+    let need: u64 = outputs
+        .iter()
+        .map(|(_, m, items)| size_bound(m, items))
+        .sum();
+    let dir = match opts.out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let available = crate::os::available_space(&dir).map_err(io_err(&dir))?;
+    if need > available {
+        return Err(ConvertError::DiskSpace {
+            dir,
+            need,
+            available,
+        });
+    }
+
+    let total_tensors: usize = outputs.iter().map(|(_, _, i)| i.len()).sum();
+    let source_bytes: u64 = outputs
+        .iter()
+        .flat_map(|(_, _, i)| i)
+        .map(|i| {
+            (i.n_rows() * i.src.shape.last().copied().unwrap_or(1) * (i.src.dtype.bitsize() / 8))
+                as u64
+        })
+        .sum();
+    let progress = Progress::new(opts.progress, source_bytes);
+    let mut done = 0;
+    let mut partials = Vec::new();
+    for (path, meta, items) in &outputs {
+        partials.push(write_file(
+            path,
+            meta,
+            items,
+            &src,
+            &progress,
+            &mut done,
+            total_tensors,
+        )?);
+    }
+    progress.finish();
+    // all complete and synced: rename into place (mmproj first, text last)
+    let mut summaries = Vec::new();
+    for ((path, _, items), guard) in outputs.iter().zip(partials.iter_mut()).rev() {
+        std::fs::rename(&guard.path, path).map_err(io_err(path))?;
+        guard.committed = true;
+        let bytes = std::fs::metadata(path).map_err(io_err(path))?.len();
+        summaries.push(OutputSummary {
+            path: path.clone(),
+            n_tensors: items.len(),
+            bytes,
+        });
+    }
+    summaries.reverse();
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(Summary {
+        layout: ck.layout,
+        outputs: summaries,
+        source_bytes,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}

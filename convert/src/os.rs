@@ -1,0 +1,43 @@
+//! The converter's two touches of the operating system that std does not offer: free disk space
+//! (`statvfs`) and a SIGINT/SIGTERM flag.
+//!
+//! Safety contract: `statvfs` gets a NUL-terminated path and a zeroed out-struct it fills; the signal
+//! handler only stores to an atomic (async-signal-safe).
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Route SIGINT and SIGTERM to [`interrupted`] so a conversion can stop between chunks and clean up.
+pub fn install_interrupt_handler() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: see the module contract.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+        libc::signal(libc::SIGTERM, handler);
+    }
+}
+
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
+/// Bytes available to an unprivileged writer on the file system holding `dir`.
+pub fn available_space(dir: &Path) -> std::io::Result<u64> {
+    let c = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: see the module contract.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}

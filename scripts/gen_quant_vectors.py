@@ -1,0 +1,50 @@
+"""Reference vectors for the block formats, from the `gguf` Python package (`gguf.quants`).
+
+Writes tests/fixtures/quant/: input.f32 (n_blocks x 32 float32, little-endian) and, per type, the encoded
+bytes (`<type>.bin`) and their decoding (`<type>.dequant.f32`). The Rust test checks quantize_ref and
+dequantize_ref against them bit for bit.
+"""
+import json
+import os
+
+import numpy as np
+from gguf import GGMLQuantizationType as T
+from gguf import quants
+
+from common import FIXTURES
+
+rng = np.random.default_rng(20241007)
+blocks = []
+blocks.append(np.zeros(32, np.float32))                          # zeros
+blocks.append(-np.zeros(32, np.float32))                         # negative zeros (sign of d)
+blocks.append(np.full(32, 65504.0, np.float32))                  # f16 max
+b = np.full(32, -65504.0, np.float32); b[3] = 65504.0; blocks.append(b)   # ±max, tie on |max|
+blocks.append(np.linspace(-1, 1, 32, dtype=np.float32))
+blocks.append(np.arange(32, dtype=np.float32) - 16.5)             # x.5 steps: rounding ties
+b = np.zeros(32, np.float32); b[0] = 127.0; b[1:] = np.arange(31) + 0.5; blocks.append(b)  # id = 1, .5 ties
+blocks.append(rng.normal(0, 1e-8, 32).astype(np.float32))        # tiny: subnormal f16 scales
+blocks.append(rng.normal(0, 1e-3, 32).astype(np.float32))
+b = np.zeros(32, np.float32); b[17] = -3.0; blocks.append(b)     # single negative peak
+b = np.zeros(32, np.float32); b[5] = 1e-30; blocks.append(b)     # d underflows to 0 in f16
+blocks.append(rng.uniform(-1000, 1000, 32).astype(np.float32))
+for scale in [1.0, 0.02, 30.0]:
+    for _ in range(12):
+        blocks.append(rng.normal(0, scale, 32).astype(np.float32))
+blocks.append(rng.standard_normal(32).astype(np.float32))  # odd count: 49 blocks
+x = np.stack(blocks).astype(np.float32)
+assert len(x) % 2 == 1, len(x)
+
+out = os.path.join(FIXTURES, "quant")
+os.makedirs(out, exist_ok=True)
+x.tofile(os.path.join(out, "input.f32"))
+index = {"n_blocks": int(len(x)), "types": {}}
+for name, qt in [("F16", T.F16), ("BF16", T.BF16), ("Q8_0", T.Q8_0), ("Q4_0", T.Q4_0)]:
+    enc = quants.quantize(x.reshape(-1), qt)
+    enc = np.ascontiguousarray(enc).view(np.uint8).reshape(-1)
+    dec = quants.dequantize(enc, qt).astype(np.float32).reshape(-1)
+    enc.tofile(os.path.join(out, f"{name}.bin"))
+    dec.tofile(os.path.join(out, f"{name}.dequant.f32"))
+    index["types"][name] = {"bytes": int(enc.size)}
+with open(os.path.join(out, "index.json"), "w") as f:
+    json.dump(index, f, indent=1)
+print("wrote", out, index)
