@@ -45,9 +45,7 @@ enum Cmd {
 
 fn parse_type(s: &str) -> Result<GgmlType, String> {
     match GgmlType::from_name(s) {
-        Some(
-            t @ (GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0),
-        ) => Ok(t),
+        Some(t @ (GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0)) => Ok(t),
         _ => Err(format!("{s:?} is not one of f32, f16, bf16, q8_0, q4_0")),
     }
 }
@@ -55,13 +53,7 @@ fn parse_type(s: &str) -> Result<GgmlType, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
-        Cmd::Convert {
-            src,
-            outtype,
-            vision_type,
-            out,
-            force,
-        } => convert(src, outtype, vision_type, out, force),
+        Cmd::Convert { src, outtype, vision_type, out, force } => convert(src, outtype, vision_type, out, force),
         Cmd::Inspect { file, full } => inspect(file, full),
     };
     match result {
@@ -73,31 +65,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn convert(
-    src: PathBuf,
-    outtype: GgmlType,
-    vision_type: GgmlType,
-    out: PathBuf,
-    force: bool,
-) -> anyhow::Result<()> {
+fn convert(src: PathBuf, outtype: GgmlType, vision_type: GgmlType, out: PathBuf, force: bool) -> anyhow::Result<()> {
     pixtral::convert::os::install_interrupt_handler();
-    let opts = pixtral::convert::Options {
-        src,
-        out,
-        outtype,
-        vision_type,
-        force,
-        progress: true,
-    };
+    let opts = pixtral::convert::Options { src, out, outtype, vision_type, force, progress: true };
     let s = pixtral::convert::convert(&opts)?;
     let mb = |b: u64| b as f64 / 1e6;
     for o in &s.outputs {
-        eprintln!(
-            "wrote {} ({} tensors, {:.1} MB)",
-            o.path.display(),
-            o.n_tensors,
-            mb(o.bytes)
-        );
+        eprintln!("wrote {} ({} tensors, {:.1} MB)", o.path.display(), o.n_tensors, mb(o.bytes));
     }
     eprintln!(
         "{:?} checkpoint, {:.1} MB read in {:.1} s ({:.0} MB/s)",
@@ -111,24 +85,14 @@ fn convert(
 
 fn show(v: &Value, full: bool) -> String {
     match v {
-        Value::String(s) if !full && s.len() > 120 => format!(
-            "{:?}… ({} bytes)",
-            &s[..s.floor_char_boundary(100)],
-            s.len()
-        ),
+        Value::String(s) if !full && s.len() > 120 => {
+            format!("{:?}… ({} bytes)", s.chars().take(100).collect::<String>(), s.len())
+        }
         Value::String(s) => format!("{s:?}"),
         Value::Array(elem, items) => {
-            let n = if full {
-                items.len()
-            } else {
-                items.len().min(8)
-            };
+            let n = if full { items.len() } else { items.len().min(8) };
             let shown: Vec<String> = items[..n].iter().map(|i| show(i, full)).collect();
-            let more = if n < items.len() {
-                format!(", … ({} items)", items.len())
-            } else {
-                String::new()
-            };
+            let more = if n < items.len() { format!(", … ({} items)", items.len()) } else { String::new() };
             format!("[{elem:?}] [{}{more}]", shown.join(", "))
         }
         Value::U8(x) => x.to_string(),
@@ -159,38 +123,16 @@ fn inspect(path: PathBuf, full: bool) -> anyhow::Result<()> {
     );
     println!("\nmetadata:");
     for (k, v) in &h.metadata {
-        println!(
-            "  {k:<45} {:<8} {}",
-            format!("{:?}", v.value_type()),
-            show(v, full)
-        );
+        println!("  {k:<45} {:<8} {}", format!("{:?}", v.value_type()), show(v, full));
     }
     println!("\ntensors:");
-    println!(
-        "  {:<40} {:<6} {:<24} {:>14} {:>14}",
-        "name", "type", "shape (ne)", "offset", "bytes"
-    );
+    println!("  {:<40} {:<6} {:<24} {:>14} {:>14}", "name", "type", "shape (ne)", "offset", "bytes");
     let mut total = 0u64;
     for t in &h.tensors {
-        let shape =
-            t.ne.iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(" x ");
-        println!(
-            "  {:<40} {:<6} {:<24} {:>14} {:>14}",
-            t.name,
-            t.ty.name(),
-            shape,
-            t.offset,
-            t.n_bytes
-        );
+        let shape = t.ne.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" x ");
+        println!("  {:<40} {:<6} {:<24} {:>14} {:>14}", t.name, t.ty.name(), shape, t.offset, t.n_bytes);
         total += t.n_bytes;
     }
-    println!(
-        "\n{} tensors, {:.2} MB of data",
-        h.tensors.len(),
-        total as f64 / 1e6
-    );
+    println!("\n{} tensors, {:.2} MB of data", h.tensors.len(), total as f64 / 1e6);
     Ok(())
 }

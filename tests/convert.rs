@@ -18,28 +18,16 @@ fn tiny(layout: &str) -> PathBuf {
 }
 
 fn expect() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join("tiny/expect.json")).unwrap())
-        .unwrap()
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("tiny/expect.json")).unwrap()).unwrap()
 }
 
 fn opts(src: &Path, out: &Path, outtype: GgmlType, vision_type: GgmlType) -> Options {
-    Options {
-        src: src.into(),
-        out: out.into(),
-        outtype,
-        vision_type,
-        force: false,
-        progress: false,
-    }
+    Options { src: src.into(), out: out.into(), outtype, vision_type, force: false, progress: false }
 }
 
 fn run(src: &Path, out: &Path, outtype: GgmlType, vision_type: GgmlType) -> (GgufFile, GgufFile) {
-    convert(&opts(src, out, outtype, vision_type))
-        .unwrap_or_else(|e| panic!("{}: {e}", src.display()));
-    (
-        GgufFile::open(out).unwrap(),
-        GgufFile::open(mmproj_path(out)).unwrap(),
-    )
+    convert(&opts(src, out, outtype, vision_type)).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+    (GgufFile::open(out).unwrap(), GgufFile::open(mmproj_path(out)).unwrap())
 }
 
 fn dequant(f: &GgufFile, name: &str) -> Vec<f32> {
@@ -50,20 +38,11 @@ fn dequant(f: &GgufFile, name: &str) -> Vec<f32> {
 }
 
 fn meta_without_name(f: &GgufFile) -> Vec<(String, Value)> {
-    f.header
-        .metadata
-        .iter()
-        .filter(|(k, _)| k != "general.name")
-        .cloned()
-        .collect()
+    f.header.metadata.iter().filter(|(k, _)| k != "general.name").cloned().collect()
 }
 
 fn assert_same_files(a: &GgufFile, b: &GgufFile, what: &str) {
-    assert_eq!(
-        meta_without_name(a),
-        meta_without_name(b),
-        "{what}: metadata"
-    );
+    assert_eq!(meta_without_name(a), meta_without_name(b), "{what}: metadata");
     assert_eq!(a.header.tensors, b.header.tensors, "{what}: tensor infos");
     for t in &a.header.tensors {
         assert!(a.data(t) == b.data(t), "{what}: tensor {} differs", t.name);
@@ -73,23 +52,10 @@ fn assert_same_files(a: &GgufFile, b: &GgufFile, what: &str) {
 #[test]
 fn all_layouts_give_identical_files_at_every_outtype() {
     let dir = TempDir::new("layouts");
-    for outtype in [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-    ] {
+    for outtype in [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0] {
         let files: Vec<(GgufFile, GgufFile)> = LAYOUTS
             .iter()
-            .map(|l| {
-                run(
-                    &tiny(l),
-                    &dir.join(&format!("{l}-{outtype}.gguf")),
-                    outtype,
-                    GgmlType::F16,
-                )
-            })
+            .map(|l| run(&tiny(l), &dir.join(&format!("{l}-{outtype}.gguf")), outtype, GgmlType::F16))
             .collect();
         for (l, f) in LAYOUTS.iter().zip(&files).skip(1) {
             assert_same_files(&files[0].0, &f.0, &format!("{outtype} text, hf vs {l}"));
@@ -145,10 +111,7 @@ fn mistral_name(gguf: &str) -> (String, Option<usize>) {
         (format!("layers.{}.{m}.weight", parts[1]), None)
     } else {
         let m = vision.iter().find(|(g, _)| *g == parts[3]).unwrap().1;
-        (
-            format!("vision_encoder.transformer.layers.{}.{m}.weight", parts[2]),
-            None,
-        )
+        (format!("vision_encoder.transformer.layers.{}.{m}.weight", parts[2]), None)
     }
 }
 
@@ -172,12 +135,7 @@ fn load_safetensors(path: &Path) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
 #[test]
 fn f32_output_equals_the_mistral_checkpoint_exactly() {
     let dir = TempDir::new("exact");
-    let (text, vision) = run(
-        &tiny("mistral"),
-        &dir.join("m.gguf"),
-        GgmlType::F32,
-        GgmlType::F32,
-    );
+    let (text, vision) = run(&tiny("mistral"), &dir.join("m.gguf"), GgmlType::F32, GgmlType::F32);
     let src = load_safetensors(&tiny("mistral").join("consolidated.safetensors"));
     let mut used = std::collections::BTreeSet::new();
     for f in [&text, &vision] {
@@ -204,63 +162,30 @@ fn f32_output_equals_the_mistral_checkpoint_exactly() {
 fn hf_q_and_k_are_unpermuted_to_the_interleaved_layout() {
     let e = expect();
     let dir = TempDir::new("unpermute");
-    let (text, vision) = run(
-        &tiny("hf"),
-        &dir.join("h.gguf"),
-        GgmlType::F32,
-        GgmlType::F32,
-    );
+    let (text, vision) = run(&tiny("hf"), &dir.join("h.gguf"), GgmlType::F32, GgmlType::F32);
     let row = |f: &GgufFile, name: &str, r: usize| {
         let v = dequant(f, name);
         let n = f.header.tensor(name).unwrap().ne[0] as usize;
         v[r * n..(r + 1) * n].to_vec()
     };
-    let want = |k: &str| -> Vec<f32> {
-        e[k].as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap() as f32)
-            .collect()
-    };
-    assert_eq!(
-        row(&text, "blk.0.attn_q.weight", 1),
-        want("blk0_attn_q_row1")
-    );
-    assert_eq!(
-        row(&text, "blk.0.attn_k.weight", 1),
-        want("blk0_attn_k_row1")
-    );
-    assert_eq!(
-        row(&vision, "v.blk.1.attn_k.weight", 3),
-        want("v_blk1_attn_k_row3")
-    );
-    assert_eq!(
-        dequant(&vision, "v.token_embd.img_break"),
-        want("img_break_row")
-    );
+    let want = |k: &str| -> Vec<f32> { e[k].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect() };
+    assert_eq!(row(&text, "blk.0.attn_q.weight", 1), want("blk0_attn_q_row1"));
+    assert_eq!(row(&text, "blk.0.attn_k.weight", 1), want("blk0_attn_k_row1"));
+    assert_eq!(row(&vision, "v.blk.1.attn_k.weight", 3), want("v_blk1_attn_k_row3"));
+    assert_eq!(dequant(&vision, "v.token_embd.img_break"), want("img_break_row"));
 }
 
 #[test]
 fn quantized_tensors_are_within_their_format_bound_and_follow_the_type_policy() {
     let dir = TempDir::new("bounds");
-    let (ref_text, ref_vision) = run(
-        &tiny("mistral"),
-        &dir.join("ref.gguf"),
-        GgmlType::F32,
-        GgmlType::F32,
-    );
+    let (ref_text, ref_vision) = run(&tiny("mistral"), &dir.join("ref.gguf"), GgmlType::F32, GgmlType::F32);
     for (outtype, vtype) in [
         (GgmlType::F16, GgmlType::F16),
         (GgmlType::BF16, GgmlType::F32),
         (GgmlType::Q8_0, GgmlType::Q8_0),
         (GgmlType::Q4_0, GgmlType::F16),
     ] {
-        let (text, vision) = run(
-            &tiny("hf"),
-            &dir.join(&format!("{outtype}-{vtype}.gguf")),
-            outtype,
-            vtype,
-        );
+        let (text, vision) = run(&tiny("hf"), &dir.join(&format!("{outtype}-{vtype}.gguf")), outtype, vtype);
         for (f, r) in [(&text, &ref_text), (&vision, &ref_vision)] {
             for t in &f.header.tensors {
                 let want_ty = if t.ne.len() == 1 {
@@ -279,16 +204,8 @@ fn quantized_tensors_are_within_their_format_bound_and_follow_the_type_policy() 
                 let y = dequant(f, &t.name);
                 for (b, (xb, yb)) in x.chunks(32).zip(y.chunks(32)).enumerate() {
                     let bound = roundtrip_bound(t.ty, xb);
-                    let worst = xb
-                        .iter()
-                        .zip(yb)
-                        .map(|(a, c)| (a - c).abs())
-                        .fold(0f32, f32::max);
-                    assert!(
-                        worst <= bound,
-                        "{outtype}: {} block {b}: error {worst} > bound {bound}",
-                        t.name
-                    );
+                    let worst = xb.iter().zip(yb).map(|(a, c)| (a - c).abs()).fold(0f32, f32::max);
+                    assert!(worst <= bound, "{outtype}: {} block {b}: error {worst} > bound {bound}", t.name);
                 }
             }
         }
@@ -299,26 +216,15 @@ fn quantized_tensors_are_within_their_format_bound_and_follow_the_type_policy() 
 fn files_hold_exactly_the_manifest_and_the_config() {
     let e = expect();
     let dir = TempDir::new("manifest");
-    let (text, vision) = run(
-        &tiny("hf"),
-        &dir.join("h.gguf"),
-        GgmlType::Q8_0,
-        GgmlType::F16,
-    );
+    let (text, vision) = run(&tiny("hf"), &dir.join("h.gguf"), GgmlType::Q8_0, GgmlType::F16);
     // 1 embedding + 9 per layer × 2 + norm + head; 2 + 9 × 2 + 4 adapter + the [IMG_BREAK] row
     assert_eq!(text.header.tensors.len(), 21);
     assert_eq!(vision.header.tensors.len(), 25);
     let ck = pixtral::convert::config::Checkpoint::detect(&tiny("hf")).unwrap();
     let want_text = pixtral::convert::manifest::text_tensors(&ck.text);
-    let want_vision =
-        pixtral::convert::manifest::vision_tensors(ck.vision.as_ref().unwrap(), ck.text.dim);
+    let want_vision = pixtral::convert::manifest::vision_tensors(ck.vision.as_ref().unwrap(), ck.text.dim);
     for (f, want) in [(&text, want_text), (&vision, want_vision)] {
-        let got: Vec<(String, Vec<u64>)> = f
-            .header
-            .tensors
-            .iter()
-            .map(|t| (t.name.clone(), t.ne.clone()))
-            .collect();
+        let got: Vec<(String, Vec<u64>)> = f.header.tensors.iter().map(|t| (t.name.clone(), t.ne.clone())).collect();
         let want: Vec<(String, Vec<u64>)> = want.iter().map(|e| (e.name.clone(), e.ne())).collect();
         assert_eq!(got, want);
     }
@@ -326,56 +232,22 @@ fn files_hold_exactly_the_manifest_and_the_config() {
     let t = &e["text"];
     let u = |k: &str| t[k].as_u64().unwrap() as u32;
     assert_eq!(h.get_str("general.architecture").unwrap(), "llama");
-    assert_eq!(
-        h.get_u32("llama.block_count").unwrap(),
-        u("num_hidden_layers")
-    );
-    assert_eq!(
-        h.get_u32("llama.embedding_length").unwrap(),
-        u("hidden_size")
-    );
-    assert_eq!(
-        h.get_u32("llama.feed_forward_length").unwrap(),
-        u("intermediate_size")
-    );
-    assert_eq!(
-        h.get_u32("llama.attention.head_count").unwrap(),
-        u("num_attention_heads")
-    );
-    assert_eq!(
-        h.get_u32("llama.attention.head_count_kv").unwrap(),
-        u("num_key_value_heads")
-    );
-    assert_eq!(
-        h.get_u32("llama.attention.key_length").unwrap(),
-        u("head_dim")
-    );
-    assert_eq!(
-        h.get_u32("llama.attention.value_length").unwrap(),
-        u("head_dim")
-    );
-    assert_eq!(
-        h.get_u32("llama.rope.dimension_count").unwrap(),
-        u("head_dim")
-    );
+    assert_eq!(h.get_u32("llama.block_count").unwrap(), u("num_hidden_layers"));
+    assert_eq!(h.get_u32("llama.embedding_length").unwrap(), u("hidden_size"));
+    assert_eq!(h.get_u32("llama.feed_forward_length").unwrap(), u("intermediate_size"));
+    assert_eq!(h.get_u32("llama.attention.head_count").unwrap(), u("num_attention_heads"));
+    assert_eq!(h.get_u32("llama.attention.head_count_kv").unwrap(), u("num_key_value_heads"));
+    assert_eq!(h.get_u32("llama.attention.key_length").unwrap(), u("head_dim"));
+    assert_eq!(h.get_u32("llama.attention.value_length").unwrap(), u("head_dim"));
+    assert_eq!(h.get_u32("llama.rope.dimension_count").unwrap(), u("head_dim"));
     assert_eq!(h.get_u32("llama.vocab_size").unwrap(), 2048);
-    assert_eq!(
-        h.get_u32("llama.context_length").unwrap(),
-        u("max_position_embeddings")
-    );
-    assert_eq!(
-        h.get_f32("llama.rope.freq_base").unwrap(),
-        t["rope_theta"].as_f64().unwrap() as f32
-    );
-    assert_eq!(
-        h.get_f32("llama.attention.layer_norm_rms_epsilon").unwrap(),
-        1e-5
-    );
+    assert_eq!(h.get_u32("llama.context_length").unwrap(), u("max_position_embeddings"));
+    assert_eq!(h.get_f32("llama.rope.freq_base").unwrap(), t["rope_theta"].as_f64().unwrap() as f32);
+    assert_eq!(h.get_f32("llama.attention.layer_norm_rms_epsilon").unwrap(), 1e-5);
     assert_eq!(h.get_u32("general.file_type").unwrap(), 7);
     // tokenizer, against the HF tokenizer.json read here
     let tj: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(tiny("hf").join("tokenizer.json")).unwrap())
-            .unwrap();
+        serde_json::from_str(&std::fs::read_to_string(tiny("hf").join("tokenizer.json")).unwrap()).unwrap();
     let tokens = h.get_str_array("tokenizer.ggml.tokens").unwrap();
     assert_eq!(tokens.len(), 2048);
     for (s, id) in tj["model"]["vocab"].as_object().unwrap() {
@@ -395,10 +267,7 @@ fn files_hold_exactly_the_manifest_and_the_config() {
     assert_eq!(merges, want_merges);
     match h.get("tokenizer.ggml.token_type").unwrap() {
         Value::Array(_, types) => {
-            assert!(
-                types[..1000].iter().all(|t| *t == Value::I32(3)),
-                "reserved ids are CONTROL"
-            );
+            assert!(types[..1000].iter().all(|t| *t == Value::I32(3)), "reserved ids are CONTROL");
             assert!(types[1000..].iter().all(|t| *t == Value::I32(1)));
         }
         other => panic!("{other:?}"),
@@ -408,34 +277,22 @@ fn files_hold_exactly_the_manifest_and_the_config() {
     assert_eq!(h.get_u32("tokenizer.ggml.bos_token_id").unwrap(), 1);
     assert_eq!(h.get_u32("tokenizer.ggml.eos_token_id").unwrap(), 2);
     assert_eq!(h.get_u32("tokenizer.ggml.unknown_token_id").unwrap(), 0);
-    assert!(h
-        .get_str("tokenizer.chat_template")
-        .unwrap()
-        .contains("[INST]"));
+    assert!(h.get_str("tokenizer.chat_template").unwrap().contains("[INST]"));
     let v = &vision.header;
     let ev = &e["vision"];
     assert_eq!(v.get_str("general.architecture").unwrap(), "clip");
     assert_eq!(v.get_str("clip.projector_type").unwrap(), "pixtral");
     assert!(v.get_bool("clip.use_silu").unwrap());
-    assert_eq!(
-        v.get_u32("clip.vision.block_count").unwrap(),
-        ev["num_hidden_layers"].as_u64().unwrap() as u32
-    );
+    assert_eq!(v.get_u32("clip.vision.block_count").unwrap(), ev["num_hidden_layers"].as_u64().unwrap() as u32);
     assert_eq!(v.get_u32("clip.vision.embedding_length").unwrap(), 64);
     assert_eq!(v.get_u32("clip.vision.feed_forward_length").unwrap(), 96);
     assert_eq!(v.get_u32("clip.vision.attention.head_count").unwrap(), 2);
     assert_eq!(v.get_u32("clip.vision.projection_dim").unwrap(), 64);
     assert_eq!(v.get_u32("clip.vision.image_size").unwrap(), 256);
     assert_eq!(v.get_u32("clip.vision.patch_size").unwrap(), 16);
-    assert_eq!(v.get_f32("clip.vision.rope.freq_base").unwrap(), 10000.0);
-    assert_eq!(
-        v.get_f32_array("clip.vision.image_mean").unwrap(),
-        vec![0.48145466, 0.4578275, 0.40821073]
-    );
-    assert_eq!(
-        v.get_f32_array("clip.vision.image_std").unwrap(),
-        vec![0.26862954, 0.26130258, 0.27577711]
-    );
+    assert_eq!(v.get_f32("clip.rope.freq_base").unwrap(), 10000.0);
+    assert_eq!(v.get_f32_array("clip.vision.image_mean").unwrap(), pixtral::convert::config::IMAGE_MEAN.to_vec());
+    assert_eq!(v.get_f32_array("clip.vision.image_std").unwrap(), pixtral::convert::config::IMAGE_STD.to_vec());
     assert_eq!(
         (
             v.get_u32("pixtral.image_token_id").unwrap(),
@@ -457,37 +314,23 @@ fn tekken_digit_pattern_replaces_the_old_transformers_regex() {
     assert_ne!(text, old, "fixture carries the single-digit pattern");
     std::fs::write(&p, old).unwrap();
     let (f, _) = run(&src, &dir.join("o.gguf"), GgmlType::Q8_0, GgmlType::F16);
-    assert_eq!(
-        f.header.get_str("pixtral.tokenizer.pattern").unwrap(),
-        pixtral::convert::tokenizer::TEKKEN_PATTERN
-    );
+    assert_eq!(f.header.get_str("pixtral.tokenizer.pattern").unwrap(), pixtral::convert::tokenizer::TEKKEN_PATTERN);
 }
 
 #[test]
 fn reconversion_is_byte_identical() {
     let dir = TempDir::new("determinism");
     for out in ["a.gguf", "b.gguf"] {
-        run(
-            &tiny("hf-sharded"),
-            &dir.join(out),
-            GgmlType::Q4_0,
-            GgmlType::Q8_0,
-        );
+        run(&tiny("hf-sharded"), &dir.join(out), GgmlType::Q4_0, GgmlType::Q8_0);
     }
-    assert!(
-        std::fs::read(dir.join("a.gguf")).unwrap() == std::fs::read(dir.join("b.gguf")).unwrap()
-    );
-    assert!(
-        std::fs::read(dir.join("a.mmproj.gguf")).unwrap()
-            == std::fs::read(dir.join("b.mmproj.gguf")).unwrap()
-    );
+    assert!(std::fs::read(dir.join("a.gguf")).unwrap() == std::fs::read(dir.join("b.gguf")).unwrap());
+    assert!(std::fs::read(dir.join("a.mmproj.gguf")).unwrap() == std::fs::read(dir.join("b.mmproj.gguf")).unwrap());
 }
 
 #[test]
 fn full_tekken_vocabulary_and_merges_match_transformers() {
     let fx = fixtures().join("tekken-full");
-    let e: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fx.join("expect.json")).unwrap()).unwrap();
+    let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fx.join("expect.json")).unwrap()).unwrap();
     let cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fx.join("config.json")).unwrap()).unwrap();
     let ranks = std::fs::read_to_string(fx.join("ranks.b64")).unwrap();
@@ -498,25 +341,15 @@ fn full_tekken_vocabulary_and_merges_match_transformers() {
         .collect();
     let dir = TempDir::new("tekken-full");
     let path = dir.join("tekken.json");
-    std::fs::write(
-        &path,
-        serde_json::json!({"config": cfg, "vocab": vocab}).to_string(),
-    )
-    .unwrap();
+    std::fs::write(&path, serde_json::json!({"config": cfg, "vocab": vocab}).to_string()).unwrap();
     let v = pixtral::convert::tokenizer::from_tekken(&path, 131072).unwrap();
     assert_eq!(v.tokens.len(), e["n_tokens"].as_u64().unwrap() as usize);
     assert_eq!(v.tokens[1000], e["token_1000"].as_str().unwrap());
     assert_eq!(v.tokens[131071], e["token_131071"].as_str().unwrap());
     assert_eq!(v.merges.len(), e["n_merges"].as_u64().unwrap() as usize);
     assert_eq!(v.merges.last().unwrap(), e["last_merge"].as_str().unwrap());
-    assert_eq!(
-        format!("{:016x}", fnv1a64(v.tokens.join("\n").as_bytes())),
-        e["tokens_fnv"].as_str().unwrap()
-    );
-    assert_eq!(
-        format!("{:016x}", fnv1a64(v.merges.join("\n").as_bytes())),
-        e["merges_fnv"].as_str().unwrap()
-    );
+    assert_eq!(format!("{:016x}", fnv1a64(v.tokens.join("\n").as_bytes())), e["tokens_fnv"].as_str().unwrap());
+    assert_eq!(format!("{:016x}", fnv1a64(v.merges.join("\n").as_bytes())), e["merges_fnv"].as_str().unwrap());
     assert_eq!(v.pattern, pixtral::convert::tokenizer::TEKKEN_PATTERN);
     assert_eq!((v.bos, v.eos, v.unk), (1, 2, 0));
 }
@@ -526,12 +359,7 @@ fn full_tekken_vocabulary_and_merges_match_transformers() {
 /// Rewrite a safetensors file through `f(name, dtype, shape, bytes)`; `None` drops the tensor.
 fn rewrite(
     path: &Path,
-    f: impl Fn(
-        &str,
-        safetensors::Dtype,
-        Vec<usize>,
-        Vec<u8>,
-    ) -> Option<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>,
+    f: impl Fn(&str, safetensors::Dtype, Vec<usize>, Vec<u8>) -> Option<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>,
 ) {
     let bytes = std::fs::read(path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
@@ -543,12 +371,7 @@ fn rewrite(
     }
     let views: Vec<(String, safetensors::tensor::TensorView)> = owned
         .iter()
-        .map(|(n, d, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
-            )
-        })
+        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
         .collect();
     let out = safetensors::serialize(views, None).unwrap();
     std::fs::write(path, out).unwrap();
@@ -562,8 +385,7 @@ fn broken(layout: &str, break_it: impl Fn(&Path)) -> (ConvertError, String) {
     break_it(&src);
     let out = dir.join("out.gguf");
     let e = convert(&opts(&src, &out, GgmlType::Q4_0, GgmlType::F16))
-        .err()
-        .expect("conversion of a broken checkpoint failed");
+        .expect_err("conversion of a broken checkpoint failed");
     let left: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
@@ -584,10 +406,7 @@ fn missing_tensor_is_named() {
         })
     });
     assert!(matches!(e, ConvertError::MissingTensor { .. }), "{e:?}");
-    assert!(
-        msg.contains("layers.1.feed_forward.w2.weight") && msg.contains("[64, 96]"),
-        "{msg}"
-    );
+    assert!(msg.contains("layers.1.feed_forward.w2.weight") && msg.contains("[64, 96]"), "{msg}");
 }
 
 #[test]
@@ -603,9 +422,7 @@ fn wrong_shape_is_named_with_both_shapes() {
     });
     assert!(matches!(e, ConvertError::ShapeMismatch { .. }), "{e:?}");
     assert!(
-        msg.contains("layers.0.attention.wk.weight")
-            && msg.contains("[32, 128]")
-            && msg.contains("[64, 64]"),
+        msg.contains("layers.0.attention.wk.weight") && msg.contains("[32, 128]") && msg.contains("[64, 64]"),
         "{msg}"
     );
 }
@@ -622,10 +439,7 @@ fn nan_is_named_and_leaves_no_partial_file() {
             Some((n.into(), d, sh, b))
         })
     });
-    assert!(
-        matches!(e, ConvertError::NonFinite { index: 100, .. }),
-        "{e:?}"
-    );
+    assert!(matches!(e, ConvertError::NonFinite { index: 100, .. }), "{e:?}");
     assert!(msg.contains("output.weight"), "{msg}");
 }
 
@@ -633,38 +447,22 @@ fn nan_is_named_and_leaves_no_partial_file() {
 fn unexpected_tensor_is_refused() {
     let (_, msg) = broken("mistral", |s| {
         let mut t = load_raw(&s.join(CONSOLIDATED));
-        t.push((
-            "layers.9.extra.weight".into(),
-            safetensors::Dtype::BF16,
-            vec![4],
-            vec![0; 8],
-        ));
+        t.push(("layers.9.extra.weight".into(), safetensors::Dtype::BF16, vec![4], vec![0; 8]));
         write_raw(&s.join(CONSOLIDATED), t);
     });
-    assert!(
-        msg.contains("layers.9.extra.weight") && msg.contains("manifest"),
-        "{msg}"
-    );
+    assert!(msg.contains("layers.9.extra.weight") && msg.contains("manifest"), "{msg}");
 }
 
 fn load_raw(p: &Path) -> Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> {
     let bytes = std::fs::read(p).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    st.tensors()
-        .into_iter()
-        .map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec()))
-        .collect()
+    st.tensors().into_iter().map(|(n, v)| (n, v.dtype(), v.shape().to_vec(), v.data().to_vec())).collect()
 }
 
 fn write_raw(p: &Path, t: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>) {
     let views: Vec<(String, safetensors::tensor::TensorView)> = t
         .iter()
-        .map(|(n, d, s, b)| {
-            (
-                n.clone(),
-                safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap(),
-            )
-        })
+        .map(|(n, d, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
         .collect();
     std::fs::write(p, safetensors::serialize(views, None).unwrap()).unwrap();
 }
@@ -701,31 +499,19 @@ fn overlapping_offsets_are_refused() {
         b.extend_from_slice(&[0u8; 12]);
         std::fs::write(s.join(CONSOLIDATED), b).unwrap();
     });
-    assert!(
-        msg.contains(CONSOLIDATED) && msg.contains("invalid safetensors"),
-        "{msg}"
-    );
+    assert!(msg.contains(CONSOLIDATED) && msg.contains("invalid safetensors"), "{msg}");
 }
 
 #[test]
 fn shard_names_must_be_plain_file_names() {
-    for bad in [
-        "../model-00001-of-00002.safetensors",
-        "/etc/passwd",
-        "sub/x.safetensors",
-        "",
-    ] {
+    for bad in ["../model-00001-of-00002.safetensors", "/etc/passwd", "sub/x.safetensors", ""] {
         let (_, msg) = broken("hf-sharded", |s| {
             let p = s.join("model.safetensors.index.json");
-            let mut j: serde_json::Value =
-                serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+            let mut j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
             j["weight_map"]["lm_head.weight"] = serde_json::Value::String(bad.into());
             std::fs::write(&p, j.to_string()).unwrap();
         });
-        assert!(
-            msg.contains("not a plain file name") && msg.contains("index.json"),
-            "{bad}: {msg}"
-        );
+        assert!(msg.contains("not a plain file name") && msg.contains("index.json"), "{bad}: {msg}");
     }
 }
 
@@ -748,18 +534,14 @@ fn a_tensor_in_two_shards_is_refused() {
 fn index_and_shard_contents_must_agree() {
     let (_, msg) = broken("hf-sharded", |s| {
         let p = s.join("model.safetensors.index.json");
-        let mut j: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let mut j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         j["weight_map"]["model.language_model.norm.weight"] =
             serde_json::Value::String("model-00001-of-00002.safetensors".into());
         j["weight_map"]["model.language_model.layers.0.mlp.up_proj.weight"] =
             serde_json::Value::String("model-00002-of-00002.safetensors".into());
         std::fs::write(&p, j.to_string()).unwrap();
     });
-    assert!(
-        msg.contains("index says shard") || msg.contains("not found in shard"),
-        "{msg}"
-    );
+    assert!(msg.contains("index says shard") || msg.contains("not found in shard"), "{msg}");
 }
 
 #[test]
@@ -768,40 +550,27 @@ fn pickle_checkpoints_are_refused() {
         std::fs::remove_file(s.join("model.safetensors")).unwrap();
         std::fs::write(s.join("pytorch_model.bin"), b"not really a pickle").unwrap();
     });
-    assert!(
-        msg.contains("pickle") && msg.contains("pytorch_model.bin"),
-        "{msg}"
-    );
+    assert!(msg.contains("pickle") && msg.contains("pytorch_model.bin"), "{msg}");
 }
 
 #[test]
 fn bad_config_fields_are_named() {
     let (_, msg) = broken("mistral", |s| {
         let p = s.join("params.json");
-        let mut j: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let mut j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         j["n_kv_heads"] = serde_json::json!(3);
         std::fs::write(&p, j.to_string()).unwrap();
     });
-    assert!(
-        msg.contains("params.json") && msg.contains("kv heads"),
-        "{msg}"
-    );
+    assert!(msg.contains("params.json") && msg.contains("kv heads"), "{msg}");
     let (_, msg) = broken("mistral", |s| {
         let p = s.join("params.json");
-        let mut j: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let mut j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         j["vision_encoder"]["patch_size"] = serde_json::json!(-16);
         std::fs::write(&p, j.to_string()).unwrap();
     });
     assert!(msg.contains("vision_encoder.patch_size"), "{msg}");
-    let (_, msg) = broken("hf", |s| {
-        std::fs::write(s.join("config.json"), "{ not json").unwrap()
-    });
-    assert!(
-        msg.contains("config.json") && msg.contains("invalid JSON"),
-        "{msg}"
-    );
+    let (_, msg) = broken("hf", |s| std::fs::write(s.join("config.json"), "{ not json").unwrap());
+    assert!(msg.contains("config.json") && msg.contains("invalid JSON"), "{msg}");
 }
 
 #[test]
@@ -809,13 +578,8 @@ fn existing_output_needs_force() {
     let dir = TempDir::new("force");
     let out = dir.join("o.gguf");
     std::fs::write(mmproj_path(&out), b"keep me").unwrap();
-    let e = convert(&opts(&tiny("mistral"), &out, GgmlType::Q8_0, GgmlType::F16))
-        .err()
-        .unwrap();
-    assert!(
-        matches!(e, ConvertError::Exists { .. }) && e.to_string().contains("--force"),
-        "{e}"
-    );
+    let e = convert(&opts(&tiny("mistral"), &out, GgmlType::Q8_0, GgmlType::F16)).err().unwrap();
+    assert!(matches!(e, ConvertError::Exists { .. }) && e.to_string().contains("--force"), "{e}");
     assert_eq!(std::fs::read(mmproj_path(&out)).unwrap(), b"keep me");
     assert!(!out.exists());
     let mut o = opts(&tiny("mistral"), &out, GgmlType::Q8_0, GgmlType::F16);

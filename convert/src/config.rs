@@ -51,7 +51,9 @@ pub struct VisionConfig {
 
 /// ref: mistral_common `image.py` DATASET_MEAN / DATASET_STD (the CLIP constants), also what the HF
 /// `preprocessor_config.json` of Pixtral carries.
+#[allow(clippy::excessive_precision)] // the reference's literals, as written there
 pub const IMAGE_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
+#[allow(clippy::excessive_precision)]
 pub const IMAGE_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 /// Pixtral's vision RMSNorm eps is not in either config format (transformers hard-codes 1e-5).
 pub const VISION_NORM_EPS: f32 = 1e-5;
@@ -85,11 +87,7 @@ struct Obj<'a> {
 
 impl<'a> Obj<'a> {
     fn field_err(&self, key: &str, msg: impl Into<String>) -> ConvertError {
-        ConvertError::Field {
-            path: self.path.to_path_buf(),
-            field: format!("{}{key}", self.prefix),
-            msg: msg.into(),
-        }
+        ConvertError::Field { path: self.path.to_path_buf(), field: format!("{}{key}", self.prefix), msg: msg.into() }
     }
 
     fn get(&self, key: &str) -> Option<&'a Json> {
@@ -100,9 +98,7 @@ impl<'a> Obj<'a> {
         match self.get(key) {
             None => default.ok_or_else(|| self.field_err(key, "missing")),
             Some(v) => {
-                let n = v.as_u64().ok_or_else(|| {
-                    self.field_err(key, format!("{v} is not a non-negative integer"))
-                })?;
+                let n = v.as_u64().ok_or_else(|| self.field_err(key, format!("{v} is not a non-negative integer")))?;
                 // one bound for every size: no Pixtral dimension comes near 2^24 (vocab 131072, ctx 1024000 aside)
                 if n == 0 || n > 1 << 24 {
                     return Err(self.field_err(key, format!("{n} is out of range 1..=16777216")));
@@ -116,14 +112,9 @@ impl<'a> Obj<'a> {
         match self.get(key) {
             None => default.ok_or_else(|| self.field_err(key, "missing")),
             Some(v) => {
-                let x = v
-                    .as_f64()
-                    .ok_or_else(|| self.field_err(key, format!("{v} is not a number")))?
-                    as f32;
+                let x = v.as_f64().ok_or_else(|| self.field_err(key, format!("{v} is not a number")))? as f32;
                 if !x.is_finite() || x <= 0.0 {
-                    return Err(
-                        self.field_err(key, format!("{x} must be a positive finite number"))
-                    );
+                    return Err(self.field_err(key, format!("{x} must be a positive finite number")));
                 }
                 Ok(x)
             }
@@ -133,10 +124,7 @@ impl<'a> Obj<'a> {
     fn str_or(&self, key: &str, default: &str) -> Result<String> {
         match self.get(key) {
             None => Ok(default.to_owned()),
-            Some(v) => Ok(v
-                .as_str()
-                .ok_or_else(|| self.field_err(key, format!("{v} is not a string")))?
-                .to_owned()),
+            Some(v) => Ok(v.as_str().ok_or_else(|| self.field_err(key, format!("{v} is not a string")))?.to_owned()),
         }
     }
 
@@ -144,14 +132,8 @@ impl<'a> Obj<'a> {
         match self.get(key) {
             None => Ok(None),
             Some(v) => {
-                let v = v
-                    .as_object()
-                    .ok_or_else(|| self.field_err(key, "not an object"))?;
-                Ok(Some(Obj {
-                    path: self.path,
-                    prefix,
-                    v,
-                }))
+                let v = v.as_object().ok_or_else(|| self.field_err(key, "not an object"))?;
+                Ok(Some(Obj { path: self.path, prefix, v }))
             }
         }
     }
@@ -168,32 +150,18 @@ fn read_json(path: &Path) -> Result<serde_json::Map<String, Json>> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
     match serde_json::from_str(&text) {
         Ok(Json::Object(m)) => Ok(m),
-        Ok(_) => Err(ConvertError::Input {
-            path: path.into(),
-            msg: "not a JSON object".into(),
-        }),
-        Err(e) => Err(ConvertError::Input {
-            path: path.into(),
-            msg: format!("invalid JSON: {e}"),
-        }),
+        Ok(_) => Err(ConvertError::Input { path: path.into(), msg: "not a JSON object".into() }),
+        Err(e) => Err(ConvertError::Input { path: path.into(), msg: format!("invalid JSON: {e}") }),
     }
 }
 
 impl TextConfig {
     fn check(&self, path: &Path) -> Result<()> {
-        let bad = |msg: String| {
-            Err(ConvertError::Input {
-                path: path.into(),
-                msg,
-            })
-        };
-        if self.n_heads % self.n_heads_kv != 0 {
-            return bad(format!(
-                "{} attention heads are not a multiple of {} kv heads",
-                self.n_heads, self.n_heads_kv
-            ));
+        let bad = |msg: String| Err(ConvertError::Input { path: path.into(), msg });
+        if !self.n_heads.is_multiple_of(self.n_heads_kv) {
+            return bad(format!("{} attention heads are not a multiple of {} kv heads", self.n_heads, self.n_heads_kv));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim {} must be even for RoPE", self.head_dim));
         }
         Ok(())
@@ -202,23 +170,15 @@ impl TextConfig {
 
 impl VisionConfig {
     fn check(&self, path: &Path) -> Result<()> {
-        let bad = |msg: String| {
-            Err(ConvertError::Input {
-                path: path.into(),
-                msg,
-            })
-        };
-        if self.dim % self.n_heads != 0 || (self.dim / self.n_heads) % 4 != 0 {
+        let bad = |msg: String| Err(ConvertError::Input { path: path.into(), msg });
+        if !self.dim.is_multiple_of(self.n_heads) || !(self.dim / self.n_heads).is_multiple_of(4) {
             return bad(format!(
                 "vision dim {} over {} heads must give a head_dim divisible by 4 (RoPE-2D)",
                 self.dim, self.n_heads
             ));
         }
         if self.act != "silu" && self.act != "gelu" {
-            return bad(format!(
-                "vision hidden_act {:?} is not silu or gelu",
-                self.act
-            ));
+            return bad(format!("vision hidden_act {:?} is not silu or gelu", self.act));
         }
         Ok(())
     }
@@ -233,10 +193,7 @@ impl Checkpoint {
     /// The tokenizer is read here too: the HF layout finds `[IMG_BREAK]`/`[IMG_END]` ids in it.
     pub fn detect(dir: &Path) -> Result<Checkpoint> {
         if !dir.is_dir() {
-            return Err(ConvertError::Input {
-                path: dir.into(),
-                msg: "not a directory".into(),
-            });
+            return Err(ConvertError::Input { path: dir.into(), msg: "not a directory".into() });
         }
         let name = dir
             .canonicalize()
@@ -245,14 +202,7 @@ impl Checkpoint {
             .unwrap_or_default();
         if dir.join("config.json").is_file() {
             let (text, vision, vocab) = parse_hf(dir)?;
-            Ok(Checkpoint {
-                dir: dir.into(),
-                layout: Layout::Hf,
-                name,
-                text,
-                vision,
-                vocab,
-            })
+            Ok(Checkpoint { dir: dir.into(), layout: Layout::Hf, name, text, vision, vocab })
         } else if dir.join("params.json").is_file() {
             let (text, vision) = parse_mistral(dir)?;
             let tekken = dir.join("tekken.json");
@@ -263,14 +213,7 @@ impl Checkpoint {
                 });
             }
             let vocab = crate::tokenizer::from_tekken(&tekken, text.vocab_size)?;
-            Ok(Checkpoint {
-                dir: dir.into(),
-                layout: Layout::Mistral,
-                name,
-                text,
-                vision,
-                vocab,
-            })
+            Ok(Checkpoint { dir: dir.into(), layout: Layout::Mistral, name, text, vision, vocab })
         } else {
             Err(ConvertError::Input {
                 path: dir.into(),
@@ -283,29 +226,15 @@ impl Checkpoint {
 fn parse_hf(dir: &Path) -> Result<(TextConfig, Option<VisionConfig>, crate::tokenizer::Vocab)> {
     let path = dir.join("config.json");
     let root_map = read_json(&path)?;
-    let root = Obj {
-        path: &path,
-        prefix: "",
-        v: &root_map,
-    };
-    let arch = root
-        .get("architectures")
-        .and_then(|a| a.get(0))
-        .and_then(|a| a.as_str())
-        .unwrap_or("");
+    let root = Obj { path: &path, prefix: "", v: &root_map };
+    let arch = root.get("architectures").and_then(|a| a.get(0)).and_then(|a| a.as_str()).unwrap_or("");
     let text_obj = root.sub("text_config", "text_config.")?;
     // a plain MistralForCausalLM config.json is the text config itself
     let t = match &text_obj {
-        Some(o) => Obj {
-            path: &path,
-            prefix: "text_config.",
-            v: o.v,
-        },
-        None if arch == "MistralForCausalLM" || arch == "LlamaForCausalLM" => Obj {
-            path: &path,
-            prefix: "",
-            v: &root_map,
-        },
+        Some(o) => Obj { path: &path, prefix: "text_config.", v: o.v },
+        None if arch == "MistralForCausalLM" || arch == "LlamaForCausalLM" => {
+            Obj { path: &path, prefix: "", v: &root_map }
+        }
         None => {
             return Err(root.field_err(
                 "text_config",
@@ -341,10 +270,7 @@ fn parse_hf(dir: &Path) -> Result<(TextConfig, Option<VisionConfig>, crate::toke
     };
     let model_type = v.str_or("model_type", "pixtral")?;
     if model_type != "pixtral" {
-        return Err(v.field_err(
-            "model_type",
-            format!("{model_type:?}: only pixtral vision towers are supported"),
-        ));
+        return Err(v.field_err("model_type", format!("{model_type:?}: only pixtral vision towers are supported")));
     }
     // PixtralVisionConfig defaults: hidden 1024, ffn 4096, layers 24, heads 16, channels 3, image 1024, patch 16,
     // theta 10000 (hidden_act: see the module doc).
@@ -378,10 +304,7 @@ fn parse_hf(dir: &Path) -> Result<(TextConfig, Option<VisionConfig>, crate::toke
     };
     let projector_act = root.str_or("projector_hidden_act", "gelu")?;
     if projector_act != "gelu" {
-        return Err(root.field_err(
-            "projector_hidden_act",
-            format!("{projector_act:?}: the Pixtral adapter is gelu"),
-        ));
+        return Err(root.field_err("projector_hidden_act", format!("{projector_act:?}: the Pixtral adapter is gelu")));
     }
     vision.check(&path)?;
     Ok((text, Some(vision), vocab))
@@ -393,11 +316,7 @@ fn read_preprocessor(dir: &Path) -> Result<([f32; 3], [f32; 3])> {
         return Ok((IMAGE_MEAN, IMAGE_STD));
     }
     let m = read_json(&path)?;
-    let o = Obj {
-        path: &path,
-        prefix: "",
-        v: &m,
-    };
+    let o = Obj { path: &path, prefix: "", v: &m };
     let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
         match o.get(key) {
             None => Ok(default),
@@ -407,20 +326,13 @@ fn read_preprocessor(dir: &Path) -> Result<([f32; 3], [f32; 3])> {
             Some(v) => Err(o.field_err(key, format!("{v} is not a list of 3 numbers"))),
         }
     };
-    Ok((
-        triple("image_mean", IMAGE_MEAN)?,
-        triple("image_std", IMAGE_STD)?,
-    ))
+    Ok((triple("image_mean", IMAGE_MEAN)?, triple("image_std", IMAGE_STD)?))
 }
 
 fn parse_mistral(dir: &Path) -> Result<(TextConfig, Option<VisionConfig>)> {
     let path = dir.join("params.json");
     let m = read_json(&path)?;
-    let p = Obj {
-        path: &path,
-        prefix: "",
-        v: &m,
-    };
+    let p = Obj { path: &path, prefix: "", v: &m };
     let dim = p.usize_or("dim", None)?;
     let n_heads = p.usize_or("n_heads", None)?;
     let text = TextConfig {

@@ -21,7 +21,7 @@ use crate::gguf::{keys, GgufWriter, TensorSpec, Value};
 use crate::manifest::{self, Entry};
 use crate::mapping::{self, Transform};
 use crate::policy;
-use crate::source::{SourceSet, SourceTensor};
+use crate::source::{RowBuf, SourceSet, SourceTensor};
 use crate::tokenizer::Vocab;
 
 /// f32 elements per chunk: 4 Mi (16 MB), the unit of reading, encoding and writing.
@@ -57,10 +57,7 @@ pub struct Summary {
 
 /// `OUT.gguf` → `OUT.mmproj.gguf` (same stem, next to it).
 pub fn mmproj_path(out: &Path) -> PathBuf {
-    let name = out
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let stem = name.strip_suffix(".gguf").unwrap_or(&name);
     out.with_file_name(format!("{stem}.mmproj.gguf"))
 }
@@ -76,27 +73,28 @@ struct Item {
 
 impl Item {
     fn row_len(&self) -> usize {
-        *self
-            .entry
-            .shape
-            .last()
-            .expect("manifest shapes are non-empty")
+        *self.entry.shape.last().expect("manifest shapes are non-empty")
     }
     fn n_rows(&self) -> usize {
         self.entry.shape.iter().product::<usize>() / self.row_len()
     }
     fn spec(&self) -> TensorSpec {
-        TensorSpec {
-            name: self.entry.name.clone(),
-            ty: self.ty,
-            ne: self.entry.ne(),
-        }
+        TensorSpec { name: self.entry.name.clone(), ty: self.ty, ne: self.entry.ne() }
+    }
+    /// Bytes read from the checkpoint for this tensor.
+    fn source_bytes(&self) -> u64 {
+        (self.n_rows() * self.src.shape.last().copied().unwrap_or(1) * (self.src.dtype.bitsize() / 8)) as u64
     }
     fn out_bytes(&self) -> u64 {
-        self.spec()
-            .n_bytes()
-            .expect("policy keeps block types on whole blocks")
+        self.spec().n_bytes().expect("policy keeps block types on whole blocks")
     }
+}
+
+/// One output file: where, its metadata, its tensors in file order.
+struct Output {
+    path: PathBuf,
+    meta: Vec<(String, Value)>,
+    items: Vec<Item>,
 }
 
 /// Removes its file on drop unless committed.
@@ -123,10 +121,7 @@ fn open_sources(ck: &Checkpoint) -> Result<SourceSet> {
     let dir = &ck.dir;
     let (index, single) = match ck.layout {
         Layout::Hf => ("model.safetensors.index.json", "model.safetensors"),
-        Layout::Mistral => (
-            "consolidated.safetensors.index.json",
-            "consolidated.safetensors",
-        ),
+        Layout::Mistral => ("consolidated.safetensors.index.json", "consolidated.safetensors"),
     };
     if dir.join(index).is_file() {
         return SourceSet::sharded(dir, &dir.join(index));
@@ -149,10 +144,7 @@ fn open_sources(ck: &Checkpoint) -> Result<SourceSet> {
             pickles.join(", ")
         )
     };
-    Err(ConvertError::Input {
-        path: dir.clone(),
-        msg,
-    })
+    Err(ConvertError::Input { path: dir.clone(), msg })
 }
 
 fn plan(ck: &Checkpoint, src: &SourceSet, opts: &Options) -> Result<(Vec<Item>, Vec<Item>)> {
@@ -165,14 +157,11 @@ fn plan(ck: &Checkpoint, src: &SourceSet, opts: &Options) -> Result<(Vec<Item>, 
     let mut used = std::collections::BTreeSet::new();
     let mut items = Vec::with_capacity(sources.len());
     for (entry, (source, transform)) in text_entries.iter().chain(&vision_entries).zip(sources) {
-        let t = src
-            .tensors
-            .get(&source)
-            .ok_or_else(|| ConvertError::MissingTensor {
-                dir: ck.dir.clone(),
-                tensor: source.clone(),
-                shape: entry.shape.clone(),
-            })?;
+        let t = src.tensors.get(&source).ok_or_else(|| ConvertError::MissingTensor {
+            dir: ck.dir.clone(),
+            tensor: source.clone(),
+            shape: entry.shape.clone(),
+        })?;
         let want = match transform {
             Transform::Row(_) => vec![ck.text.vocab_size, ck.text.dim],
             _ => entry.shape.clone(),
@@ -189,10 +178,7 @@ fn plan(ck: &Checkpoint, src: &SourceSet, opts: &Options) -> Result<(Vec<Item>, 
             if r >= ck.text.vocab_size {
                 return Err(ConvertError::Input {
                     path: ck.dir.clone(),
-                    msg: format!(
-                        "[IMG_BREAK] id {r} is outside the vocabulary of {}",
-                        ck.text.vocab_size
-                    ),
+                    msg: format!("[IMG_BREAK] id {r} is outside the vocabulary of {}", ck.text.vocab_size),
                 });
             }
         }
@@ -206,20 +192,9 @@ fn plan(ck: &Checkpoint, src: &SourceSet, opts: &Options) -> Result<(Vec<Item>, 
                 });
             }
         }
-        let ty = policy::target_type(
-            entry.role,
-            *entry.shape.last().unwrap_or(&1),
-            opts.outtype,
-            opts.vision_type,
-        );
+        let ty = policy::target_type(entry.role, *entry.shape.last().unwrap_or(&1), opts.outtype, opts.vision_type);
         used.insert(source.clone());
-        items.push(Item {
-            entry: entry.clone(),
-            ty,
-            source,
-            src: t.clone(),
-            transform,
-        });
+        items.push(Item { entry: entry.clone(), ty, source, src: t.clone(), transform });
     }
     if let Some(extra) = src.tensors.keys().find(|k| !used.contains(*k)) {
         let t = &src.tensors[extra];
@@ -238,16 +213,10 @@ fn text_metadata(ck: &Checkpoint, opts: &Options) -> Vec<(String, Value)> {
     let v: &Vocab = &ck.vocab;
     let u = |x: usize| Value::U32(x as u32);
     vec![
-        (
-            keys::GENERAL_ARCHITECTURE.into(),
-            Value::String("llama".into()),
-        ),
+        (keys::GENERAL_ARCHITECTURE.into(), Value::String("llama".into())),
         (keys::GENERAL_TYPE.into(), Value::String("model".into())),
         (keys::GENERAL_NAME.into(), Value::String(ck.name.clone())),
-        (
-            keys::GENERAL_FILE_TYPE.into(),
-            Value::U32(policy::file_type(opts.outtype)),
-        ),
+        (keys::GENERAL_FILE_TYPE.into(), Value::U32(policy::file_type(opts.outtype))),
         (keys::GENERAL_QUANTIZATION_VERSION.into(), Value::U32(2)),
         (keys::LLAMA_VOCAB_SIZE.into(), u(t.vocab_size)),
         (keys::LLAMA_CONTEXT_LENGTH.into(), u(t.context_length)),
@@ -264,46 +233,28 @@ fn text_metadata(ck: &Checkpoint, opts: &Options) -> Vec<(String, Value)> {
         (keys::TOKENIZER_MODEL.into(), Value::String("gpt2".into())),
         (keys::TOKENIZER_PRE.into(), Value::String("tekken".into())),
         (keys::TOKENIZER_TOKENS.into(), Value::str_array(&v.tokens)),
-        (
-            keys::TOKENIZER_TOKEN_TYPE.into(),
-            Value::i32_array(&v.types),
-        ),
+        (keys::TOKENIZER_TOKEN_TYPE.into(), Value::i32_array(&v.types)),
         (keys::TOKENIZER_MERGES.into(), Value::str_array(&v.merges)),
         (keys::TOKENIZER_BOS_ID.into(), Value::U32(v.bos)),
         (keys::TOKENIZER_EOS_ID.into(), Value::U32(v.eos)),
         (keys::TOKENIZER_UNK_ID.into(), Value::U32(v.unk)),
         (keys::TOKENIZER_ADD_BOS.into(), Value::Bool(true)),
         (keys::TOKENIZER_ADD_EOS.into(), Value::Bool(false)),
-        (
-            keys::TOKENIZER_CHAT_TEMPLATE.into(),
-            Value::String(v.chat_template.clone()),
-        ),
-        (
-            keys::PIXTRAL_TOKENIZER_PATTERN.into(),
-            Value::String(v.pattern.clone()),
-        ),
+        (keys::TOKENIZER_CHAT_TEMPLATE.into(), Value::String(v.chat_template.clone())),
+        (keys::PIXTRAL_TOKENIZER_PATTERN.into(), Value::String(v.pattern.clone())),
     ]
 }
 
 fn vision_metadata(ck: &Checkpoint, v: &VisionConfig, opts: &Options) -> Vec<(String, Value)> {
     let u = |x: usize| Value::U32(x as u32);
     vec![
-        (
-            keys::GENERAL_ARCHITECTURE.into(),
-            Value::String("clip".into()),
-        ),
+        (keys::GENERAL_ARCHITECTURE.into(), Value::String("clip".into())),
         (keys::GENERAL_TYPE.into(), Value::String("mmproj".into())),
         (keys::GENERAL_NAME.into(), Value::String(ck.name.clone())),
-        (
-            keys::GENERAL_FILE_TYPE.into(),
-            Value::U32(policy::file_type(opts.vision_type)),
-        ),
+        (keys::GENERAL_FILE_TYPE.into(), Value::U32(policy::file_type(opts.vision_type))),
         (keys::GENERAL_QUANTIZATION_VERSION.into(), Value::U32(2)),
         (keys::CLIP_HAS_VISION_ENCODER.into(), Value::Bool(true)),
-        (
-            keys::CLIP_PROJECTOR_TYPE.into(),
-            Value::String("pixtral".into()),
-        ),
+        (keys::CLIP_PROJECTOR_TYPE.into(), Value::String("pixtral".into())),
         (keys::CLIP_USE_SILU.into(), Value::Bool(v.act == "silu")),
         (keys::CLIP_USE_GELU.into(), Value::Bool(v.act == "gelu")),
         (keys::CLIP_VISION_IMAGE_SIZE.into(), u(v.image_size)),
@@ -313,34 +264,13 @@ fn vision_metadata(ck: &Checkpoint, v: &VisionConfig, opts: &Options) -> Vec<(St
         (keys::CLIP_VISION_PROJECTION_DIM.into(), u(ck.text.dim)),
         (keys::CLIP_VISION_BLOCK_COUNT.into(), u(v.n_layers)),
         (keys::CLIP_VISION_HEAD_COUNT.into(), u(v.n_heads)),
-        (
-            keys::CLIP_VISION_LAYER_NORM_EPS.into(),
-            Value::F32(v.norm_eps),
-        ),
-        (
-            keys::CLIP_VISION_IMAGE_MEAN.into(),
-            Value::f32_array(&v.image_mean),
-        ),
-        (
-            keys::CLIP_VISION_IMAGE_STD.into(),
-            Value::f32_array(&v.image_std),
-        ),
-        (
-            keys::CLIP_VISION_ROPE_FREQ_BASE.into(),
-            Value::F32(v.rope_theta),
-        ),
-        (
-            keys::PIXTRAL_IMG_TOKEN_ID.into(),
-            Value::U32(v.img_token_id),
-        ),
-        (
-            keys::PIXTRAL_IMG_BREAK_TOKEN_ID.into(),
-            Value::U32(v.img_break_token_id),
-        ),
-        (
-            keys::PIXTRAL_IMG_END_TOKEN_ID.into(),
-            Value::U32(v.img_end_token_id),
-        ),
+        (keys::CLIP_VISION_LAYER_NORM_EPS.into(), Value::F32(v.norm_eps)),
+        (keys::CLIP_VISION_IMAGE_MEAN.into(), Value::f32_array(&v.image_mean)),
+        (keys::CLIP_VISION_IMAGE_STD.into(), Value::f32_array(&v.image_std)),
+        (keys::CLIP_ROPE_FREQ_BASE.into(), Value::F32(v.rope_theta)),
+        (keys::PIXTRAL_IMG_TOKEN_ID.into(), Value::U32(v.img_token_id)),
+        (keys::PIXTRAL_IMG_BREAK_TOKEN_ID.into(), Value::U32(v.img_break_token_id)),
+        (keys::PIXTRAL_IMG_END_TOKEN_ID.into(), Value::U32(v.img_end_token_id)),
     ]
 }
 
@@ -353,14 +283,8 @@ fn size_bound(meta: &[(String, Value)], items: &[Item]) -> u64 {
             _ => 8,
         }
     }
-    let meta: u64 = meta
-        .iter()
-        .map(|(k, v)| 12 + k.len() as u64 + value_bound(v))
-        .sum();
-    let infos: u64 = items
-        .iter()
-        .map(|i| 8 + i.entry.name.len() as u64 + 4 + 32 + 4 + 8)
-        .sum();
+    let meta: u64 = meta.iter().map(|(k, v)| 12 + k.len() as u64 + value_bound(v)).sum();
+    let infos: u64 = items.iter().map(|i| 8 + i.entry.name.len() as u64 + 4 + 32 + 4 + 8).sum();
     let data: u64 = items.iter().map(|i| i.out_bytes() + 32).sum();
     24 + meta + infos + data + 4096
 }
@@ -403,8 +327,7 @@ impl Progress {
 /// Scratch buffers reused across chunks.
 #[derive(Default)]
 struct Buffers {
-    raw: Vec<u8>,
-    rows: Vec<f32>,
+    src: RowBuf,
     permuted: Vec<f32>,
     encoded: Vec<u8>,
 }
@@ -420,10 +343,7 @@ fn write_tensor<W: Write>(
 ) -> Result<()> {
     let row_len = item.row_len();
     let n_rows = item.n_rows();
-    let row_bytes = item
-        .ty
-        .row_bytes(row_len)
-        .expect("policy keeps block types on whole blocks");
+    let row_bytes = item.ty.row_bytes(row_len).expect("policy keeps block types on whole blocks");
     let src_row_len = match item.transform {
         Transform::Row(_) => item.src.shape[1],
         _ => row_len,
@@ -444,67 +364,39 @@ fn write_tensor<W: Write>(
             Transform::Row(r) => r,
             _ => row0,
         };
-        src.read_rows(
-            &item.source,
-            &item.src,
-            src_row_len,
-            src_row0,
-            n,
-            &mut buf.raw,
-            &mut buf.rows,
-        )?;
+        src.read_rows(&item.source, &item.src, src_row_len, src_row0, n, &mut buf.src)?;
         let rows: &[f32] = match item.transform {
             Transform::Unpermute { .. } => {
-                buf.permuted.resize(buf.rows.len(), 0.0);
+                buf.permuted.resize(buf.src.rows.len(), 0.0);
                 for (r, dst) in buf.permuted.chunks_exact_mut(row_len).enumerate() {
                     let s = Transform::unpermuted_row(r, unit);
-                    dst.copy_from_slice(&buf.rows[s * row_len..(s + 1) * row_len]);
+                    dst.copy_from_slice(&buf.src.rows[s * row_len..(s + 1) * row_len]);
                 }
                 &buf.permuted
             }
-            _ => &buf.rows,
+            _ => &buf.src.rows,
         };
         buf.encoded.resize(n * row_bytes, 0);
         buf.encoded
             .par_chunks_mut(row_bytes)
             .zip(rows.par_chunks(row_len))
             .with_min_len(16)
-            .for_each(|(dst, x)| {
-                pixtral_quant::quantize_row_ref(item.ty, x, dst).expect("lengths from the plan")
-            });
-        w.write_data(&buf.encoded)
-            .map_err(|source| ConvertError::Write {
-                path: out.into(),
-                source,
-            })?;
+            .for_each(|(dst, x)| pixtral_quant::quantize_row_ref(item.ty, x, dst).expect("lengths from the plan"));
+        w.write_data(&buf.encoded).map_err(|source| ConvertError::Write { path: out.into(), source })?;
         progress.add((n * src_row_len * (item.src.dtype.bitsize() / 8)) as u64);
         row0 += n;
     }
     Ok(())
 }
 
-fn write_file(
-    path: &Path,
-    meta: &[(String, Value)],
-    items: &[Item],
-    src: &SourceSet,
-    progress: &Progress,
-    done: &mut usize,
-    total: usize,
-) -> Result<Partial> {
+fn write_file(o: &Output, src: &SourceSet, progress: &Progress, done: &mut usize, total: usize) -> Result<Partial> {
+    let (path, meta, items) = (&o.path, &o.meta, &o.items);
     let tmp = partial_path(path);
     let file = File::create(&tmp).map_err(io_err(&tmp))?;
-    let guard = Partial {
-        path: tmp.clone(),
-        committed: false,
-    };
+    let guard = Partial { path: tmp.clone(), committed: false };
     let specs: Vec<TensorSpec> = items.iter().map(Item::spec).collect();
-    let werr = |source| ConvertError::Write {
-        path: tmp.clone(),
-        source,
-    };
-    let mut w =
-        GgufWriter::new(BufWriter::with_capacity(8 << 20, file), meta, &specs).map_err(werr)?;
+    let werr = |source| ConvertError::Write { path: tmp.clone(), source };
+    let mut w = GgufWriter::new(BufWriter::with_capacity(8 << 20, file), meta, &specs).map_err(werr)?;
     let mut buf = Buffers::default();
     for item in items {
         progress.tensor(*done, total, &item.entry.name);
@@ -512,10 +404,7 @@ fn write_file(
         *done += 1;
     }
     let bw = w.finish().map_err(werr)?;
-    let file = bw.into_inner().map_err(|e| ConvertError::Io {
-        path: tmp.clone(),
-        source: e.into_error(),
-    })?;
+    let file = bw.into_inner().map_err(|e| ConvertError::Io { path: tmp.clone(), source: e.into_error() })?;
     file.sync_all().map_err(io_err(&tmp))?;
     Ok(guard)
 }
@@ -523,100 +412,59 @@ fn write_file(
 /// Convert `opts.src` to `opts.out` (+ `mmproj_path(opts.out)` when the checkpoint has a vision tower).
 pub fn convert(opts: &Options) -> Result<Summary> {
     let start = Instant::now();
-    if !matches!(
-        opts.outtype,
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0
-    ) {
+    if !matches!(opts.outtype, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0) {
         return Err(ConvertError::Usage(format!(
             "--outtype {} is not one of f32, f16, bf16, q8_0, q4_0",
             opts.outtype
         )));
     }
-    if !matches!(
-        opts.vision_type,
-        GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0
-    ) {
-        return Err(ConvertError::Usage(format!(
-            "--vision-type {} is not one of f32, f16, q8_0",
-            opts.vision_type
-        )));
+    if !matches!(opts.vision_type, GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0) {
+        return Err(ConvertError::Usage(format!("--vision-type {} is not one of f32, f16, q8_0", opts.vision_type)));
     }
     let ck = Checkpoint::detect(&opts.src)?;
     let src = open_sources(&ck)?;
     let (text_items, vision_items) = plan(&ck, &src, opts)?;
 
-    let mut outputs: Vec<(PathBuf, Vec<(String, Value)>, Vec<Item>)> =
-        vec![(opts.out.clone(), text_metadata(&ck, opts), text_items)];
+    let mut outputs = vec![Output { path: opts.out.clone(), meta: text_metadata(&ck, opts), items: text_items }];
     if let Some(v) = &ck.vision {
-        let meta = vision_metadata(&ck, v, opts);
-        outputs.push((mmproj_path(&opts.out), meta, vision_items));
+        outputs.push(Output { path: mmproj_path(&opts.out), meta: vision_metadata(&ck, v, opts), items: vision_items });
     }
-    for (path, ..) in &outputs {
-        if path.exists() && !opts.force {
-            return Err(ConvertError::Exists { path: path.clone() });
+    for o in &outputs {
+        if o.path.exists() && !opts.force {
+            return Err(ConvertError::Exists { path: o.path.clone() });
         }
     }
-    let need: u64 = outputs
-        .iter()
-        .map(|(_, m, items)| size_bound(m, items))
-        .sum();
+    let need: u64 = outputs.iter().map(|o| size_bound(&o.meta, &o.items)).sum();
     let dir = match opts.out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let available = crate::os::available_space(&dir).map_err(io_err(&dir))?;
     if need > available {
-        return Err(ConvertError::DiskSpace {
-            dir,
-            need,
-            available,
-        });
+        return Err(ConvertError::DiskSpace { dir, need, available });
     }
 
-    let total_tensors: usize = outputs.iter().map(|(_, _, i)| i.len()).sum();
-    let source_bytes: u64 = outputs
-        .iter()
-        .flat_map(|(_, _, i)| i)
-        .map(|i| {
-            (i.n_rows() * i.src.shape.last().copied().unwrap_or(1) * (i.src.dtype.bitsize() / 8))
-                as u64
-        })
-        .sum();
+    let all_items = || outputs.iter().flat_map(|o| &o.items);
+    let total_tensors = all_items().count();
+    let source_bytes: u64 = all_items().map(Item::source_bytes).sum();
     let progress = Progress::new(opts.progress, source_bytes);
     let mut done = 0;
     let mut partials = Vec::new();
-    for (path, meta, items) in &outputs {
-        partials.push(write_file(
-            path,
-            meta,
-            items,
-            &src,
-            &progress,
-            &mut done,
-            total_tensors,
-        )?);
+    for o in &outputs {
+        partials.push(write_file(o, &src, &progress, &mut done, total_tensors)?);
     }
     progress.finish();
     // all complete and synced: rename into place (mmproj first, text last)
     let mut summaries = Vec::new();
-    for ((path, _, items), guard) in outputs.iter().zip(partials.iter_mut()).rev() {
-        std::fs::rename(&guard.path, path).map_err(io_err(path))?;
+    for (o, guard) in outputs.iter().zip(partials.iter_mut()).rev() {
+        std::fs::rename(&guard.path, &o.path).map_err(io_err(&o.path))?;
         guard.committed = true;
-        let bytes = std::fs::metadata(path).map_err(io_err(path))?.len();
-        summaries.push(OutputSummary {
-            path: path.clone(),
-            n_tensors: items.len(),
-            bytes,
-        });
+        let bytes = std::fs::metadata(&o.path).map_err(io_err(&o.path))?.len();
+        summaries.push(OutputSummary { path: o.path.clone(), n_tensors: o.items.len(), bytes });
     }
     summaries.reverse();
     if let Ok(d) = File::open(&dir) {
         let _ = d.sync_all();
     }
-    Ok(Summary {
-        layout: ck.layout,
-        outputs: summaries,
-        source_bytes,
-        seconds: start.elapsed().as_secs_f64(),
-    })
+    Ok(Summary { layout: ck.layout, outputs: summaries, source_bytes, seconds: start.elapsed().as_secs_f64() })
 }

@@ -74,8 +74,9 @@ pub mod keys {
     pub const CLIP_VISION_IMAGE_STD: &str = "clip.vision.image_std";
     pub const CLIP_VISION_HEAD_COUNT: &str = "clip.vision.attention.head_count";
     pub const CLIP_VISION_LAYER_NORM_EPS: &str = "clip.vision.attention.layer_norm_epsilon";
-    /// Ours: llama.cpp hard-codes θ = 10000 for Pixtral's 2-D RoPE; we write what the checkpoint says.
-    pub const CLIP_VISION_ROPE_FREQ_BASE: &str = "clip.vision.rope.freq_base";
+    /// The vision RoPE θ, under the key llama.cpp's converter uses for Mistral-format Pixtral (`{arch}.rope.freq_base`
+    /// with arch `clip`); its HF path writes none and llama.cpp then assumes 10000.
+    pub const CLIP_ROPE_FREQ_BASE: &str = "clip.rope.freq_base";
     /// Ours: the image token ids (llama.cpp looks them up by spelling in the text vocabulary).
     pub const PIXTRAL_IMG_TOKEN_ID: &str = "pixtral.image_token_id";
     pub const PIXTRAL_IMG_BREAK_TOKEN_ID: &str = "pixtral.image_break_token_id";
@@ -173,27 +174,15 @@ impl Value {
     }
 
     pub fn str_array<S: AsRef<str>>(items: &[S]) -> Value {
-        Value::Array(
-            ValueType::String,
-            items
-                .iter()
-                .map(|s| Value::String(s.as_ref().to_owned()))
-                .collect(),
-        )
+        Value::Array(ValueType::String, items.iter().map(|s| Value::String(s.as_ref().to_owned())).collect())
     }
 
     pub fn f32_array(items: &[f32]) -> Value {
-        Value::Array(
-            ValueType::F32,
-            items.iter().map(|x| Value::F32(*x)).collect(),
-        )
+        Value::Array(ValueType::F32, items.iter().map(|x| Value::F32(*x)).collect())
     }
 
     pub fn i32_array(items: &[i32]) -> Value {
-        Value::Array(
-            ValueType::I32,
-            items.iter().map(|x| Value::I32(*x)).collect(),
-        )
+        Value::Array(ValueType::I32, items.iter().map(|x| Value::I32(*x)).collect())
     }
 
     fn encode(&self, out: &mut Vec<u8>) {
@@ -278,19 +267,12 @@ fn pad_len(pos: u64, alignment: u64) -> u64 {
 }
 
 impl<W: Write> GgufWriter<W> {
-    pub fn new(
-        mut w: W,
-        metadata: &[(String, Value)],
-        tensors: &[TensorSpec],
-    ) -> Result<Self, WriteError> {
+    pub fn new(mut w: W, metadata: &[(String, Value)], tensors: &[TensorSpec]) -> Result<Self, WriteError> {
         let mut alignment = DEFAULT_ALIGNMENT as u64;
         let mut seen = std::collections::HashSet::new();
         for (k, v) in metadata {
             if k.is_empty() || !seen.insert(k.as_str()) {
-                return Err(WriteError::Metadata {
-                    key: k.clone(),
-                    msg: "empty or duplicate key".into(),
-                });
+                return Err(WriteError::Metadata { key: k.clone(), msg: "empty or duplicate key".into() });
             }
             if let Value::Array(elem, items) = v {
                 if *elem == ValueType::Array || items.iter().any(|i| i.value_type() != *elem) {
@@ -303,12 +285,7 @@ impl<W: Write> GgufWriter<W> {
             if k == keys::GENERAL_ALIGNMENT {
                 match v {
                     Value::U32(a) if a.is_power_of_two() => alignment = *a as u64,
-                    _ => {
-                        return Err(WriteError::Metadata {
-                            key: k.clone(),
-                            msg: "must be a u32 power of two".into(),
-                        })
-                    }
+                    _ => return Err(WriteError::Metadata { key: k.clone(), msg: "must be a u32 power of two".into() }),
                 }
             }
         }
@@ -356,18 +333,12 @@ impl<W: Write> GgufWriter<W> {
     /// Append the next bytes of the current tensor. A piece may not cross into the next tensor.
     pub fn write_data(&mut self, bytes: &[u8]) -> Result<(), WriteError> {
         let Some(&size) = self.sizes.get(self.current) else {
-            return Err(WriteError::Data(format!(
-                "{} bytes written after the last tensor",
-                bytes.len()
-            )));
+            return Err(WriteError::Data(format!("{} bytes written after the last tensor", bytes.len())));
         };
         if self.written_in_current + bytes.len() as u64 > size {
             return Err(WriteError::Tensor {
                 name: self.names[self.current].clone(),
-                msg: format!(
-                    "{} bytes written, {size} expected",
-                    self.written_in_current + bytes.len() as u64
-                ),
+                msg: format!("{} bytes written, {size} expected", self.written_in_current + bytes.len() as u64),
             });
         }
         self.w.write_all(bytes)?;
@@ -389,10 +360,7 @@ impl<W: Write> GgufWriter<W> {
         if self.current != self.sizes.len() {
             return Err(WriteError::Tensor {
                 name: self.names[self.current].clone(),
-                msg: format!(
-                    "incomplete: {} of {} bytes written",
-                    self.written_in_current, self.sizes[self.current]
-                ),
+                msg: format!("incomplete: {} of {} bytes written", self.written_in_current, self.sizes[self.current]),
             });
         }
         self.w.flush()?;

@@ -37,11 +37,7 @@ pub struct Entry {
 
 impl Entry {
     fn new(name: impl Into<String>, shape: &[usize], role: Role) -> Entry {
-        Entry {
-            name: name.into(),
-            shape: shape.to_vec(),
-            role,
-        }
+        Entry { name: name.into(), shape: shape.to_vec(), role }
     }
 
     /// GGUF dimension order, `ne[0]` fastest.
@@ -51,34 +47,15 @@ impl Entry {
 }
 
 /// Per-layer text tensor names, in the order the file stores them.
-pub const TEXT_BLOCK: [&str; 9] = [
-    "attn_norm",
-    "attn_q",
-    "attn_k",
-    "attn_v",
-    "attn_output",
-    "ffn_norm",
-    "ffn_gate",
-    "ffn_up",
-    "ffn_down",
-];
+pub const TEXT_BLOCK: [&str; 9] =
+    ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"];
 /// Per-layer vision tensor names.
-pub const VISION_BLOCK: [&str; 9] = [
-    "ln1", "attn_q", "attn_k", "attn_v", "attn_out", "ln2", "ffn_gate", "ffn_up", "ffn_down",
-];
+pub const VISION_BLOCK: [&str; 9] =
+    ["ln1", "attn_q", "attn_k", "attn_v", "attn_out", "ln2", "ffn_gate", "ffn_up", "ffn_down"];
 
 pub fn text_tensors(c: &TextConfig) -> Vec<Entry> {
-    let (d, q, kv, f) = (
-        c.dim,
-        c.n_heads * c.head_dim,
-        c.n_heads_kv * c.head_dim,
-        c.ffn_dim,
-    );
-    let mut v = vec![Entry::new(
-        "token_embd.weight",
-        &[c.vocab_size, d],
-        Role::TokenEmbd,
-    )];
+    let (d, q, kv, f) = (c.dim, c.n_heads * c.head_dim, c.n_heads_kv * c.head_dim, c.ffn_dim);
+    let mut v = vec![Entry::new("token_embd.weight", &[c.vocab_size, d], Role::TokenEmbd)];
     for l in 0..c.n_layers {
         let n = |s: &str| format!("blk.{l}.{s}.weight");
         v.push(Entry::new(n("attn_norm"), &[d], Role::Norm));
@@ -92,11 +69,7 @@ pub fn text_tensors(c: &TextConfig) -> Vec<Entry> {
         v.push(Entry::new(n("ffn_down"), &[d, f], Role::TextWeight));
     }
     v.push(Entry::new("output_norm.weight", &[d], Role::Norm));
-    v.push(Entry::new(
-        "output.weight",
-        &[c.vocab_size, d],
-        Role::Output,
-    ));
+    v.push(Entry::new("output.weight", &[c.vocab_size, d], Role::Output));
     v
 }
 
@@ -118,17 +91,9 @@ pub fn vision_tensors(c: &VisionConfig, text_dim: usize) -> Vec<Entry> {
         v.push(Entry::new(n("ffn_up"), &[f, d], Role::VisionWeight));
         v.push(Entry::new(n("ffn_down"), &[d, f], Role::VisionWeight));
     }
-    v.push(Entry::new(
-        "mm.1.weight",
-        &[text_dim, d],
-        Role::VisionWeight,
-    ));
+    v.push(Entry::new("mm.1.weight", &[text_dim, d], Role::VisionWeight));
     v.push(Entry::new("mm.1.bias", &[text_dim], Role::Bias));
-    v.push(Entry::new(
-        "mm.2.weight",
-        &[text_dim, text_dim],
-        Role::VisionWeight,
-    ));
+    v.push(Entry::new("mm.2.weight", &[text_dim, text_dim], Role::VisionWeight));
     v.push(Entry::new("mm.2.bias", &[text_dim], Role::Bias));
     v.push(Entry::new("v.token_embd.img_break", &[text_dim], Role::Row));
     v

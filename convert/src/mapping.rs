@@ -80,33 +80,17 @@ impl Names {
         let kv = ck.text.n_heads_kv;
         let p = self.text;
         match gguf {
-            "token_embd.weight" => (
-                format!(
-                    "{p}{}",
-                    if hf {
-                        "embed_tokens.weight"
-                    } else {
-                        "tok_embeddings.weight"
-                    }
-                ),
-                Transform::None,
-            ),
+            "token_embd.weight" => {
+                (format!("{p}{}", if hf { "embed_tokens.weight" } else { "tok_embeddings.weight" }), Transform::None)
+            }
             "output_norm.weight" => (format!("{p}norm.weight"), Transform::None),
             "output.weight" => (self.head.to_owned(), Transform::None),
             _ => {
                 let (layer, part) = split_block(gguf, "blk.");
                 let (hf_name, mi_name, tr) = match part {
                     "attn_norm" => ("input_layernorm", "attention_norm", Transform::None),
-                    "attn_q" => (
-                        "self_attn.q_proj",
-                        "attention.wq",
-                        Transform::Unpermute { n_heads: t },
-                    ),
-                    "attn_k" => (
-                        "self_attn.k_proj",
-                        "attention.wk",
-                        Transform::Unpermute { n_heads: kv },
-                    ),
+                    "attn_q" => ("self_attn.q_proj", "attention.wq", Transform::Unpermute { n_heads: t }),
+                    "attn_k" => ("self_attn.k_proj", "attention.wk", Transform::Unpermute { n_heads: kv }),
                     "attn_v" => ("self_attn.v_proj", "attention.wv", Transform::None),
                     "attn_output" => ("self_attn.o_proj", "attention.wo", Transform::None),
                     "ffn_norm" => ("post_attention_layernorm", "ffn_norm", Transform::None),
@@ -132,44 +116,20 @@ impl Names {
         match gguf {
             "v.patch_embd.weight" => (format!("{v}patch_conv.weight"), Transform::None),
             "v.pre_ln.weight" => (format!("{v}ln_pre.weight"), Transform::None),
-            "mm.1.weight" => (
-                format!("{pr}{}", pick("linear_1.weight", "w_in.weight")),
-                Transform::None,
-            ),
-            "mm.1.bias" => (
-                format!("{pr}{}", pick("linear_1.bias", "w_in.bias")),
-                Transform::None,
-            ),
-            "mm.2.weight" => (
-                format!("{pr}{}", pick("linear_2.weight", "w_out.weight")),
-                Transform::None,
-            ),
-            "mm.2.bias" => (
-                format!("{pr}{}", pick("linear_2.bias", "w_out.bias")),
-                Transform::None,
-            ),
+            "mm.1.weight" => (format!("{pr}{}", pick("linear_1.weight", "w_in.weight")), Transform::None),
+            "mm.1.bias" => (format!("{pr}{}", pick("linear_1.bias", "w_in.bias")), Transform::None),
+            "mm.2.weight" => (format!("{pr}{}", pick("linear_2.weight", "w_out.weight")), Transform::None),
+            "mm.2.bias" => (format!("{pr}{}", pick("linear_2.bias", "w_out.bias")), Transform::None),
             "v.token_embd.img_break" => {
-                let row = ck
-                    .vision
-                    .as_ref()
-                    .map(|v| v.img_break_token_id as usize)
-                    .unwrap_or(0);
+                let row = ck.vision.as_ref().map(|v| v.img_break_token_id as usize).unwrap_or(0);
                 (self.text("token_embd.weight", ck).0, Transform::Row(row))
             }
             _ => {
                 let (layer, part) = split_block(gguf, "v.blk.");
                 let (hf_name, mi_name, tr) = match part {
                     "ln1" => ("attention_norm", "attention_norm", Transform::None),
-                    "attn_q" => (
-                        "attention.q_proj",
-                        "attention.wq",
-                        Transform::Unpermute { n_heads: vh },
-                    ),
-                    "attn_k" => (
-                        "attention.k_proj",
-                        "attention.wk",
-                        Transform::Unpermute { n_heads: vh },
-                    ),
+                    "attn_q" => ("attention.q_proj", "attention.wq", Transform::Unpermute { n_heads: vh }),
+                    "attn_k" => ("attention.k_proj", "attention.wk", Transform::Unpermute { n_heads: vh }),
                     "attn_v" => ("attention.v_proj", "attention.wv", Transform::None),
                     "attn_out" => ("attention.o_proj", "attention.wo", Transform::None),
                     "ln2" => ("ffn_norm", "ffn_norm", Transform::None),
@@ -179,10 +139,7 @@ impl Names {
                     other => unreachable!("manifest part {other}"),
                 };
                 let name = if hf { hf_name } else { mi_name };
-                (
-                    format!("{v}transformer.layers.{layer}.{name}.weight"),
-                    if hf { tr } else { Transform::None },
-                )
+                (format!("{v}transformer.layers.{layer}.{name}.weight"), if hf { tr } else { Transform::None })
             }
         }
     }
@@ -192,10 +149,7 @@ impl Names {
 fn split_block<'a>(gguf: &'a str, prefix: &str) -> (usize, &'a str) {
     let rest = gguf.strip_prefix(prefix).expect("manifest block name");
     let (layer, part) = rest.split_once('.').expect("manifest block name");
-    (
-        layer.parse().expect("manifest layer"),
-        part.trim_end_matches(".weight"),
-    )
+    (layer.parse().expect("manifest layer"), part.trim_end_matches(".weight"))
 }
 
 /// The source tensor name and transform of every manifest entry (text entries first, then vision).
@@ -206,8 +160,5 @@ pub fn sources(
     tensors: &BTreeMap<String, SourceTensor>,
 ) -> Vec<(String, Transform)> {
     let names = Names::new(ck.layout, tensors);
-    text.iter()
-        .map(|e| names.text(&e.name, ck))
-        .chain(vision.iter().map(|e| names.vision(&e.name, ck)))
-        .collect()
+    text.iter().map(|e| names.text(&e.name, ck)).chain(vision.iter().map(|e| names.vision(&e.name, ck))).collect()
 }

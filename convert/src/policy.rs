@@ -18,7 +18,7 @@ pub fn target_type(role: Role, ne0: usize, outtype: GgmlType, vision_type: GgmlT
         Role::Output => outtype,
         Role::VisionWeight | Role::Conv => vision_type,
     };
-    if ne0 % want.block_size() != 0 {
+    if !ne0.is_multiple_of(want.block_size()) {
         GgmlType::F16
     } else {
         want

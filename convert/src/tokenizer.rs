@@ -48,11 +48,7 @@ pub struct Vocab {
 impl Vocab {
     /// The id of a special token by its spelling.
     pub fn special_id(&self, s: &str) -> Option<u32> {
-        self.tokens
-            .iter()
-            .zip(&self.types)
-            .position(|(t, ty)| t == s && *ty == token_type::CONTROL)
-            .map(|i| i as u32)
+        self.tokens.iter().zip(&self.types).position(|(t, ty)| t == s && *ty == token_type::CONTROL).map(|i| i as u32)
     }
 }
 
@@ -61,8 +57,7 @@ pub fn bytes_to_unicode() -> [char; 256] {
     let mut map = ['\0'; 256];
     let mut n = 0u32;
     for b in 0..=255u32 {
-        let printable =
-            (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
         map[b as usize] = if printable {
             char::from_u32(b).expect("latin-1")
         } else {
@@ -79,18 +74,12 @@ fn spell(bytes: &[u8], table: &[char; 256]) -> String {
 
 fn read_json(path: &Path) -> Result<Json> {
     let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    serde_json::from_str(&text).map_err(|e| ConvertError::Input {
-        path: path.into(),
-        msg: format!("invalid JSON: {e}"),
-    })
+    serde_json::from_str(&text)
+        .map_err(|e| ConvertError::Input { path: path.into(), msg: format!("invalid JSON: {e}") })
 }
 
 fn field(path: &Path, field: &str, msg: impl Into<String>) -> ConvertError {
-    ConvertError::Field {
-        path: path.into(),
-        field: field.into(),
-        msg: msg.into(),
-    }
+    ConvertError::Field { path: path.into(), field: field.into(), msg: msg.into() }
 }
 
 fn finish(
@@ -105,10 +94,7 @@ fn finish(
     if tokens.len() > vocab_size {
         return Err(ConvertError::Input {
             path: path.into(),
-            msg: format!(
-                "tokenizer has {} tokens, more than the model's vocab_size {vocab_size}",
-                tokens.len()
-            ),
+            msg: format!("tokenizer has {} tokens, more than the model's vocab_size {vocab_size}", tokens.len()),
         });
     }
     tokens.resize(vocab_size, None);
@@ -124,29 +110,14 @@ fn finish(
             }
         })
         .collect();
-    let mut v = Vocab {
-        tokens,
-        types,
-        merges,
-        pattern,
-        bos: 0,
-        eos: 0,
-        unk: 0,
-        chat_template,
-    };
-    for (slot, s) in [
-        (&mut v.unk, "<unk>"),
-        (&mut v.bos, "<s>"),
-        (&mut v.eos, "</s>"),
-    ] {
+    let mut v = Vocab { tokens, types, merges, pattern, bos: 0, eos: 0, unk: 0, chat_template };
+    for (slot, s) in [(&mut v.unk, "<unk>"), (&mut v.bos, "<s>"), (&mut v.eos, "</s>")] {
         *slot = v
             .tokens
             .iter()
             .position(|t| t == s)
-            .ok_or_else(|| ConvertError::Input {
-                path: path.into(),
-                msg: format!("special token {s} not found"),
-            })? as u32;
+            .ok_or_else(|| ConvertError::Input { path: path.into(), msg: format!("special token {s} not found") })?
+            as u32;
     }
     Ok(v)
 }
@@ -179,13 +150,9 @@ pub const TEKKEN_DEFAULT_SPECIALS: [&str; 20] = [
 /// From mistral-common's `tekken.json`: `vocab_size - n_special` ranks follow the special ids.
 pub fn from_tekken(path: &Path, vocab_size: usize) -> Result<Vocab> {
     let j = read_json(path)?;
-    let cfg = j
-        .get("config")
-        .ok_or_else(|| field(path, "config", "missing"))?;
-    let pattern = cfg
-        .get("pattern")
-        .and_then(|p| p.as_str())
-        .ok_or_else(|| field(path, "config.pattern", "missing"))?;
+    let cfg = j.get("config").ok_or_else(|| field(path, "config", "missing"))?;
+    let pattern =
+        cfg.get("pattern").and_then(|p| p.as_str()).ok_or_else(|| field(path, "config.pattern", "missing"))?;
     let defaults: Vec<Json> = TEKKEN_DEFAULT_SPECIALS
         .iter()
         .enumerate()
@@ -193,31 +160,22 @@ pub fn from_tekken(path: &Path, vocab_size: usize) -> Result<Vocab> {
         .collect();
     let specials = match j.get("special_tokens") {
         None => &defaults,
-        Some(s) => s
-            .as_array()
-            .ok_or_else(|| field(path, "special_tokens", "not a list"))?,
+        Some(s) => s.as_array().ok_or_else(|| field(path, "special_tokens", "not a list"))?,
     };
     let n_special = match cfg.get("default_num_special_tokens") {
-        Some(n) => n
-            .as_u64()
-            .ok_or_else(|| field(path, "config.default_num_special_tokens", "not an integer"))?
-            as usize,
+        Some(n) => {
+            n.as_u64().ok_or_else(|| field(path, "config.default_num_special_tokens", "not an integer"))? as usize
+        }
         None => specials.len(),
     };
     if n_special > vocab_size || specials.len() > n_special {
         return Err(field(
             path,
             "special_tokens",
-            format!(
-                "{} listed, {n_special} reserved, vocab_size {vocab_size}",
-                specials.len()
-            ),
+            format!("{} listed, {n_special} reserved, vocab_size {vocab_size}", specials.len()),
         ));
     }
-    let ranks = j
-        .get("vocab")
-        .and_then(|v| v.as_array())
-        .ok_or_else(|| field(path, "vocab", "missing"))?;
+    let ranks = j.get("vocab").and_then(|v| v.as_array()).ok_or_else(|| field(path, "vocab", "missing"))?;
     let n_inner = (vocab_size - n_special).min(ranks.len());
 
     let mut tokens: Vec<Option<String>> = vec![None; n_special];
@@ -261,19 +219,10 @@ pub fn from_tekken(path: &Path, vocab_size: usize) -> Result<Vocab> {
             .get("token_bytes")
             .and_then(|x| x.as_str())
             .ok_or_else(|| field(path, &format!("vocab[{i}].token_bytes"), "missing"))?;
-        let b = b64.decode(enc).map_err(|e| {
-            field(
-                path,
-                &format!("vocab[{i}].token_bytes"),
-                format!("bad base64: {e}"),
-            )
-        })?;
+        let b =
+            b64.decode(enc).map_err(|e| field(path, &format!("vocab[{i}].token_bytes"), format!("bad base64: {e}")))?;
         if b.is_empty() || rank_of.insert(b.clone(), i).is_some() {
-            return Err(field(
-                path,
-                &format!("vocab[{i}].token_bytes"),
-                "empty or repeated token",
-            ));
+            return Err(field(path, &format!("vocab[{i}].token_bytes"), "empty or repeated token"));
         }
         bytes_of.push(b);
     }
@@ -282,55 +231,31 @@ pub fn from_tekken(path: &Path, vocab_size: usize) -> Result<Vocab> {
     for b in &bytes_of {
         tokens.push(Some(spell(b, &table)));
         types.push(token_type::NORMAL);
-        let mut local: Vec<(usize, usize, usize)> = (1..b.len())
-            .filter_map(|i| Some((*rank_of.get(&b[..i])?, *rank_of.get(&b[i..])?, i)))
-            .collect();
+        let mut local: Vec<(usize, usize, usize)> =
+            (1..b.len()).filter_map(|i| Some((*rank_of.get(&b[..i])?, *rank_of.get(&b[i..])?, i))).collect();
         local.sort();
         merges.extend(
-            local
-                .into_iter()
-                .map(|(_, _, i)| format!("{} {}", spell(&b[..i], &table), spell(&b[i..], &table))),
+            local.into_iter().map(|(_, _, i)| format!("{} {}", spell(&b[..i], &table), spell(&b[i..], &table))),
         );
     }
-    finish(
-        tokens,
-        types,
-        vocab_size,
-        merges,
-        pattern.to_owned(),
-        DEFAULT_CHAT_TEMPLATE.to_owned(),
-        path,
-    )
+    finish(tokens, types, vocab_size, merges, pattern.to_owned(), DEFAULT_CHAT_TEMPLATE.to_owned(), path)
 }
 
 /// From HF `tokenizer.json` (BPE with byte-level spelling; specials as added tokens).
 pub fn from_hf(dir: &Path, vocab_size: usize) -> Result<Vocab> {
     let path = dir.join("tokenizer.json");
     let j = read_json(&path)?;
-    let model = j
-        .get("model")
-        .ok_or_else(|| field(&path, "model", "missing"))?;
+    let model = j.get("model").ok_or_else(|| field(&path, "model", "missing"))?;
     if model.get("type").and_then(|t| t.as_str()) != Some("BPE") {
-        return Err(field(
-            &path,
-            "model.type",
-            "only BPE (Tekken) tokenizers are supported",
-        ));
+        return Err(field(&path, "model.type", "only BPE (Tekken) tokenizers are supported"));
     }
-    let vocab = model
-        .get("vocab")
-        .and_then(|v| v.as_object())
-        .ok_or_else(|| field(&path, "model.vocab", "missing"))?;
+    let vocab = model.get("vocab").and_then(|v| v.as_object()).ok_or_else(|| field(&path, "model.vocab", "missing"))?;
     let mut tokens: Vec<Option<String>> = Vec::new();
     let mut types: Vec<i32> = Vec::new();
     let mut put = |id: u64, s: &str, ty: i32, what: &str| -> Result<()> {
         let id = id as usize;
         if id >= vocab_size {
-            return Err(field(
-                &path,
-                what,
-                format!("id {id} ≥ vocab_size {vocab_size}"),
-            ));
+            return Err(field(&path, what, format!("id {id} ≥ vocab_size {vocab_size}")));
         }
         if tokens.len() <= id {
             tokens.resize(id + 1, None);
@@ -341,9 +266,7 @@ pub fn from_hf(dir: &Path, vocab_size: usize) -> Result<Vocab> {
         Ok(())
     };
     for (s, id) in vocab {
-        let id = id
-            .as_u64()
-            .ok_or_else(|| field(&path, &format!("model.vocab.{s}"), "id is not an integer"))?;
+        let id = id.as_u64().ok_or_else(|| field(&path, &format!("model.vocab.{s}"), "id is not an integer"))?;
         put(id, s, token_type::NORMAL, &format!("model.vocab.{s}"))?;
     }
     if let Some(added) = j.get("added_tokens").and_then(|a| a.as_array()) {
@@ -357,11 +280,7 @@ pub fn from_hf(dir: &Path, vocab_size: usize) -> Result<Vocab> {
                 .and_then(|x| x.as_str())
                 .ok_or_else(|| field(&path, &format!("added_tokens[{i}].content"), "missing"))?;
             let special = a.get("special").and_then(|x| x.as_bool()).unwrap_or(false);
-            let ty = if special {
-                token_type::CONTROL
-            } else {
-                token_type::NORMAL
-            };
+            let ty = if special { token_type::CONTROL } else { token_type::NORMAL };
             put(id, content, ty, &format!("added_tokens[{i}]"))?;
         }
     }
@@ -372,28 +291,16 @@ pub fn from_hf(dir: &Path, vocab_size: usize) -> Result<Vocab> {
             .enumerate()
             .map(|(i, m)| match m {
                 Json::String(s) => Ok(s.clone()),
-                Json::Array(p) if p.len() == 2 && p.iter().all(|x| x.is_string()) => Ok(format!(
-                    "{} {}",
-                    p[0].as_str().unwrap_or(""),
-                    p[1].as_str().unwrap_or("")
-                )),
+                Json::Array(p) if p.len() == 2 && p.iter().all(|x| x.is_string()) => {
+                    Ok(format!("{} {}", p[0].as_str().unwrap_or(""), p[1].as_str().unwrap_or("")))
+                }
                 _ => Err(field(&path, &format!("model.merges[{i}]"), "not a pair")),
             })
             .collect::<Result<Vec<_>>>()?,
     };
-    let pattern = hf_split_pattern(&j)
-        .unwrap_or(TEKKEN_PATTERN)
-        .replace(r"\p{N}{1,3}", r"\p{N}");
+    let pattern = hf_split_pattern(&j).unwrap_or(TEKKEN_PATTERN).replace(r"\p{N}{1,3}", r"\p{N}");
     let chat_template = hf_chat_template(dir)?.unwrap_or_else(|| DEFAULT_CHAT_TEMPLATE.to_owned());
-    finish(
-        tokens,
-        types,
-        vocab_size,
-        merges,
-        pattern,
-        chat_template,
-        &path,
-    )
+    finish(tokens, types, vocab_size, merges, pattern, chat_template, &path)
 }
 
 /// The regex of the `Split` pre-tokenizer, if any.
@@ -413,16 +320,11 @@ fn hf_split_pattern(j: &Json) -> Option<&str> {
 fn hf_chat_template(dir: &Path) -> Result<Option<String>> {
     let jinja = dir.join("chat_template.jinja");
     if jinja.is_file() {
-        return Ok(Some(
-            std::fs::read_to_string(&jinja).map_err(io_err(&jinja))?,
-        ));
+        return Ok(Some(std::fs::read_to_string(&jinja).map_err(io_err(&jinja))?));
     }
     let cfg = dir.join("tokenizer_config.json");
     if cfg.is_file() {
-        if let Some(t) = read_json(&cfg)?
-            .get("chat_template")
-            .and_then(|t| t.as_str())
-        {
+        if let Some(t) = read_json(&cfg)?.get("chat_template").and_then(|t| t.as_str()) {
             return Ok(Some(t.to_owned()));
         }
     }

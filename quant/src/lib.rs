@@ -29,30 +29,18 @@ pub enum QuantError {
     /// The type has no reference quantizer/dequantizer in this crate (e.g. Q4_K read from a foreign file).
     Unsupported(GgmlType),
     /// Source and destination lengths disagree.
-    Length {
-        ty: GgmlType,
-        values: usize,
-        bytes: usize,
-    },
+    Length { ty: GgmlType, values: usize, bytes: usize },
 }
 
 impl std::fmt::Display for QuantError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             QuantError::NotBlockMultiple { ty, n } => {
-                write!(
-                    f,
-                    "{n} values are not a whole number of {ty} blocks of {}",
-                    ty.block_size()
-                )
+                write!(f, "{n} values are not a whole number of {ty} blocks of {}", ty.block_size())
             }
             QuantError::Unsupported(ty) => write!(f, "type {ty} has no kernels in pixtral"),
             QuantError::Length { ty, values, bytes } => {
-                write!(
-                    f,
-                    "{values} values of {ty} need {:?} bytes, got {bytes}",
-                    ty.row_bytes(*values)
-                )
+                write!(f, "{values} values of {ty} need {:?} bytes, got {bytes}", ty.row_bytes(*values))
             }
         }
     }
@@ -64,7 +52,7 @@ fn check_lengths(ty: GgmlType, values: usize, bytes: usize) -> Result<(), QuantE
     if !ty.supported() {
         return Err(QuantError::Unsupported(ty));
     }
-    if values % ty.block_size() != 0 {
+    if !values.is_multiple_of(ty.block_size()) {
         return Err(QuantError::NotBlockMultiple { ty, n: values });
     }
     if ty.row_bytes(values) != Some(bytes) {
@@ -93,18 +81,12 @@ pub fn quantize_row_ref(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(),
             }
         }
         GgmlType::Q8_0 => {
-            for (x, d) in src
-                .chunks_exact(32)
-                .zip(dst.chunks_exact_mut(BlockQ8_0::BYTES))
-            {
+            for (x, d) in src.chunks_exact(32).zip(dst.chunks_exact_mut(BlockQ8_0::BYTES)) {
                 BlockQ8_0::quantize_ref(x.try_into().expect("chunk of 32")).write_to(d);
             }
         }
         GgmlType::Q4_0 => {
-            for (x, d) in src
-                .chunks_exact(32)
-                .zip(dst.chunks_exact_mut(BlockQ4_0::BYTES))
-            {
+            for (x, d) in src.chunks_exact(32).zip(dst.chunks_exact_mut(BlockQ4_0::BYTES)) {
                 BlockQ4_0::quantize_ref(x.try_into().expect("chunk of 32")).write_to(d);
             }
         }
@@ -133,18 +115,12 @@ pub fn dequantize_row_ref(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(
             }
         }
         GgmlType::Q8_0 => {
-            for (s, d) in src
-                .chunks_exact(BlockQ8_0::BYTES)
-                .zip(dst.chunks_exact_mut(32))
-            {
+            for (s, d) in src.chunks_exact(BlockQ8_0::BYTES).zip(dst.chunks_exact_mut(32)) {
                 BlockQ8_0::read_from(s).dequantize_ref(d.try_into().expect("chunk of 32"));
             }
         }
         GgmlType::Q4_0 => {
-            for (s, d) in src
-                .chunks_exact(BlockQ4_0::BYTES)
-                .zip(dst.chunks_exact_mut(32))
-            {
+            for (s, d) in src.chunks_exact(BlockQ4_0::BYTES).zip(dst.chunks_exact_mut(32)) {
                 BlockQ4_0::read_from(s).dequantize_ref(d.try_into().expect("chunk of 32"));
             }
         }
@@ -206,12 +182,7 @@ pub mod dot {
         debug_assert_eq!(x.len(), y.len());
         let mut sum = 0f32;
         for (bx, by) in x.iter().zip(y) {
-            let sumi: i32 = bx
-                .qs
-                .iter()
-                .zip(&by.qs)
-                .map(|(a, b)| *a as i32 * *b as i32)
-                .sum();
+            let sumi: i32 = bx.qs.iter().zip(&by.qs).map(|(a, b)| *a as i32 * *b as i32).sum();
             sum += sumi as f32 * (bx.d.to_f32() * by.d.to_f32());
         }
         sum

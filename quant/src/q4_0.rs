@@ -35,10 +35,7 @@ impl BlockQ4_0 {
             let q1 = ((x[j + 16] * id + 8.5).trunc() as u8).min(15);
             qs[j] = q0 | (q1 << 4);
         }
-        BlockQ4_0 {
-            d: f16::from_f32(d),
-            qs,
-        }
+        BlockQ4_0 { d: f16::from_f32(d), qs }
     }
 
     pub fn dequantize_ref(&self, out: &mut [f32; 32]) {
@@ -54,10 +51,7 @@ impl BlockQ4_0 {
         debug_assert_eq!(b.len(), Self::BYTES);
         let mut qs = [0u8; 16];
         qs.copy_from_slice(&b[2..18]);
-        BlockQ4_0 {
-            d: f16::from_bits(u16::from_le_bytes([b[0], b[1]])),
-            qs,
-        }
+        BlockQ4_0 { d: f16::from_bits(u16::from_le_bytes([b[0], b[1]])), qs }
     }
 
     pub fn write_to(&self, b: &mut [u8]) {

@@ -22,10 +22,7 @@ impl BlockQ8_0 {
         for (q, v) in qs.iter_mut().zip(x) {
             *q = (v * id).round() as i8; // f32::round is round-half-away-from-zero, as roundf
         }
-        BlockQ8_0 {
-            d: f16::from_f32(d),
-            qs,
-        }
+        BlockQ8_0 { d: f16::from_f32(d), qs }
     }
 
     pub fn dequantize_ref(&self, out: &mut [f32; 32]) {
@@ -42,10 +39,7 @@ impl BlockQ8_0 {
         for (q, v) in qs.iter_mut().zip(&b[2..34]) {
             *q = *v as i8;
         }
-        BlockQ8_0 {
-            d: f16::from_bits(u16::from_le_bytes([b[0], b[1]])),
-            qs,
-        }
+        BlockQ8_0 { d: f16::from_bits(u16::from_le_bytes([b[0], b[1]])), qs }
     }
 
     pub fn write_to(&self, b: &mut [u8]) {

@@ -105,17 +105,11 @@ impl GgmlType {
 
     /// The type named `name` (ggml spelling, case-insensitive).
     pub fn from_name(name: &str) -> Option<GgmlType> {
-        TABLE
-            .iter()
-            .find(|t| t.name.eq_ignore_ascii_case(name))
-            .map(|t| t.ty)
+        TABLE.iter().find(|t| t.name.eq_ignore_ascii_case(name)).map(|t| t.ty)
     }
 
     pub fn info(self) -> &'static TypeInfo {
-        TABLE
-            .iter()
-            .find(|t| t.ty == self)
-            .expect("every GgmlType is in TABLE")
+        TABLE.iter().find(|t| t.ty == self).expect("every GgmlType is in TABLE")
     }
 
     pub fn id(self) -> u32 {
@@ -137,7 +131,7 @@ impl GgmlType {
     /// Bytes of `n` elements (a row), `None` when `n` is not a whole number of blocks or overflows.
     pub fn row_bytes(self, n: usize) -> Option<usize> {
         let info = self.info();
-        if n % info.block_size != 0 {
+        if !n.is_multiple_of(info.block_size) {
             return None;
         }
         (n / info.block_size).checked_mul(info.type_size)
@@ -145,10 +139,7 @@ impl GgmlType {
 
     /// True for the types this crate can quantize, dequantize and multiply.
     pub fn supported(self) -> bool {
-        matches!(
-            self,
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0
-        )
+        matches!(self, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0)
     }
 }
 

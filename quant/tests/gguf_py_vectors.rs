@@ -7,17 +7,12 @@ use std::path::PathBuf;
 use pixtral_quant::{dequantize_row_ref, quantize_row_ref, GgmlType};
 
 fn fixture(name: &str) -> Vec<u8> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/fixtures/quant")
-        .join(name);
-    std::fs::read(&p)
-        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/gen_quant_vectors.py)", p.display()))
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/quant").join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (run scripts/gen_quant_vectors.py)", p.display()))
 }
 
 fn f32s(b: &[u8]) -> Vec<f32> {
-    b.chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 
 #[test]
@@ -25,21 +20,13 @@ fn quantize_and_dequantize_match_gguf_py_bit_for_bit() {
     let x = f32s(&fixture("input.f32"));
     assert_eq!(x.len() % 32, 0);
     assert!(x.len() / 32 % 2 == 1, "odd block count");
-    for ty in [
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-    ] {
+    for ty in [GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0] {
         let want = fixture(&format!("{ty}.bin"));
         let mut got = vec![0u8; ty.row_bytes(x.len()).unwrap()];
         quantize_row_ref(ty, &x, &mut got).unwrap();
         if let Some(i) = got.iter().zip(&want).position(|(a, b)| a != b) {
             let blk = i / (ty.type_size() * 32 / ty.block_size());
-            panic!(
-                "{ty}: first differing byte {i} (block {blk}): got {:#04x}, want {:#04x}",
-                got[i], want[i]
-            );
+            panic!("{ty}: first differing byte {i} (block {blk}): got {:#04x}, want {:#04x}", got[i], want[i]);
         }
         assert_eq!(got.len(), want.len(), "{ty}");
 
@@ -47,10 +34,7 @@ fn quantize_and_dequantize_match_gguf_py_bit_for_bit() {
         let mut dec = vec![0f32; x.len()];
         dequantize_row_ref(ty, &want, &mut dec).unwrap();
         for (i, (a, b)) in dec.iter().zip(&want_dec).enumerate() {
-            assert!(
-                a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
-                "{ty} element {i}: {a} vs {b}"
-            );
+            assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{ty} element {i}: {a} vs {b}");
         }
     }
 }

@@ -1,9 +1,7 @@
 //! Reference kernels against f64 arithmetic and the format bounds, on seeded random data.
 
 use pixtral_quant::dot::*;
-use pixtral_quant::{
-    dequantize_row_ref, quantize_row_ref, roundtrip_bound, BlockQ4_0, BlockQ8_0, GgmlType,
-};
+use pixtral_quant::{dequantize_row_ref, quantize_row_ref, roundtrip_bound, BlockQ4_0, BlockQ8_0, GgmlType};
 
 /// splitmix64: a seeded generator with no dependency.
 struct Rng(u64);
@@ -17,10 +15,7 @@ impl Rng {
     }
     /// Roughly normal: sum of 4 uniforms, centred.
     fn normal(&mut self) -> f32 {
-        (0..4)
-            .map(|_| (self.next() >> 11) as f32 / (1u64 << 53) as f32)
-            .sum::<f32>()
-            - 2.0
+        (0..4).map(|_| (self.next() >> 11) as f32 / (1u64 << 53) as f32).sum::<f32>() - 2.0
     }
 }
 
@@ -29,13 +24,7 @@ const SIZES: [usize; 14] = [1, 2, 3, 5, 7, 8, 15, 17, 31, 33, 63, 127, 129, 1023
 #[test]
 fn roundtrip_error_is_within_the_format_bound() {
     let mut rng = Rng(7);
-    for ty in [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::Q8_0,
-        GgmlType::Q4_0,
-    ] {
+    for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0] {
         for scale in [1e-6f32, 1.0, 300.0] {
             let x: Vec<f32> = (0..32 * 129).map(|_| rng.normal() * scale).collect();
             let mut q = vec![0u8; ty.row_bytes(x.len()).unwrap()];
@@ -45,10 +34,7 @@ fn roundtrip_error_is_within_the_format_bound() {
             for (b, (xb, yb)) in x.chunks(32).zip(y.chunks(32)).enumerate() {
                 let bound = roundtrip_bound(ty, xb);
                 for (i, (a, c)) in xb.iter().zip(yb).enumerate() {
-                    assert!(
-                        (a - c).abs() <= bound,
-                        "{ty} scale {scale} block {b} elem {i}: {a} -> {c}, bound {bound}"
-                    );
+                    assert!((a - c).abs() <= bound, "{ty} scale {scale} block {b} elem {i}: {a} -> {c}, bound {bound}");
                 }
             }
         }
@@ -56,9 +42,7 @@ fn roundtrip_error_is_within_the_format_bound() {
 }
 
 fn blocks_q8(x: &[f32]) -> Vec<BlockQ8_0> {
-    x.chunks_exact(32)
-        .map(|c| BlockQ8_0::quantize_ref(c.try_into().unwrap()))
-        .collect()
+    x.chunks_exact(32).map(|c| BlockQ8_0::quantize_ref(c.try_into().unwrap())).collect()
 }
 
 #[test]
@@ -68,46 +52,24 @@ fn reference_dots_equal_f64_dots_of_the_dequantized_values() {
         let n = n_blocks * 32;
         let a: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
         let b: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
-        let f64dot = |x: &[f32], y: &[f32]| {
-            x.iter()
-                .zip(y)
-                .map(|(p, q)| *p as f64 * *q as f64)
-                .sum::<f64>()
-        };
+        let f64dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum::<f64>();
         // f32 accumulation: relative to the sum of |products|
         let tol = |x: &[f32], y: &[f32]| {
-            x.iter()
-                .zip(y)
-                .map(|(p, q)| (*p as f64 * *q as f64).abs())
-                .sum::<f64>()
-                * n as f64
-                * f32::EPSILON as f64
+            x.iter().zip(y).map(|(p, q)| (*p as f64 * *q as f64).abs()).sum::<f64>() * n as f64 * f32::EPSILON as f64
         };
 
         let got = vec_dot_f32_ref(&a, &b) as f64;
-        assert!(
-            (got - f64dot(&a, &b)).abs() <= tol(&a, &b),
-            "f32 n_blocks={n_blocks}"
-        );
+        assert!((got - f64dot(&a, &b)).abs() <= tol(&a, &b), "f32 n_blocks={n_blocks}");
 
         let h: Vec<half::f16> = a.iter().map(|v| half::f16::from_f32(*v)).collect();
         let hf: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
         let got = vec_dot_f16_f32_ref(&h, &b) as f64;
-        assert!(
-            (got - f64dot(&hf, &b)).abs() <= tol(&hf, &b),
-            "f16 n_blocks={n_blocks}"
-        );
+        assert!((got - f64dot(&hf, &b)).abs() <= tol(&hf, &b), "f16 n_blocks={n_blocks}");
 
-        let bf: Vec<u16> = a
-            .iter()
-            .map(|v| pixtral_quant::bf16_from_f32_ref(*v))
-            .collect();
+        let bf: Vec<u16> = a.iter().map(|v| pixtral_quant::bf16_from_f32_ref(*v)).collect();
         let bff: Vec<f32> = bf.iter().map(|v| pixtral_quant::bf16_to_f32(*v)).collect();
         let got = vec_dot_bf16_f32_ref(&bf, &b) as f64;
-        assert!(
-            (got - f64dot(&bff, &b)).abs() <= tol(&bff, &b),
-            "bf16 n_blocks={n_blocks}"
-        );
+        assert!((got - f64dot(&bff, &b)).abs() <= tol(&bff, &b), "bf16 n_blocks={n_blocks}");
 
         let qa = blocks_q8(&a);
         let qb = blocks_q8(&b);
@@ -128,10 +90,7 @@ fn reference_dots_equal_f64_dots_of_the_dequantized_values() {
             f64dot(&da, &db)
         );
 
-        let q4: Vec<BlockQ4_0> = a
-            .chunks_exact(32)
-            .map(|c| BlockQ4_0::quantize_ref(c.try_into().unwrap()))
-            .collect();
+        let q4: Vec<BlockQ4_0> = a.chunks_exact(32).map(|c| BlockQ4_0::quantize_ref(c.try_into().unwrap())).collect();
         let d4: Vec<f32> = q4
             .iter()
             .flat_map(|blk| {
@@ -156,10 +115,7 @@ fn q4_0_nibble_layout_is_low_j_high_j_plus_16() {
     for (j, q) in qs.iter_mut().enumerate() {
         *q = j as u8 | ((15 - j as u8) << 4);
     }
-    let b = BlockQ4_0 {
-        d: half::f16::from_f32(1.0),
-        qs,
-    };
+    let b = BlockQ4_0 { d: half::f16::from_f32(1.0), qs };
     let mut out = [0f32; 32];
     b.dequantize_ref(&mut out);
     for j in 0..16 {
@@ -173,10 +129,7 @@ fn row_entry_points_refuse_partial_blocks_and_unsupported_types() {
     let x = vec![0f32; 48];
     let mut out = vec![0u8; 100];
     assert!(quantize_row_ref(GgmlType::Q8_0, &x, &mut out).is_err());
-    assert!(quantize_row_ref(GgmlType::Q4_K, &x[..256.min(48)], &mut out).is_err());
+    assert!(quantize_row_ref(GgmlType::Q4_K, &x[..48], &mut out).is_err());
     let mut out = vec![0u8; 35];
-    assert!(
-        quantize_row_ref(GgmlType::Q8_0, &x[..32], &mut out).is_err(),
-        "wrong output length"
-    );
+    assert!(quantize_row_ref(GgmlType::Q8_0, &x[..32], &mut out).is_err(), "wrong output length");
 }

@@ -6,9 +6,5 @@
 
 mod reader;
 
-pub use pixtral_convert::gguf::{
-    keys, GgufWriter, TensorSpec, Value, ValueType, DEFAULT_ALIGNMENT, MAGIC,
-};
-pub use reader::{
-    GgufError, GgufFile, Header, TensorInfo, MAX_KEY_LEN, MAX_STRING_LEN, MAX_TENSOR_NAME_LEN,
-};
+pub use pixtral_convert::gguf::{keys, GgufWriter, TensorSpec, Value, ValueType, DEFAULT_ALIGNMENT, MAGIC};
+pub use reader::{GgufError, GgufFile, Header, TensorInfo, MAX_KEY_LEN, MAX_STRING_LEN, MAX_TENSOR_NAME_LEN};

@@ -17,37 +17,19 @@ const MAX_ALIGNMENT: u32 = 1 << 20;
 #[derive(Debug, thiserror::Error)]
 pub enum GgufError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {source}")]
-    InFile {
-        path: PathBuf,
-        source: Box<GgufError>,
-    },
+    InFile { path: PathBuf, source: Box<GgufError> },
     #[error("not a GGUF file: magic is {0:02x?}, want \"GGUF\"")]
     BadMagic([u8; 4]),
-    #[error(
-        "GGUF version {0} is byte-swapped: wrong endianness? (big-endian GGUF is not supported)"
-    )]
+    #[error("GGUF version {0} is byte-swapped: wrong endianness? (big-endian GGUF is not supported)")]
     WrongEndianness(u32),
     #[error("GGUF version {0} is not supported (2 and 3 are)")]
     Version(u32),
     #[error("truncated file: {what} needs {need} bytes at offset {offset}, {left} left")]
-    Truncated {
-        what: String,
-        offset: usize,
-        need: u64,
-        left: usize,
-    },
+    Truncated { what: String, offset: usize, need: u64, left: usize },
     #[error("{what} count {count} cannot fit in the {left} bytes left at offset {offset}")]
-    CountTooLarge {
-        what: &'static str,
-        count: u64,
-        offset: usize,
-        left: usize,
-    },
+    CountTooLarge { what: &'static str, count: u64, offset: usize, left: usize },
     #[error("{what} is {len} bytes long, over the limit of {max}")]
     TooLong { what: String, len: u64, max: u64 },
     #[error("{what} is not valid UTF-8")]
@@ -73,25 +55,11 @@ pub enum GgufError {
     #[error("tensor {name:?}: unknown ggml type id {id}")]
     UnknownType { name: String, id: u32 },
     #[error("tensor {name:?}: ne[0] = {ne0} is not a multiple of the {ty} block size {block}")]
-    NotBlockMultiple {
-        name: String,
-        ne0: u64,
-        ty: GgmlType,
-        block: usize,
-    },
+    NotBlockMultiple { name: String, ne0: u64, ty: GgmlType, block: usize },
     #[error("tensor {name:?}: offset {offset} is not aligned to {alignment}")]
-    Misaligned {
-        name: String,
-        offset: u64,
-        alignment: u32,
-    },
+    Misaligned { name: String, offset: u64, alignment: u32 },
     #[error("tensor {name:?}: data [{offset}, {offset}+{nbytes}) is outside the {data_len}-byte data section")]
-    OutOfBounds {
-        name: String,
-        offset: u64,
-        nbytes: u64,
-        data_len: usize,
-    },
+    OutOfBounds { name: String, offset: u64, nbytes: u64, data_len: usize },
     #[error("tensor {0:?} appears twice")]
     DuplicateTensor(String),
     #[error("tensor #{index}: empty name")]
@@ -99,11 +67,7 @@ pub enum GgufError {
     #[error("metadata key {key:?} is missing")]
     MissingKey { key: String },
     #[error("metadata key {key:?} is {got}, want {want}")]
-    WrongType {
-        key: String,
-        want: &'static str,
-        got: String,
-    },
+    WrongType { key: String, want: &'static str, got: String },
     #[error("tensor {name:?} is missing")]
     MissingTensor { name: String },
 }
@@ -149,22 +113,14 @@ impl<'a> Cursor<'a> {
 
     fn take(&mut self, n: u64, what: impl FnOnce() -> String) -> Result<&'a [u8], GgufError> {
         if n > self.left() as u64 {
-            return Err(GgufError::Truncated {
-                what: what(),
-                offset: self.pos,
-                need: n,
-                left: self.left(),
-            });
+            return Err(GgufError::Truncated { what: what(), offset: self.pos, need: n, left: self.left() });
         }
         let s = &self.b[self.pos..self.pos + n as usize];
         self.pos += n as usize;
         Ok(s)
     }
 
-    fn array<const N: usize>(
-        &mut self,
-        what: impl FnOnce() -> String,
-    ) -> Result<[u8; N], GgufError> {
+    fn array<const N: usize>(&mut self, what: impl FnOnce() -> String) -> Result<[u8; N], GgufError> {
         Ok(self.take(N as u64, what)?.try_into().expect("took N bytes"))
     }
 
@@ -179,30 +135,16 @@ impl<'a> Cursor<'a> {
     fn string(&mut self, what: &dyn Fn() -> String, max: u64) -> Result<String, GgufError> {
         let len = self.u64(|| format!("length of {}", what()))?;
         if len > max {
-            return Err(GgufError::TooLong {
-                what: what(),
-                len,
-                max,
-            });
+            return Err(GgufError::TooLong { what: what(), len, max });
         }
         let bytes = self.take(len, what)?;
         String::from_utf8(bytes.to_vec()).map_err(|_| GgufError::Utf8 { what: what() })
     }
 
     /// Refuse a count whose smallest encoding would not fit in the bytes left.
-    fn check_count(
-        &self,
-        what: &'static str,
-        count: u64,
-        min_each: usize,
-    ) -> Result<(), GgufError> {
+    fn check_count(&self, what: &'static str, count: u64, min_each: usize) -> Result<(), GgufError> {
         if count.saturating_mul(min_each as u64) > self.left() as u64 {
-            return Err(GgufError::CountTooLarge {
-                what,
-                count,
-                offset: self.pos,
-                left: self.left(),
-            });
+            return Err(GgufError::CountTooLarge { what, count, offset: self.pos, left: self.left() });
         }
         Ok(())
     }
@@ -223,19 +165,10 @@ impl<'a> Cursor<'a> {
             ValueType::Bool => match self.array::<1>(what)?[0] {
                 0 => Value::Bool(false),
                 1 => Value::Bool(true),
-                byte => {
-                    return Err(GgufError::BadBool {
-                        key: key.to_owned(),
-                        byte,
-                    })
-                }
+                byte => return Err(GgufError::BadBool { key: key.to_owned(), byte }),
             },
             ValueType::String => Value::String(self.string(&what, MAX_STRING_LEN)?),
-            ValueType::Array => {
-                return Err(GgufError::NestedArray {
-                    key: key.to_owned(),
-                })
-            }
+            ValueType::Array => return Err(GgufError::NestedArray { key: key.to_owned() }),
         })
     }
 
@@ -244,14 +177,10 @@ impl<'a> Cursor<'a> {
             return self.scalar(ty, key);
         }
         let elem_id = self.u32(|| format!("array type of {key:?}"))?;
-        let elem = ValueType::from_id(elem_id).ok_or_else(|| GgufError::BadValueType {
-            key: key.to_owned(),
-            id: elem_id,
-        })?;
+        let elem =
+            ValueType::from_id(elem_id).ok_or_else(|| GgufError::BadValueType { key: key.to_owned(), id: elem_id })?;
         if elem == ValueType::Array {
-            return Err(GgufError::NestedArray {
-                key: key.to_owned(),
-            });
+            return Err(GgufError::NestedArray { key: key.to_owned() });
         }
         let count = self.u64(|| format!("array length of {key:?}"))?;
         self.check_count("array", count, elem.min_bytes())?;
@@ -300,10 +229,8 @@ impl Header {
                 return Err(GgufError::DuplicateKey(key));
             }
             let ty_id = c.u32(|| format!("value type of {key:?}"))?;
-            let ty = ValueType::from_id(ty_id).ok_or_else(|| GgufError::BadValueType {
-                key: key.clone(),
-                id: ty_id,
-            })?;
+            let ty =
+                ValueType::from_id(ty_id).ok_or_else(|| GgufError::BadValueType { key: key.clone(), id: ty_id })?;
             let value = c.value(ty, &key)?;
             index.insert(key.clone(), metadata.len());
             metadata.push((key, value));
@@ -351,57 +278,29 @@ impl Header {
                 ne.push(d);
             }
             let ty_id = c.u32(|| format!("type of tensor {name:?}"))?;
-            let ty = GgmlType::from_id(ty_id).ok_or_else(|| GgufError::UnknownType {
-                name: name.clone(),
-                id: ty_id,
-            })?;
+            let ty =
+                GgmlType::from_id(ty_id).ok_or_else(|| GgufError::UnknownType { name: name.clone(), id: ty_id })?;
             let offset = c.u64(|| format!("offset of tensor {name:?}"))?;
 
-            let overflow = || GgufError::ShapeOverflow {
-                name: name.clone(),
-                ne: ne.clone(),
-            };
-            let n_elements = ne
-                .iter()
-                .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-                .ok_or_else(overflow)?;
+            let overflow = || GgufError::ShapeOverflow { name: name.clone(), ne: ne.clone() };
+            let n_elements = ne.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).ok_or_else(overflow)?;
             if n_elements > i64::MAX as u64 {
                 return Err(overflow());
             }
             if ne[0] % ty.block_size() as u64 != 0 {
-                return Err(GgufError::NotBlockMultiple {
-                    name,
-                    ne0: ne[0],
-                    ty,
-                    block: ty.block_size(),
-                });
+                return Err(GgufError::NotBlockMultiple { name, ne0: ne[0], ty, block: ty.block_size() });
             }
-            let n_bytes = (n_elements / ty.block_size() as u64)
-                .checked_mul(ty.type_size() as u64)
-                .ok_or_else(overflow)?;
+            let n_bytes =
+                (n_elements / ty.block_size() as u64).checked_mul(ty.type_size() as u64).ok_or_else(overflow)?;
             if offset % alignment as u64 != 0 {
-                return Err(GgufError::Misaligned {
-                    name,
-                    offset,
-                    alignment,
-                });
+                return Err(GgufError::Misaligned { name, offset, alignment });
             }
             tensor_index.insert(name.clone(), tensors.len());
-            tensors.push(TensorInfo {
-                name,
-                ty,
-                ne,
-                offset,
-                n_bytes,
-            });
+            tensors.push(TensorInfo { name, ty, ne, offset, n_bytes });
         }
 
         let pad = (alignment as usize - c.pos % alignment as usize) % alignment as usize;
-        let data_offset = if n_tensors == 0 {
-            c.pos + pad.min(c.left())
-        } else {
-            c.pos + pad
-        };
+        let data_offset = if n_tensors == 0 { c.pos + pad.min(c.left()) } else { c.pos + pad };
         if data_offset > b.len() {
             return Err(GgufError::Truncated {
                 what: "padding before the data section".into(),
@@ -424,15 +323,7 @@ impl Header {
                 }
             }
         }
-        Ok(Header {
-            version,
-            metadata,
-            tensors,
-            alignment,
-            data_offset,
-            index,
-            tensor_index,
-        })
+        Ok(Header { version, metadata, tensors, alignment, data_offset, index, tensor_index })
     }
 
     pub fn get(&self, key: &str) -> Option<&Value> {
@@ -440,17 +331,11 @@ impl Header {
     }
 
     fn require(&self, key: &str) -> Result<&Value, GgufError> {
-        self.get(key).ok_or_else(|| GgufError::MissingKey {
-            key: key.to_owned(),
-        })
+        self.get(key).ok_or_else(|| GgufError::MissingKey { key: key.to_owned() })
     }
 
     fn wrong(key: &str, want: &'static str, got: &Value) -> GgufError {
-        GgufError::WrongType {
-            key: key.to_owned(),
-            want,
-            got: type_name(got),
-        }
+        GgufError::WrongType { key: key.to_owned(), want, got: type_name(got) }
     }
 
     pub fn get_u32(&self, key: &str) -> Result<u32, GgufError> {
@@ -524,18 +409,10 @@ pub struct GgufFile {
 impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref().to_path_buf();
-        let file = File::open(&path).map_err(|source| GgufError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let map = crate::mmap::Map::new(&file).map_err(|source| GgufError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        let header = Header::parse(map.bytes()).map_err(|e| GgufError::InFile {
-            path: path.clone(),
-            source: Box::new(e),
-        })?;
+        let file = File::open(&path).map_err(|source| GgufError::Io { path: path.clone(), source })?;
+        let map = crate::mmap::Map::new(&file).map_err(|source| GgufError::Io { path: path.clone(), source })?;
+        let header =
+            Header::parse(map.bytes()).map_err(|e| GgufError::InFile { path: path.clone(), source: Box::new(e) })?;
         Ok(GgufFile { path, header, map })
     }
 
@@ -547,12 +424,7 @@ impl GgufFile {
 
     /// The bytes of the tensor called `name`.
     pub fn tensor_data(&self, name: &str) -> Result<(&TensorInfo, &[u8]), GgufError> {
-        let t = self
-            .header
-            .tensor(name)
-            .ok_or_else(|| GgufError::MissingTensor {
-                name: name.to_owned(),
-            })?;
+        let t = self.header.tensor(name).ok_or_else(|| GgufError::MissingTensor { name: name.to_owned() })?;
         Ok((t, self.data(t)))
     }
 }

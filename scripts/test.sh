@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The project's test command (README, .ci/run): format, lints, then every test of the workspace.
+# Needs only a Rust toolchain: the fixtures under tests/fixtures are committed (scripts/gen_*.py regenerate them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v cargo >/dev/null; then
+    echo "cargo not found: install Rust (https://rustup.rs) first" >&2
+    exit 1
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
