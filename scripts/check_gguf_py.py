@@ -61,17 +61,38 @@ def check_file(path, src):
     print(f"ok {os.path.basename(path)}: {len(r.tensors)} tensors read by gguf-py, worst relative error {worst:.2e}")
 
 
-def check_llama_cpp(path):
+def check_llama_cpp(d):
+    """llama.cpp loads every output; it evaluates the float ones; its own quantizer, run on our F16 file,
+    gives the same Q8_0 bytes as ours. (On this workplace's CPU, llama-cpp-python 0.3.36 segfaults evaluating
+    Q8_0/Q4_0 at these tiny shapes, its own quantized files included, so those are only loaded.)"""
     try:
+        import ctypes
         import llama_cpp
     except ImportError:
         print("skip: llama-cpp-python is not installed (pip install llama-cpp-python)")
         return
-    llm = llama_cpp.Llama(model_path=path, n_ctx=64, verbose=False)
-    ids = llm.tokenize(b"Hello world 1234", add_bos=True, special=False)
-    assert ids[0] == 1, ids
-    out = llm.eval(ids)
-    print(f"ok llama.cpp {llama_cpp.__version__} loaded {os.path.basename(path)}: n_vocab {llm.n_vocab()}, tokens {ids}")
+    for outtype in ["f32", "f16", "bf16", "q8_0", "q4_0"]:
+        path = os.path.join(d, f"hf-{outtype}.gguf")
+        llm = llama_cpp.Llama(model_path=path, n_ctx=64, verbose=False)
+        ids = llm.tokenize(b"Hello world 1234", add_bos=True, special=False)
+        assert ids[0] == 1 and llm.n_vocab() == 2048, ids
+        if outtype in ("f32", "f16", "bf16"):
+            llm.eval(ids)
+        print(f"ok llama.cpp {llama_cpp.__version__} loaded hf-{outtype}.gguf" + (" and evaluated it" if outtype[0] in "fb" else ""))
+        del llm
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = 7  # LLAMA_FTYPE_MOSTLY_Q8_0
+    theirs = os.path.join(d, "llama-cpp-q8_0.gguf")
+    assert llama_cpp.llama_model_quantize(os.path.join(d, "hf-f16.gguf").encode(), theirs.encode(), ctypes.byref(params)) == 0
+    a = {t.name: t for t in GGUFReader(theirs).tensors}
+    b = {t.name: t for t in GGUFReader(os.path.join(d, "hf-q8_0.gguf")).tensors}
+    n_q = 0
+    for name, ta in a.items():
+        tb = b[name]
+        assert ta.tensor_type == tb.tensor_type, name
+        assert ta.data.tobytes() == tb.data.tobytes(), f"{name}: our bytes differ from llama.cpp's quantizer"
+        n_q += ta.tensor_type.name == "Q8_0"
+    print(f"ok llama.cpp's quantizer on our F16 file gives our Q8_0 file's bytes ({n_q} Q8_0 tensors, {len(a)} in all)")
 
 
 def main():
@@ -88,7 +109,7 @@ def main():
                                 "--vision-type", vtype, "-o", out], check=True, capture_output=True)
                 check_file(out, src)
                 check_file(out.replace(".gguf", ".mmproj.gguf"), src)
-        check_llama_cpp(os.path.join(d, "hf-q8_0.gguf"))
+        check_llama_cpp(d)
 
 
 def load_file_bf16(path):
