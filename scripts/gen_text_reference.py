@@ -2,6 +2,9 @@
 
 tests/fixtures/tiny/text/<case>.json   {"ids": prompt ids (mistral_common), "greedy": 16 greedy ids (HF)}
 tests/fixtures/tiny/text/<case>.npy    HF float32 logits at every prompt position, [n_tokens, vocab]
+tests/fixtures/tiny/text/<case>.<q>.npy  the same with every 2-D weight quantized and dequantized by gguf.quants
+                                       as `pixtral convert --outtype <q>` stores it (q4_0: output.weight Q8_0):
+                                       separates the format's error from the implementation's
 tests/fixtures/tekken-full/corpus.json [{"text", "ids"}]: mistral_common ids with the full 131072 vocabulary
 tests/fixtures/tiny/llama-cpp/text-f32.gguf  the tiny HF checkpoint converted by llama.cpp's own
                                        convert_hf_to_gguf.py (LLAMA_CPP_DIR, default scratch/llama.cpp: a llama.cpp
@@ -45,6 +48,22 @@ def hf_model():
     return m
 
 
+def quantized_copy(model, qtype):
+    """The model with each text 2-D weight replaced by dequantize(quantize(w)) under our type policy."""
+    import copy
+    from gguf import GGMLQuantizationType as T, quants
+    m = copy.deepcopy(model)
+    base = {"q4_0": T.Q4_0, "q8_0": T.Q8_0}[qtype]
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if p.ndim != 2 or not ("language_model" in name or "lm_head" in name):
+                continue
+            t = T.Q8_0 if ("lm_head" in name and base == T.Q4_0) else base
+            w = p.detach().float().numpy()
+            p.copy_(torch.from_numpy(quants.dequantize(quants.quantize(w, t), t).reshape(w.shape)))
+    return m
+
+
 def logits_of(model, ids):
     with torch.no_grad():
         return model(input_ids=torch.tensor([ids])).logits[0].float().numpy()
@@ -67,8 +86,11 @@ def main():
     tok = mt.instruct_tokenizer.tokenizer
     cases = {name: mt.encode_chat_completion(ChatCompletionRequest(messages=msgs)).tokens for name, msgs in CHATS.items()}
     cases.update({name: tok.encode(text, bos=True, eos=False) for name, text in RAW.items()})
+    quantized = {q: quantized_copy(model, q) for q in ["q8_0", "q4_0"]}
     for name, ids in cases.items():
         np.save(os.path.join(OUT, f"{name}.npy"), logits_of(model, ids).astype(np.float32))
+        for q, qm in quantized.items():
+            np.save(os.path.join(OUT, f"{name}.{q}.npy"), logits_of(qm, ids).astype(np.float32))
         with open(os.path.join(OUT, f"{name}.json"), "w") as f:
             json.dump({"ids": ids, "greedy": greedy(model, ids),
                        "text": RAW.get(name), "messages": [m.model_dump() for m in CHATS.get(name, [])]}, f, indent=1)

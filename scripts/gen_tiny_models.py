@@ -12,6 +12,11 @@ Shapes are small but not degenerate: head_dim (32) != dim / n_heads (16), GQA 4/
 row length is a multiple of 32 so Q8_0/Q4_0 apply. The tokenizer is the real Tekken (tekken_240911.json)
 truncated to 1000 specials + 1048 BPE ranks (vocab 2048). Weights are rounded to bf16 so the BF16 and F32
 checkpoints hold the same numbers.
+
+The text tower gets a short language-model training run (seeded, CPU, seconds) on chat-formatted text: a random
+model's logits are nearly flat over the vocabulary, so any quantization would flip its greedy picks; a trained
+model's are peaked, as a real checkpoint's are, which is what the Q8_0/Q4_0 parity tests need. The vision tower
+stays random.
 """
 import base64
 import json
@@ -65,6 +70,53 @@ def build_model():
                 v = torch.randn(p.shape, generator=g) * (1.0 / fan_in ** 0.5)
             p.copy_(v.to(torch.bfloat16).to(torch.float32))
     return model
+
+
+TRAIN_TEXT = [
+    ("Describe a red circle in one word.", "Round."),
+    ("Hi there", "Hello! How can I help you today?"),
+    ("What is 2+2? Answer with digits: 1234567.", "4"),
+    ("Name three colours.", "Red, green and blue."),
+    ("Count to five.", "1, 2, 3, 4, 5."),
+    ("What shape is a wheel?", "A wheel is a circle."),
+]
+TRAIN_RAW = ("Hello, world! The quick brown fox jumps over 12345 lazy dogs.\nNew line, tabs\tand    spaces. "
+             "The cat sat on the mat. A red square is next to a blue triangle. Numbers: 0 1 2 3 4 5 6 7 8 9 10. ")
+
+
+def train_text(model, tekken, steps=400):
+    """A few hundred AdamW steps of next-token prediction on chat-formatted and raw text."""
+    from mistral_common.protocol.instruct.messages import SystemMessage, UserMessage
+    from mistral_common.protocol.instruct.request import ChatCompletionRequest
+    from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
+    mt = MistralTokenizer.from_file(tekken)
+    seqs = []
+    for q, a in TRAIN_TEXT:
+        for sys in [None, "Be brief."]:
+            msgs = ([SystemMessage(content=sys)] if sys else []) + [UserMessage(content=q)]
+            prompt = mt.encode_chat_completion(ChatCompletionRequest(messages=msgs)).tokens
+            seqs.append(prompt + mt.instruct_tokenizer.tokenizer.encode(a, bos=False, eos=True))
+    raw = mt.instruct_tokenizer.tokenizer.encode(TRAIN_RAW * 3, bos=True, eos=False)
+    seqs += [raw[i:i + 48] for i in range(0, len(raw) - 48, 16)]
+    g = torch.Generator().manual_seed(SEED)
+    params = [p for n, p in model.named_parameters() if "language_model" in n or "lm_head" in n]
+    opt = torch.optim.AdamW(params, lr=3e-3, weight_decay=0.0)
+    model.train()
+    for step in range(steps):
+        batch = [seqs[int(i)] for i in torch.randint(len(seqs), (8,), generator=g)]
+        n = max(len(b) for b in batch)
+        ids = torch.tensor([b + [11] * (n - len(b)) for b in batch])
+        labels = torch.tensor([b + [-100] * (n - len(b)) for b in batch])
+        loss = model(input_ids=ids, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % 100 == 0 or step == steps - 1:
+            print(f"train step {step}: loss {loss.item():.3f}")
+    model.eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(torch.bfloat16).to(torch.float32))
 
 
 def hf_tokenizer(tekken, out_dir):
@@ -150,6 +202,7 @@ def main():
     tiny_tekken(tekken)
 
     model = build_model()
+    train_text(model, tekken)
     hf = os.path.join(OUT, "hf")
     model.to(torch.bfloat16).save_pretrained(hf, safe_serialization=True)
     model.to(torch.float32)

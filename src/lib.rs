@@ -1,10 +1,30 @@
 //! `pixtral`: a CPU-first runtime for Pixtral 12B (Mistral AI's vision-language model).
 //!
-//! Layers, top to bottom: front ends (`pixtral` CLI, this library's API) → model (vision, adapter,
-//! decoder) → ops (`pixtral_quant` kernels) → the GGUF file, memory-mapped ([`gguf`]).
+//! Layers, top to bottom: front ends (the `pixtral` CLI, this library's API) → runtime (session, KV cache,
+//! sampler, tokenizer, chat template) → model (decoder; vision and adapter next) → ops (`pixtral_quant`
+//! kernels) → the GGUF file, memory-mapped ([`gguf`]).
+//!
+//! ```no_run
+//! use pixtral::{Model, Session, SessionOptions, Sampler, SamplerParams, chat::{encode_chat, Message}};
+//! let model = Model::load("pixtral-12b-q4_0.gguf")?;           // shareable across threads
+//! let mut session = Session::new(&model, SessionOptions::default());
+//! let prompt = encode_chat(&model.tokenizer, None, &[Message::user("Hello!")])?;
+//! let mut sampler = Sampler::new(SamplerParams { seed: 42, ..Default::default() });
+//! let answer = session.generate(&prompt, &mut sampler, 256, None, |piece| { print!("{piece}"); true })?;
+//! # Ok::<(), pixtral::Error>(())
+//! ```
 
+pub mod error;
 pub mod gguf;
 pub mod mmap;
+pub mod model;
+pub mod npy;
+pub mod runtime;
 
+pub use error::{Error, Result};
+pub use model::Model;
 pub use pixtral_convert as convert;
 pub use pixtral_quant as quant;
+pub use runtime::chat;
+pub use runtime::sampler::{Sampler, SamplerParams};
+pub use runtime::session::{FinishReason, Generation, Session, SessionOptions};

@@ -34,6 +34,42 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
+    /// Generate text: the answer streams to stdout, timings go to stderr.
+    Run {
+        #[command(flatten)]
+        m: ModelArgs,
+        /// The prompt (a user message, unless --raw).
+        #[arg(short, long)]
+        prompt: String,
+        /// System prompt (placed before the last user message, as Mistral's v3 template does).
+        #[arg(long)]
+        system: Option<String>,
+        /// Send the prompt as plain text after BOS, without the chat template.
+        #[arg(long)]
+        raw: bool,
+        /// Maximum tokens to generate.
+        #[arg(short = 'n', long, default_value_t = 256)]
+        n_predict: usize,
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    },
+    /// Parity tool: one forward pass over the prompt; float32 logits of every position to a .npy file.
+    Logits {
+        #[command(flatten)]
+        m: ModelArgs,
+        #[arg(short, long)]
+        prompt: String,
+        #[arg(long)]
+        system: Option<String>,
+        #[arg(long)]
+        raw: bool,
+        /// Output `.npy`, shape [n_tokens, vocab].
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the prompt's token ids as JSON.
+        #[arg(long)]
+        ids_out: Option<PathBuf>,
+    },
     /// Print a GGUF file's metadata and tensor table.
     Inspect {
         file: PathBuf,
@@ -41,6 +77,54 @@ enum Cmd {
         #[arg(long)]
         full: bool,
     },
+}
+
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// Text model GGUF.
+    #[arg(short, long)]
+    model: PathBuf,
+    /// KV cache size in tokens.
+    #[arg(short = 'c', long, default_value_t = 4096)]
+    ctx_size: usize,
+    /// When the context is full, overwrite the oldest tokens (keeping --keep first ones) instead of stopping.
+    #[arg(long)]
+    context_shift: bool,
+    /// Tokens kept at the start of the context by --context-shift (default: BOS and the system part).
+    #[arg(long)]
+    keep: Option<usize>,
+    /// KV cache storage: f16 (half the memory) or f32.
+    #[arg(long, default_value = "f16", value_parser = parse_kv_type)]
+    kv_type: pixtral::runtime::kv_cache::KvType,
+    /// Threads (default: the machine's cores).
+    #[arg(short, long)]
+    threads: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct SamplingArgs {
+    /// Temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.7)]
+    temp: f32,
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    #[arg(long, default_value_t = 0.05)]
+    min_p: f32,
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Seed of the sampler (default: from the clock, printed so a run can be repeated).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+fn parse_kv_type(s: &str) -> Result<pixtral::runtime::kv_cache::KvType, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "f16" => Ok(pixtral::runtime::kv_cache::KvType::F16),
+        "f32" => Ok(pixtral::runtime::kv_cache::KvType::F32),
+        _ => Err(format!("{s:?} is not f16 or f32")),
+    }
 }
 
 fn parse_type(s: &str) -> Result<GgmlType, String> {
@@ -55,6 +139,8 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Convert { src, outtype, vision_type, out, force } => convert(src, outtype, vision_type, out, force),
         Cmd::Inspect { file, full } => inspect(file, full),
+        Cmd::Run { m, prompt, system, raw, n_predict, sampling } => run(m, prompt, system, raw, n_predict, sampling),
+        Cmd::Logits { m, prompt, system, raw, out, ids_out } => logits(m, prompt, system, raw, out, ids_out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -134,5 +220,140 @@ fn inspect(path: PathBuf, full: bool) -> anyhow::Result<()> {
         total += t.n_bytes;
     }
     println!("\n{} tensors, {:.2} MB of data", h.tensors.len(), total as f64 / 1e6);
+    Ok(())
+}
+
+struct Loaded {
+    model: pixtral::Model,
+    seconds: f64,
+}
+
+fn load(m: &ModelArgs) -> anyhow::Result<Loaded> {
+    if let Some(t) = m.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global()?;
+    }
+    let t0 = std::time::Instant::now();
+    let model = pixtral::Model::load(&m.model)?;
+    Ok(Loaded { model, seconds: t0.elapsed().as_secs_f64() })
+}
+
+fn session_options(m: &ModelArgs, keep_default: usize) -> pixtral::SessionOptions {
+    pixtral::SessionOptions {
+        ctx_size: m.ctx_size,
+        context_shift: m.context_shift,
+        keep: Some(m.keep.unwrap_or(keep_default)),
+        kv_type: m.kv_type,
+        ..Default::default()
+    }
+}
+
+/// Prompt ids: chat template (user message, optional system), or BOS + plain text with --raw.
+fn prompt_ids(
+    model: &pixtral::Model,
+    prompt: &str,
+    system: Option<&str>,
+    raw: bool,
+) -> anyhow::Result<(Vec<u32>, usize)> {
+    let tok = &model.tokenizer;
+    if raw {
+        let mut ids = vec![tok.bos];
+        ids.extend(tok.encode(prompt));
+        return Ok((ids, 1));
+    }
+    let ids = pixtral::chat::encode_chat(tok, system, &[pixtral::chat::Message::user(prompt)])?;
+    // the sink kept by --context-shift: BOS, [INST] and the system part
+    let keep = match system {
+        Some(s) => 2 + tok.encode(&format!("{s}\n\n")).len(),
+        None => 1,
+    };
+    Ok((ids, keep))
+}
+
+fn run(
+    m: ModelArgs,
+    prompt: String,
+    system: Option<String>,
+    raw: bool,
+    n_predict: usize,
+    sp: SamplingArgs,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let l = load(&m)?;
+    let model = &l.model;
+    let (ids, keep) = prompt_ids(model, &prompt, system.as_deref(), raw)?;
+    let seed = sp.seed.unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    });
+    let params = pixtral::SamplerParams {
+        temp: sp.temp,
+        top_k: sp.top_k,
+        top_p: sp.top_p,
+        min_p: sp.min_p,
+        repeat_penalty: sp.repeat_penalty,
+        seed,
+        ..Default::default()
+    };
+    let c = &model.cfg;
+    eprintln!(
+        "model: {} ({} layers, dim {}, {} weights), threads {}, ctx {}{}, seed {seed}, prompt {} tokens",
+        m.model.display(),
+        c.n_layers,
+        c.dim,
+        model.weight_type,
+        rayon::current_num_threads(),
+        m.ctx_size,
+        if m.context_shift { " (context shift)" } else { "" },
+        ids.len()
+    );
+    let mut session = pixtral::Session::new(model, session_options(&m, keep));
+    let mut sampler = pixtral::Sampler::new(params);
+    let stdout = std::io::stdout();
+    let g = session.generate(&ids, &mut sampler, n_predict, None, |piece| {
+        let mut o = stdout.lock();
+        let _ = o.write_all(piece.as_bytes());
+        let _ = o.flush();
+        true
+    })?;
+    println!();
+    let finish = match (g.finish, g.context_full) {
+        (pixtral::FinishReason::Stop, _) => "stop (EOS)".to_string(),
+        (pixtral::FinishReason::Length, true) => {
+            format!("length: the context of {} tokens is full (use --ctx-size or --context-shift)", m.ctx_size)
+        }
+        (pixtral::FinishReason::Length, false) => format!("length: {n_predict} tokens (-n)"),
+        (pixtral::FinishReason::Cancelled, _) => "cancelled".to_string(),
+    };
+    eprintln!(
+        "finish: {finish}\nload {:.2} s | prompt {} tokens in {:.2} s ({:.1} tok/s) | generation {} tokens in {:.2} s ({:.1} tok/s)",
+        l.seconds,
+        g.prompt_tokens,
+        g.prompt_seconds,
+        g.prompt_tokens as f64 / g.prompt_seconds.max(1e-9),
+        g.tokens.len(),
+        g.gen_seconds,
+        g.tokens.len() as f64 / g.gen_seconds.max(1e-9),
+    );
+    Ok(())
+}
+
+fn logits(
+    m: ModelArgs,
+    prompt: String,
+    system: Option<String>,
+    raw: bool,
+    out: PathBuf,
+    ids_out: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let l = load(&m)?;
+    let model = &l.model;
+    let (ids, keep) = prompt_ids(model, &prompt, system.as_deref(), raw)?;
+    let mut session = pixtral::Session::new(model, session_options(&m, keep));
+    let mut all = Vec::new();
+    session.eval(&ids, Some(&mut all), None)?;
+    pixtral::npy::write_f32(&out, &[ids.len(), model.cfg.vocab_size], &all)?;
+    if let Some(p) = ids_out {
+        std::fs::write(&p, serde_json::to_string(&ids)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    }
+    eprintln!("wrote {} ({} tokens x {} logits)", out.display(), ids.len(), model.cfg.vocab_size);
     Ok(())
 }

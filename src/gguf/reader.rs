@@ -422,6 +422,11 @@ impl GgufFile {
         &self.map.bytes()[start..start + t.n_bytes as usize]
     }
 
+    /// The whole mapped file.
+    pub fn map_bytes(&self) -> &[u8] {
+        self.map.bytes()
+    }
+
     /// The bytes of the tensor called `name`.
     pub fn tensor_data(&self, name: &str) -> Result<(&TensorInfo, &[u8]), GgufError> {
         let t = self.header.tensor(name).ok_or_else(|| GgufError::MissingTensor { name: name.to_owned() })?;

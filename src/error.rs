@@ -1,0 +1,26 @@
+//! The library's error type: every variant names what it is about.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Gguf(#[from] crate::gguf::GgufError),
+    /// A file that parses but does not describe a usable model: the key or tensor, and why.
+    #[error("{what}: {msg}")]
+    Model { what: String, msg: String },
+    #[error("tensor {name}: shape {got:?}, expected {want:?} from the metadata")]
+    ShapeMismatch { name: String, want: Vec<u64>, got: Vec<u64> },
+    #[error("the prompt has {prompt} tokens but the context holds {ctx} ({used} already used); use a larger --ctx-size or --context-shift")]
+    ContextFull { prompt: usize, ctx: usize, used: usize },
+    #[error("non-finite logits at decode step {step} (token position {pos})")]
+    NonFinite { step: usize, pos: usize },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

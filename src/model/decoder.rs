@@ -1,0 +1,150 @@
+//! Mistral-Nemo decoder forward. One code path for prefill (a chunk of tokens as a matrix) and decode (a
+//! chunk of one). Per layer: RMSNorm → q, k, v → RoPE (interleaved pairs, θ from the file) → causal GQA
+//! attention over the KV cache (softmax in f32, scale head_dim^−½) → o → residual → RMSNorm → SwiGLU
+//! `down(silu(gate x) · up x)` → residual. Then the final RMSNorm and the output head.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::ops::{matmul, rmsnorm, rope, rope_inv_freq, silu, MatmulScratch};
+use super::Model;
+use crate::runtime::kv_cache::KvCache;
+
+/// Activations for chunks of up to `n_max` tokens, allocated once per session.
+pub struct DecoderState {
+    pub n_max: usize,
+    x: Vec<f32>,          // (n, dim) residual stream
+    xb: Vec<f32>,         // (n, dim) normed
+    q: Vec<f32>,          // (n, n_heads · head_dim)
+    k: Vec<f32>,          // (n, n_heads_kv · head_dim)
+    v: Vec<f32>,          // (n, n_heads_kv · head_dim)
+    att: Vec<f32>,        // (n, n_heads · head_dim) attention output
+    o: Vec<f32>,          // (n, dim) projection / FFN output
+    gate: Vec<f32>,       // (n, ffn)
+    up: Vec<f32>,         // (n, ffn)
+    pub logits: Vec<f32>, // (n, vocab) — only the rows asked for are written
+    mm: MatmulScratch,
+    inv_freq: Vec<f32>, // (head_dim / 2)
+}
+
+thread_local! {
+    /// Attention scores of one (token, head): (slots). Grown once per thread to the cache capacity.
+    static SCORES: RefCell<Vec<(usize, f32)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl DecoderState {
+    pub fn new(model: &Model, n_max: usize) -> DecoderState {
+        let c = &model.cfg;
+        let (qd, kvd) = (c.n_heads * c.head_dim, c.n_heads_kv * c.head_dim);
+        DecoderState {
+            n_max,
+            x: vec![0.0; n_max * c.dim],
+            xb: vec![0.0; n_max * c.dim],
+            q: vec![0.0; n_max * qd],
+            k: vec![0.0; n_max * kvd],
+            v: vec![0.0; n_max * kvd],
+            att: vec![0.0; n_max * qd],
+            o: vec![0.0; n_max * c.dim],
+            gate: vec![0.0; n_max * c.ffn_dim],
+            up: vec![0.0; n_max * c.ffn_dim],
+            logits: vec![0.0; n_max * c.vocab_size],
+            mm: MatmulScratch::default(),
+            inv_freq: rope_inv_freq(c.rope_theta, c.head_dim),
+        }
+    }
+}
+
+/// Run `tokens` (at most `n_max`), already given cache `slots` and positions `pos0..`, through the model;
+/// write logits for every token (`all`) or the last one into `s.logits` rows `0..`.
+pub fn forward(
+    model: &Model,
+    s: &mut DecoderState,
+    kv: &mut KvCache,
+    tokens: &[u32],
+    slots: &[usize],
+    pos0: usize,
+    all: bool,
+) {
+    let c = &model.cfg;
+    let w = &model.weights;
+    let n = tokens.len();
+    debug_assert!(n <= s.n_max && n == slots.len());
+    let (dim, hd, qd, kvd) = (c.dim, c.head_dim, c.n_heads * c.head_dim, c.n_heads_kv * c.head_dim);
+    let group = c.n_heads / c.n_heads_kv;
+    let scale = 1.0 / (hd as f32).sqrt();
+
+    // ---- token embeddings: dequantize one row each ----
+    let emb = model.bytes(&w.token_embd);
+    let rb = w.token_embd.row_bytes();
+    for (t, &id) in tokens.iter().enumerate() {
+        let row = &emb[id as usize * rb..(id as usize + 1) * rb];
+        pixtral_quant::dequantize_row_ref(w.token_embd.ty, row, &mut s.x[t * dim..(t + 1) * dim])
+            .expect("checked at load");
+    }
+
+    for (l, layer) in w.layers.iter().enumerate() {
+        // ---- attention ----
+        rmsnorm(&mut s.xb[..n * dim], &s.x[..n * dim], &layer.attn_norm, c.norm_eps);
+        matmul(model.bytes(&layer.wq), &layer.wq, &s.xb[..n * dim], n, &mut s.q[..n * qd], &mut s.mm);
+        matmul(model.bytes(&layer.wk), &layer.wk, &s.xb[..n * dim], n, &mut s.k[..n * kvd], &mut s.mm);
+        matmul(model.bytes(&layer.wv), &layer.wv, &s.xb[..n * dim], n, &mut s.v[..n * kvd], &mut s.mm);
+        for (t, &slot) in slots.iter().enumerate() {
+            rope(&mut s.q[t * qd..(t + 1) * qd], hd, pos0 + t, &s.inv_freq);
+            rope(&mut s.k[t * kvd..(t + 1) * kvd], hd, pos0 + t, &s.inv_freq);
+            kv.write(l, slot, &s.k[t * kvd..(t + 1) * kvd], &s.v[t * kvd..(t + 1) * kvd]);
+        }
+        let kv_ref: &KvCache = kv;
+        let q = &s.q;
+        // (token, head) pairs in parallel; a token sees every filled slot at or before its position
+        s.att[..n * qd].par_chunks_mut(hd).enumerate().for_each(|(i, out)| {
+            let (t, h) = (i / c.n_heads, i % c.n_heads);
+            let p = pos0 + t;
+            let kvh = h / group;
+            let qv = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
+            SCORES.with(|sc| {
+                let mut sc = sc.borrow_mut();
+                sc.clear();
+                for slot in 0..kv_ref.n_filled {
+                    if kv_ref.pos_of(slot) <= p {
+                        let dot = kv_ref.k_at(l, slot).slice(kvh * hd..(kvh + 1) * hd).dot(qv);
+                        sc.push((slot, dot * scale));
+                    }
+                }
+                let max = sc.iter().fold(f32::NEG_INFINITY, |m, x| m.max(x.1));
+                let mut sum = 0f32;
+                for x in sc.iter_mut() {
+                    x.1 = (x.1 - max).exp();
+                    sum += x.1;
+                }
+                out.fill(0.0);
+                for &(slot, p) in sc.iter() {
+                    kv_ref.v_at(l, slot).slice(kvh * hd..(kvh + 1) * hd).axpy(p / sum, out);
+                }
+            });
+        });
+        matmul(model.bytes(&layer.wo), &layer.wo, &s.att[..n * qd], n, &mut s.o[..n * dim], &mut s.mm);
+        for (x, o) in s.x[..n * dim].iter_mut().zip(&s.o[..n * dim]) {
+            *x += o;
+        }
+
+        // ---- SwiGLU feed-forward ----
+        let f = c.ffn_dim;
+        rmsnorm(&mut s.xb[..n * dim], &s.x[..n * dim], &layer.ffn_norm, c.norm_eps);
+        matmul(model.bytes(&layer.w_gate), &layer.w_gate, &s.xb[..n * dim], n, &mut s.gate[..n * f], &mut s.mm);
+        matmul(model.bytes(&layer.w_up), &layer.w_up, &s.xb[..n * dim], n, &mut s.up[..n * f], &mut s.mm);
+        for (g, u) in s.gate[..n * f].iter_mut().zip(&s.up[..n * f]) {
+            *g = silu(*g) * u;
+        }
+        matmul(model.bytes(&layer.w_down), &layer.w_down, &s.gate[..n * f], n, &mut s.o[..n * dim], &mut s.mm);
+        for (x, o) in s.x[..n * dim].iter_mut().zip(&s.o[..n * dim]) {
+            *x += o;
+        }
+    }
+
+    // ---- output head, for the rows asked for ----
+    let (first, m) = if all { (0, n) } else { (n - 1, 1) };
+    rmsnorm(&mut s.xb[..m * dim], &s.x[first * dim..(first + m) * dim], &w.output_norm, c.norm_eps);
+    let v = c.vocab_size;
+    matmul(model.bytes(&w.output), &w.output, &s.xb[..m * dim], m, &mut s.logits[..m * v], &mut s.mm);
+}

@@ -1,0 +1,198 @@
+//! The model: a memory-mapped text GGUF (Mistral-Nemo decoder, `general.architecture = llama`), its config,
+//! its weights (views into the map) and its tokenizer. `Model` is immutable after `load` and `Sync`: any
+//! number of [`crate::Session`]s on any threads can share one.
+
+pub mod decoder;
+pub mod ops;
+
+use std::path::Path;
+
+use pixtral_convert::config::TextConfig;
+use pixtral_convert::manifest;
+use pixtral_quant::GgmlType;
+
+use crate::error::{Error, Result};
+use crate::gguf::{keys, GgufFile, Header, TensorInfo, Value};
+use crate::runtime::tokenizer::Tokenizer;
+
+/// A weight matrix `(rows, cols)` in the file: `rows` outputs of `cols` inputs, row-major, `cols` = `ne[0]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Mat {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    start: usize,
+    len: usize,
+}
+
+impl Mat {
+    pub fn row_bytes(&self) -> usize {
+        self.ty.row_bytes(self.cols).expect("checked at load")
+    }
+}
+
+pub struct Layer {
+    pub attn_norm: Vec<f32>,
+    pub wq: Mat,
+    pub wk: Mat,
+    pub wv: Mat,
+    pub wo: Mat,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate: Mat,
+    pub w_up: Mat,
+    pub w_down: Mat,
+}
+
+pub struct TextWeights {
+    pub token_embd: Mat,
+    pub layers: Vec<Layer>,
+    pub output_norm: Vec<f32>,
+    pub output: Mat,
+}
+
+pub struct Model {
+    pub file: GgufFile,
+    pub cfg: TextConfig,
+    pub weights: TextWeights,
+    pub tokenizer: Tokenizer,
+    /// the ggml type of most 2-D weights (`general.file_type` aside), for display
+    pub weight_type: GgmlType,
+}
+
+fn u32_key(h: &Header, key: &str) -> Result<usize> {
+    let v = h.get_u32(key)? as usize;
+    if v == 0 {
+        return Err(Error::Model { what: key.into(), msg: "must be > 0".into() });
+    }
+    Ok(v)
+}
+
+/// Text hyper-parameters from metadata only, checked before anything is sized from them.
+pub fn text_config(h: &Header) -> Result<TextConfig> {
+    let arch = h.get_str(keys::GENERAL_ARCHITECTURE)?;
+    if arch != "llama" {
+        return Err(Error::Model {
+            what: keys::GENERAL_ARCHITECTURE.into(),
+            msg: format!("{arch:?}: a Pixtral text GGUF has architecture \"llama\" (is this an mmproj file?)"),
+        });
+    }
+    let dim = u32_key(h, keys::LLAMA_EMBEDDING_LENGTH)?;
+    let n_heads = u32_key(h, keys::LLAMA_HEAD_COUNT)?;
+    let n_heads_kv = u32_key(h, keys::LLAMA_HEAD_COUNT_KV)?;
+    // head_dim is NOT dim / n_heads for Mistral-Nemo (128 vs 160): key_length is authoritative
+    let head_dim = match h.get(keys::LLAMA_KEY_LENGTH) {
+        Some(_) => u32_key(h, keys::LLAMA_KEY_LENGTH)?,
+        None => dim / n_heads,
+    };
+    let n_vocab_tokens = h.get_str_array(keys::TOKENIZER_TOKENS).map(|t| t.len()).unwrap_or(0);
+    let vocab_size = match h.get(keys::LLAMA_VOCAB_SIZE) {
+        Some(_) => u32_key(h, keys::LLAMA_VOCAB_SIZE)?,
+        None => n_vocab_tokens,
+    };
+    let f32_or = |key: &str, default: f32| -> Result<f32> {
+        match h.get(key) {
+            None => Ok(default),
+            Some(Value::F32(x)) if x.is_finite() && *x > 0.0 => Ok(*x),
+            Some(other) => Err(Error::Model { what: key.into(), msg: format!("{other:?} is not a positive F32") }),
+        }
+    };
+    let cfg = TextConfig {
+        dim,
+        n_layers: u32_key(h, keys::LLAMA_BLOCK_COUNT)?,
+        n_heads,
+        n_heads_kv,
+        head_dim,
+        ffn_dim: u32_key(h, keys::LLAMA_FEED_FORWARD_LENGTH)?,
+        vocab_size,
+        rope_theta: f32_or(keys::LLAMA_ROPE_FREQ_BASE, 10000.0)?,
+        norm_eps: f32_or(keys::LLAMA_RMS_EPS, 1e-5)?,
+        context_length: h.get_u32(keys::LLAMA_CONTEXT_LENGTH).map(|c| c as usize).unwrap_or(4096),
+    };
+    let bad = |what: &str, msg: String| Err(Error::Model { what: what.into(), msg });
+    if n_heads % n_heads_kv != 0 {
+        return bad(keys::LLAMA_HEAD_COUNT_KV, format!("{n_heads} heads are not a multiple of {n_heads_kv} kv heads"));
+    }
+    if head_dim % 2 != 0 || head_dim > 1024 {
+        return bad(keys::LLAMA_KEY_LENGTH, format!("head_dim {head_dim} must be even and at most 1024"));
+    }
+    if dim > 1 << 16 || cfg.ffn_dim > 1 << 18 || cfg.n_layers > 1024 || n_heads > 1024 || vocab_size > 1 << 22 {
+        return bad(keys::LLAMA_EMBEDDING_LENGTH, format!("implausible sizes {cfg:?}"));
+    }
+    if n_vocab_tokens != 0 && n_vocab_tokens != vocab_size {
+        return bad(keys::TOKENIZER_TOKENS, format!("{n_vocab_tokens} tokens for vocab_size {vocab_size}"));
+    }
+    Ok(cfg)
+}
+
+impl Model {
+    /// Map a text GGUF (ours or llama.cpp's) and check it completely: config, every tensor's presence, shape
+    /// and type, the tokenizer. Nothing large is allocated: weights stay in the map.
+    pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        let file = GgufFile::open(path.as_ref())?;
+        let h = &file.header;
+        let cfg = text_config(h)?;
+        let get = |name: &str, want: &[u64]| -> Result<&TensorInfo> {
+            let t = h.tensor(name).ok_or_else(|| Error::Model { what: name.into(), msg: "tensor missing".into() })?;
+            if t.ne != want {
+                return Err(Error::ShapeMismatch { name: name.into(), want: want.to_vec(), got: t.ne.clone() });
+            }
+            Ok(t)
+        };
+        let mat = |e: &manifest::Entry| -> Result<Mat> {
+            let ne = e.ne();
+            let t = get(&e.name, &ne)?;
+            if !t.ty.supported() {
+                return Err(Error::Model { what: e.name.clone(), msg: format!("type {} is not supported", t.ty) });
+            }
+            Ok(Mat {
+                ty: t.ty,
+                rows: e.shape[0],
+                cols: e.shape[1],
+                start: h.data_offset + t.offset as usize,
+                len: t.n_bytes as usize,
+            })
+        };
+        let vec = |e: &manifest::Entry| -> Result<Vec<f32>> {
+            let t = get(&e.name, &e.ne())?;
+            let mut out = vec![0f32; e.shape[0]];
+            pixtral_quant::dequantize_row_ref(t.ty, file.data(t), &mut out)
+                .map_err(|err| Error::Model { what: e.name.clone(), msg: err.to_string() })?;
+            Ok(out)
+        };
+        let entries = manifest::text_tensors(&cfg);
+        let by_name = |n: &str| entries.iter().find(|e| e.name == n).expect("manifest entry");
+        let token_embd = mat(by_name("token_embd.weight"))?;
+        // a tied head (no output.weight) reuses the embedding
+        let output = if h.tensor("output.weight").is_some() { mat(by_name("output.weight"))? } else { token_embd };
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for l in 0..cfg.n_layers {
+            let e = |p: &str| by_name(&format!("blk.{l}.{p}.weight")).clone();
+            layers.push(Layer {
+                attn_norm: vec(&e("attn_norm"))?,
+                wq: mat(&e("attn_q"))?,
+                wk: mat(&e("attn_k"))?,
+                wv: mat(&e("attn_v"))?,
+                wo: mat(&e("attn_output"))?,
+                ffn_norm: vec(&e("ffn_norm"))?,
+                w_gate: mat(&e("ffn_gate"))?,
+                w_up: mat(&e("ffn_up"))?,
+                w_down: mat(&e("ffn_down"))?,
+            });
+        }
+        let weights = TextWeights { token_embd, output_norm: vec(by_name("output_norm.weight"))?, output, layers };
+        let tokenizer = Tokenizer::from_gguf(h)?;
+        if tokenizer.n_vocab() != cfg.vocab_size {
+            return Err(Error::Model {
+                what: keys::TOKENIZER_TOKENS.into(),
+                msg: format!("{} tokens, vocab_size {}", tokenizer.n_vocab(), cfg.vocab_size),
+            });
+        }
+        let weight_type = weights.layers.first().map(|l| l.w_up.ty).unwrap_or(token_embd.ty);
+        Ok(Model { file, cfg, weights, tokenizer, weight_type })
+    }
+
+    /// The bytes of a weight matrix.
+    pub fn bytes(&self, m: &Mat) -> &[u8] {
+        &self.file.map_bytes()[m.start..m.start + m.len]
+    }
+}

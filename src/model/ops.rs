@@ -1,0 +1,83 @@
+//! Element-wise ops and the threaded matmul wrapper. Shapes are row-major `(tokens, features)`.
+
+use pixtral_quant::{matmul_rows_ref, Acts};
+use rayon::prelude::*;
+
+use super::Mat;
+
+/// Scratch of [`matmul`], kept in the session state so decoding allocates nothing.
+#[derive(Default)]
+pub struct MatmulScratch {
+    acts: Acts,
+    /// (rows, n) transposed result
+    tr: Vec<f32>,
+}
+
+/// Output rows handed to one task: enough work to amortise the hand-off, small enough to balance 2–64 threads.
+const ROWS_PER_TASK: usize = 16;
+
+/// `out (n, w.rows) = x (n, w.cols) · Wᵀ`, threads over weight rows.
+pub fn matmul(bytes: &[u8], w: &Mat, x: &[f32], n: usize, out: &mut [f32], s: &mut MatmulScratch) {
+    debug_assert_eq!(x.len(), n * w.cols);
+    debug_assert_eq!(out.len(), n * w.rows);
+    s.acts.prepare(w.ty, x, n, w.cols);
+    s.tr.resize(w.rows * n, 0.0);
+    let rb = w.row_bytes();
+    let acts = &s.acts;
+    s.tr.par_chunks_mut(ROWS_PER_TASK * n).zip(bytes.par_chunks(ROWS_PER_TASK * rb)).for_each(|(o, wb)| {
+        matmul_rows_ref(w.ty, wb, acts, o);
+    });
+    for t in 0..n {
+        for r in 0..w.rows {
+            out[t * w.rows + r] = s.tr[r * n + t];
+        }
+    }
+}
+
+/// RMSNorm of each row of `x` into `out`: `x / sqrt(mean(x²) + eps) * w`.
+pub fn rmsnorm(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    let d = w.len();
+    for (o, xr) in out.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+        let ms = xr.iter().map(|v| v * v).sum::<f32>() / d as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for ((o, v), w) in o.iter_mut().zip(xr).zip(w) {
+            *o = v * inv * w;
+        }
+    }
+}
+
+/// RoPE on interleaved pairs `(2i, 2i+1)` of each head of one token's `x` (`n_heads · head_dim`), at
+/// position `pos`: rotate by `pos · θ^(−2i/head_dim)`. `inv_freq[i] = θ^(−2i/head_dim)`.
+pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f32]) {
+    for head in x.chunks_exact_mut(head_dim) {
+        for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+            let (s, c) = (pos as f32 * inv_freq[i]).sin_cos();
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * c - b * s;
+            pair[1] = a * s + b * c;
+        }
+    }
+}
+
+/// `θ^(−2i/d)` for `i < d/2`, computed in f64 then rounded (as transformers computes `inv_freq` in f32 from
+/// an f32 power, the two agree to an ulp).
+pub fn rope_inv_freq(theta: f32, head_dim: usize) -> Vec<f32> {
+    (0..head_dim / 2).map(|i| (1.0 / (theta as f64).powf(2.0 * i as f64 / head_dim as f64)) as f32).collect()
+}
+
+pub fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// In-place softmax.
+pub fn softmax(x: &mut [f32]) {
+    let max = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
+    let mut sum = 0f32;
+    for v in x.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    for v in x.iter_mut() {
+        *v /= sum;
+    }
+}

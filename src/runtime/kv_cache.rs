@@ -1,0 +1,242 @@
+//! KV cache: per layer, `capacity` slots of `n_heads_kv · head_dim` keys and values, stored as f16 (default:
+//! half the memory; logits move by ~5e-4 of their range on the tiny model) or f32 (exact to the reference).
+//!
+//! Keys are stored rotated for their absolute position, so attention needs no re-rotation when slots are
+//! reused (RoPE scores depend on position differences only). Two policies when full:
+//! - default: refuse — the session stops generating with finish reason "length";
+//! - ring (`--context-shift`): keep the first `keep` slots (the attention sink: BOS and the system part) and
+//!   overwrite the oldest of the others. A token then attends to the sink plus the last `capacity − keep`
+//!   tokens, itself included: exactly a sliding window (tested against an f64 reference).
+//!
+//! Slot reservation is transactional: [`KvCache::begin`] snapshots the bookkeeping, and every slot overwritten
+//! afterwards is saved first, so [`KvCache::rollback`] restores the cache exactly (a failed or cancelled
+//! decode leaves no trace).
+
+use half::f16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvType {
+    F16,
+    F32,
+}
+
+impl KvType {
+    pub fn bytes(self) -> usize {
+        match self {
+            KvType::F16 => 2,
+            KvType::F32 => 4,
+        }
+    }
+}
+
+enum Store {
+    F16(Vec<f16>),
+    F32(Vec<f32>),
+}
+
+/// One cached row (or a head's part of it).
+#[derive(Clone, Copy)]
+pub enum Row<'a> {
+    F16(&'a [f16]),
+    F32(&'a [f32]),
+}
+
+impl<'a> Row<'a> {
+    pub fn slice(self, r: std::ops::Range<usize>) -> Row<'a> {
+        match self {
+            Row::F16(x) => Row::F16(&x[r]),
+            Row::F32(x) => Row::F32(&x[r]),
+        }
+    }
+
+    pub fn dot(self, q: &[f32]) -> f32 {
+        match self {
+            Row::F16(x) => q.iter().zip(x).map(|(a, b)| a * b.to_f32()).sum(),
+            Row::F32(x) => q.iter().zip(x).map(|(a, b)| a * b).sum(),
+        }
+    }
+
+    /// `out += w · row`
+    pub fn axpy(self, w: f32, out: &mut [f32]) {
+        match self {
+            Row::F16(x) => out.iter_mut().zip(x).for_each(|(o, v)| *o += w * v.to_f32()),
+            Row::F32(x) => out.iter_mut().zip(x).for_each(|(o, v)| *o += w * v),
+        }
+    }
+
+    fn to_vec(self, out: &mut Vec<f32>) {
+        match self {
+            Row::F16(x) => out.extend(x.iter().map(|v| v.to_f32())),
+            Row::F32(x) => out.extend_from_slice(x),
+        }
+    }
+}
+
+impl Store {
+    fn new(ty: KvType, n: usize) -> Store {
+        match ty {
+            KvType::F16 => Store::F16(vec![f16::ZERO; n]),
+            KvType::F32 => Store::F32(vec![0.0; n]),
+        }
+    }
+
+    fn row(&self, o: usize, n: usize) -> Row<'_> {
+        match self {
+            Store::F16(x) => Row::F16(&x[o..o + n]),
+            Store::F32(x) => Row::F32(&x[o..o + n]),
+        }
+    }
+
+    fn set(&mut self, o: usize, src: &[f32]) {
+        match self {
+            Store::F16(x) => x[o..o + src.len()].iter_mut().zip(src).for_each(|(d, s)| *d = f16::from_f32(*s)),
+            Store::F32(x) => x[o..o + src.len()].copy_from_slice(src),
+        }
+    }
+}
+
+pub struct KvCache {
+    pub capacity: usize,
+    n_layers: usize,
+    kv_dim: usize,
+    k: Store, // (layers, capacity, kv_dim)
+    v: Store, // (layers, capacity, kv_dim)
+    /// absolute position held by each slot
+    pos: Vec<usize>,
+    /// slots in use (they fill in order; once full, all are)
+    pub n_filled: usize,
+    /// absolute position of the next token
+    pub next_pos: usize,
+    /// ring mode: number of sink slots kept
+    keep: Option<usize>,
+    /// ring mode: next slot to overwrite, in keep..capacity
+    head: usize,
+    txn: Option<Txn>,
+}
+
+struct Txn {
+    n_filled: usize,
+    next_pos: usize,
+    head: usize,
+    /// (slot, old pos, old k rows of every layer, old v rows), widened to f32 (exact for f16)
+    saved: Vec<(usize, usize, Vec<f32>, Vec<f32>)>,
+}
+
+#[derive(Debug, PartialEq)]
+pub struct Full;
+
+impl KvCache {
+    /// `keep`: `Some(n)` for ring mode with `n` sink slots (`n < capacity`).
+    pub fn new(n_layers: usize, kv_dim: usize, capacity: usize, keep: Option<usize>, ty: KvType) -> KvCache {
+        let keep = keep.map(|k| k.min(capacity.saturating_sub(1)));
+        KvCache {
+            capacity,
+            n_layers,
+            kv_dim,
+            k: Store::new(ty, n_layers * capacity * kv_dim),
+            v: Store::new(ty, n_layers * capacity * kv_dim),
+            pos: vec![0; capacity],
+            n_filled: 0,
+            next_pos: 0,
+            keep,
+            head: keep.unwrap_or(0),
+            txn: None,
+        }
+    }
+
+    /// Bytes of the cache for a config: what `--ctx-size` costs.
+    pub fn bytes_for(n_layers: usize, kv_dim: usize, capacity: usize, ty: KvType) -> usize {
+        2 * n_layers * capacity * kv_dim * ty.bytes()
+    }
+
+    pub fn is_ring(&self) -> bool {
+        self.keep.is_some()
+    }
+
+    /// Tokens that fit before the cache is full (ring mode: before it starts overwriting).
+    pub fn free(&self) -> usize {
+        self.capacity - self.n_filled
+    }
+
+    pub fn begin(&mut self) {
+        self.txn = Some(Txn { n_filled: self.n_filled, next_pos: self.next_pos, head: self.head, saved: Vec::new() });
+    }
+
+    pub fn commit(&mut self) {
+        self.txn = None;
+    }
+
+    pub fn rollback(&mut self) {
+        let Some(t) = self.txn.take() else { return };
+        for (slot, pos, k, v) in t.saved.into_iter().rev() {
+            self.pos[slot] = pos;
+            for l in 0..self.n_layers {
+                let o = self.off(l, slot);
+                self.k.set(o, &k[l * self.kv_dim..(l + 1) * self.kv_dim]);
+                self.v.set(o, &v[l * self.kv_dim..(l + 1) * self.kv_dim]);
+            }
+        }
+        self.n_filled = t.n_filled;
+        self.next_pos = t.next_pos;
+        self.head = t.head;
+    }
+
+    fn off(&self, layer: usize, slot: usize) -> usize {
+        (layer * self.capacity + slot) * self.kv_dim
+    }
+
+    /// Take a slot for the next token (position `next_pos`), evicting in ring mode.
+    pub fn reserve(&mut self) -> Result<usize, Full> {
+        let slot = if self.n_filled < self.capacity {
+            self.n_filled += 1;
+            self.n_filled - 1
+        } else if let Some(keep) = self.keep {
+            let slot = self.head;
+            self.head = if self.head + 1 == self.capacity { keep } else { self.head + 1 };
+            if let Some(t) = self.txn.as_mut() {
+                if slot < t.n_filled && !t.saved.iter().any(|s| s.0 == slot) {
+                    let (mut k, mut v) = (Vec::with_capacity(self.n_layers * self.kv_dim), Vec::new());
+                    for l in 0..self.n_layers {
+                        let o = (l * self.capacity + slot) * self.kv_dim;
+                        self.k.row(o, self.kv_dim).to_vec(&mut k);
+                        self.v.row(o, self.kv_dim).to_vec(&mut v);
+                    }
+                    t.saved.push((slot, self.pos[slot], k, v));
+                }
+            }
+            slot
+        } else {
+            return Err(Full);
+        };
+        self.pos[slot] = self.next_pos;
+        self.next_pos += 1;
+        Ok(slot)
+    }
+
+    pub fn write(&mut self, layer: usize, slot: usize, k: &[f32], v: &[f32]) {
+        let o = self.off(layer, slot);
+        self.k.set(o, k);
+        self.v.set(o, v);
+    }
+
+    /// Keys of slot `slot` in layer `layer`, all kv heads.
+    pub fn k_at(&self, layer: usize, slot: usize) -> Row<'_> {
+        self.k.row(self.off(layer, slot), self.kv_dim)
+    }
+
+    pub fn v_at(&self, layer: usize, slot: usize) -> Row<'_> {
+        self.v.row(self.off(layer, slot), self.kv_dim)
+    }
+
+    pub fn pos_of(&self, slot: usize) -> usize {
+        self.pos[slot]
+    }
+
+    /// Forget everything (a new conversation).
+    pub fn clear(&mut self) {
+        self.n_filled = 0;
+        self.next_pos = 0;
+        self.head = self.keep.unwrap_or(0);
+        self.txn = None;
+    }
+}

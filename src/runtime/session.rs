@@ -1,0 +1,232 @@
+//! A conversation with a model: the KV cache, the activations, the token history.
+//!
+//! `eval` feeds tokens (prefill in chunks of `batch`, or one at a time once a ring cache is full) and
+//! returns logits; `generate` samples until EOS, `max_tokens`, a full context, the callback saying stop, or
+//! cancellation. A call that fails or is cancelled leaves the cache and history exactly as they were.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::error::{Error, Result};
+use crate::model::decoder::{forward, DecoderState};
+use crate::model::Model;
+use crate::runtime::kv_cache::{KvCache, KvType};
+use crate::runtime::sampler::Sampler;
+use crate::runtime::tokenizer::StreamDecoder;
+
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    /// KV cache capacity in tokens (`--ctx-size`).
+    pub ctx_size: usize,
+    /// Ring cache instead of stopping when full (`--context-shift`).
+    pub context_shift: bool,
+    /// Sink tokens kept by the ring (`--keep`); `None`: the first prompt's BOS + system part, at least 1.
+    pub keep: Option<usize>,
+    /// Prefill chunk (tokens per forward).
+    pub batch: usize,
+    /// KV cache storage (`--kv-type`).
+    pub kv_type: KvType,
+}
+
+impl Default for SessionOptions {
+    fn default() -> Self {
+        SessionOptions { ctx_size: 4096, context_shift: false, keep: None, batch: 64, kv_type: KvType::F16 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    /// The model produced EOS.
+    Stop,
+    /// `max_tokens` reached, or the context is full (`context_full` tells which).
+    Length,
+    /// The callback asked to stop or the cancel flag was raised.
+    Cancelled,
+}
+
+#[derive(Debug, Clone)]
+pub struct Generation {
+    pub tokens: Vec<u32>,
+    pub text: String,
+    pub finish: FinishReason,
+    /// true when generation stopped because the context was full
+    pub context_full: bool,
+    pub prompt_tokens: usize,
+    pub prompt_seconds: f64,
+    pub gen_seconds: f64,
+}
+
+pub struct Session<'m> {
+    pub model: &'m Model,
+    kv: KvCache,
+    state: DecoderState,
+    /// every token of the conversation, in order
+    history: Vec<u32>,
+    /// tokens in `history` not yet in the cache (the sampled token that ended a generation)
+    pending: Vec<u32>,
+    slots: Vec<usize>,
+    last_row: usize,
+    opts: SessionOptions,
+}
+
+impl<'m> Session<'m> {
+    pub fn new(model: &'m Model, opts: SessionOptions) -> Session<'m> {
+        let c = &model.cfg;
+        let batch = opts.batch.clamp(1, opts.ctx_size.max(1));
+        let keep = opts.context_shift.then(|| opts.keep.unwrap_or(1).max(1));
+        Session {
+            model,
+            kv: KvCache::new(c.n_layers, c.n_heads_kv * c.head_dim, opts.ctx_size, keep, opts.kv_type),
+            state: DecoderState::new(model, batch),
+            history: Vec::new(),
+            pending: Vec::new(),
+            slots: Vec::with_capacity(batch),
+            last_row: 0,
+            opts: SessionOptions { batch, ..opts },
+        }
+    }
+
+    pub fn history(&self) -> &[u32] {
+        &self.history
+    }
+
+    /// Tokens in the cache / its capacity.
+    pub fn context_used(&self) -> (usize, usize) {
+        (self.kv.n_filled, self.kv.capacity)
+    }
+
+    pub fn reset(&mut self) {
+        self.kv.clear();
+        self.history.clear();
+        self.pending.clear();
+    }
+
+    /// Logits of the last evaluated token, `(vocab)`.
+    pub fn logits(&self) -> &[f32] {
+        let v = self.model.cfg.vocab_size;
+        &self.state.logits[self.last_row * v..(self.last_row + 1) * v]
+    }
+
+    /// Feed `tokens`; with `all`, also collect every position's logits `(n, vocab)` into it.
+    pub fn eval(
+        &mut self,
+        tokens: &[u32],
+        mut all: Option<&mut Vec<f32>>,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<&[f32]> {
+        let mut input = std::mem::take(&mut self.pending);
+        let n_pending = input.len();
+        input.extend_from_slice(tokens);
+        if input.is_empty() {
+            return Err(Error::Invalid("nothing to evaluate".into()));
+        }
+        if !self.kv.is_ring() && input.len() > self.kv.free() {
+            self.pending = input[..n_pending].to_vec();
+            return Err(Error::ContextFull { prompt: input.len(), ctx: self.kv.capacity, used: self.kv.n_filled });
+        }
+        let v = self.model.cfg.vocab_size;
+        if let Some(a) = all.as_deref_mut() {
+            a.clear();
+        }
+        self.kv.begin();
+        let mut i = 0;
+        while i < input.len() {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                self.kv.rollback();
+                self.pending = input[..n_pending].to_vec();
+                return Err(Error::Cancelled);
+            }
+            let free = self.kv.free();
+            // a ring cache never evicts inside a chunk: a token must see the window ending at itself
+            let room = if self.kv.is_ring() && free == 0 {
+                1
+            } else if self.kv.is_ring() {
+                free
+            } else {
+                usize::MAX
+            };
+            let n = self.opts.batch.min(room).min(input.len() - i);
+            let pos0 = self.kv.next_pos;
+            self.slots.clear();
+            for _ in 0..n {
+                self.slots.push(self.kv.reserve().expect("room checked above"));
+            }
+            let want_all = all.is_some();
+            forward(self.model, &mut self.state, &mut self.kv, &input[i..i + n], &self.slots, pos0, want_all);
+            if let Some(a) = all.as_deref_mut() {
+                // positions of pending tokens are not the caller's
+                let skip = n_pending.saturating_sub(i).min(n);
+                a.extend_from_slice(&self.state.logits[skip * v..n * v]);
+            }
+            self.last_row = if want_all { n - 1 } else { 0 };
+            i += n;
+        }
+        self.kv.commit();
+        self.history.extend_from_slice(tokens);
+        Ok(self.logits())
+    }
+
+    /// Prefill `prompt` (appended to the conversation), then sample until a stop. `on_text` receives each
+    /// piece of decoded text (never half a UTF-8 character) and returns false to stop.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        sampler: &mut Sampler,
+        max_tokens: usize,
+        cancel: Option<&AtomicBool>,
+        mut on_text: impl FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        let tok = &self.model.tokenizer;
+        let t0 = std::time::Instant::now();
+        self.eval(prompt, None, cancel)?;
+        let prompt_seconds = t0.elapsed().as_secs_f64();
+        let t1 = std::time::Instant::now();
+        let mut out = Generation {
+            tokens: Vec::new(),
+            text: String::new(),
+            finish: FinishReason::Length,
+            context_full: false,
+            prompt_tokens: prompt.len(),
+            prompt_seconds,
+            gen_seconds: 0.0,
+        };
+        let mut detok = StreamDecoder::default();
+        for step in 0..max_tokens {
+            let id = sampler
+                .sample(self.logits(), &self.history)
+                .map_err(|_| Error::NonFinite { step, pos: self.kv.next_pos.saturating_sub(1) })?;
+            out.tokens.push(id);
+            self.history.push(id);
+            if id == tok.eos {
+                self.pending.push(id);
+                out.finish = FinishReason::Stop;
+                break;
+            }
+            let piece = detok.push(tok, id);
+            out.text.push_str(&piece);
+            if !on_text(&piece) || cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                self.pending.push(id);
+                out.finish = FinishReason::Cancelled;
+                break;
+            }
+            if step + 1 == max_tokens {
+                self.pending.push(id);
+                break;
+            }
+            if !self.kv.is_ring() && self.kv.free() == 0 {
+                self.pending.push(id);
+                out.context_full = true;
+                break;
+            }
+            // the token joins the cache; `history` already has it
+            self.history.pop();
+            self.eval(&[id], None, cancel)?;
+        }
+        let rest = detok.finish();
+        if !rest.is_empty() {
+            on_text(&rest);
+            out.text.push_str(&rest);
+        }
+        out.gen_seconds = t1.elapsed().as_secs_f64();
+        Ok(out)
+    }
+}

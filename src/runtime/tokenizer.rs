@@ -1,0 +1,220 @@
+//! Tekken tokenizer, built from GGUF metadata (`tokenizer.ggml.tokens` in GPT-2 byte-level spelling, token
+//! types, the split pattern).
+//!
+//! Tekken is tiktoken's BPE: split the text with the pattern, then for each piece: if the whole piece is a
+//! vocabulary token, that is the token; else start from single bytes and repeatedly merge the adjacent pair
+//! whose concatenation has the lowest rank, until no adjacent pair is a token. A normal token's rank is its id
+//! (ids follow ranks, offset by the reserved special ids), so no merge list is needed; `tokenizer.ggml.merges`
+//! (derived from the same ranks) is for llama.cpp. We do not use the `tokenizers` crate: tiktoken's rule is
+//! 40 lines, the crate is a large dependency, and exactness is tested against mistral-common on the full
+//! 131072-token vocabulary (`tests/tokenizer.rs`).
+//!
+//! User text is plain text: the vocabulary used for encoding holds normal tokens only, so no input string can
+//! produce a control token (`[INST]`, `[IMG]`, `</s>` typed by a user stay text).
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::gguf::{keys, Header};
+
+/// llama.cpp token type of control tokens.
+const CONTROL: i32 = 3;
+
+pub struct Tokenizer {
+    /// id → bytes (control tokens: their spelling)
+    pieces: Vec<Vec<u8>>,
+    control: Vec<bool>,
+    /// bytes → id, normal tokens only
+    ids: HashMap<Box<[u8]>, u32>,
+    split: fancy_regex::Regex,
+    pub bos: u32,
+    pub eos: u32,
+    pub unk: u32,
+}
+
+impl Tokenizer {
+    pub fn from_gguf(h: &Header) -> Result<Tokenizer> {
+        let model = h.get_str(keys::TOKENIZER_MODEL)?;
+        let pre = h.get_str(keys::TOKENIZER_PRE).unwrap_or("");
+        if model != "gpt2" || pre != "tekken" {
+            return Err(Error::Model {
+                what: keys::TOKENIZER_MODEL.into(),
+                msg: format!("tokenizer {model:?} / pre {pre:?}: only Tekken (gpt2 + tekken) is supported"),
+            });
+        }
+        let tokens = h.get_str_array(keys::TOKENIZER_TOKENS)?;
+        let types: Vec<i32> = match h.get(keys::TOKENIZER_TOKEN_TYPE) {
+            Some(crate::gguf::Value::Array(_, v)) => {
+                v.iter().map(|x| if let crate::gguf::Value::I32(t) = x { *t } else { 1 }).collect()
+            }
+            _ => vec![1; tokens.len()],
+        };
+        if types.len() != tokens.len() {
+            return Err(Error::Model {
+                what: keys::TOKENIZER_TOKEN_TYPE.into(),
+                msg: format!("{} types for {} tokens", types.len(), tokens.len()),
+            });
+        }
+        let pattern = h.get_str(keys::PIXTRAL_TOKENIZER_PATTERN).unwrap_or(pixtral_convert::tokenizer::TEKKEN_PATTERN);
+        let split = fancy_regex::Regex::new(pattern).map_err(|e| Error::Model {
+            what: keys::PIXTRAL_TOKENIZER_PATTERN.into(),
+            msg: format!("bad regex: {e}"),
+        })?;
+        let table = pixtral_convert::tokenizer::bytes_to_unicode();
+        let mut unbyte: HashMap<char, u8> = HashMap::with_capacity(256);
+        for (b, c) in table.iter().enumerate() {
+            unbyte.insert(*c, b as u8);
+        }
+        let mut pieces = Vec::with_capacity(tokens.len());
+        let mut control = Vec::with_capacity(tokens.len());
+        let mut ids = HashMap::with_capacity(tokens.len());
+        for (id, (t, ty)) in tokens.iter().zip(&types).enumerate() {
+            let is_control = *ty == CONTROL;
+            let bytes: Option<Vec<u8>> = if is_control {
+                Some(t.as_bytes().to_vec())
+            } else {
+                t.chars().map(|c| unbyte.get(&c).copied()).collect()
+            };
+            let bytes = bytes.ok_or_else(|| Error::Model {
+                what: keys::TOKENIZER_TOKENS.into(),
+                msg: format!("token {id} {t:?} is not in GPT-2 byte-level spelling"),
+            })?;
+            if !is_control && *ty != 5 {
+                // first id wins for duplicate spellings (cannot happen in Tekken)
+                ids.entry(bytes.clone().into_boxed_slice()).or_insert(id as u32);
+            }
+            pieces.push(bytes);
+            control.push(is_control);
+        }
+        let id_of = |key: &str, default: u32| match h.get(key) {
+            Some(crate::gguf::Value::U32(v)) => *v,
+            _ => default,
+        };
+        let tok = Tokenizer {
+            bos: id_of(keys::TOKENIZER_BOS_ID, 1),
+            eos: id_of(keys::TOKENIZER_EOS_ID, 2),
+            unk: id_of(keys::TOKENIZER_UNK_ID, 0),
+            pieces,
+            control,
+            ids,
+            split,
+        };
+        for b in 0..=255u8 {
+            if !tok.ids.contains_key(&[b][..]) {
+                return Err(Error::Model {
+                    what: keys::TOKENIZER_TOKENS.into(),
+                    msg: format!("byte {b:#04x} has no token: not a byte-level BPE vocabulary"),
+                });
+            }
+        }
+        Ok(tok)
+    }
+
+    pub fn n_vocab(&self) -> usize {
+        self.pieces.len()
+    }
+
+    /// The id of a control token by spelling, e.g. `[INST]`.
+    pub fn control_id(&self, s: &str) -> Option<u32> {
+        self.pieces.iter().zip(&self.control).position(|(p, c)| *c && p == s.as_bytes()).map(|i| i as u32)
+    }
+
+    pub fn is_control(&self, id: u32) -> bool {
+        self.control.get(id as usize).copied().unwrap_or(false)
+    }
+
+    /// The bytes of a token (a control token's spelling for control ids).
+    pub fn piece(&self, id: u32) -> &[u8] {
+        self.pieces.get(id as usize).map(|p| p.as_slice()).unwrap_or(b"")
+    }
+
+    /// Encode plain text (no BOS, no control tokens). Linear in the text for a bounded piece length.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        let mut out = Vec::with_capacity(text.len() / 3 + 1);
+        let mut start = 0;
+        // fancy-regex may fail on pathological backtracking; fall back to treating the rest as one piece
+        for m in self.split.find_iter(text) {
+            match m {
+                Ok(m) => {
+                    if m.start() > start {
+                        self.bpe(&text.as_bytes()[start..m.start()], &mut out);
+                    }
+                    self.bpe(m.as_str().as_bytes(), &mut out);
+                    start = m.end();
+                }
+                Err(_) => break,
+            }
+        }
+        if start < text.len() {
+            self.bpe(&text.as_bytes()[start..], &mut out);
+        }
+        out
+    }
+
+    /// tiktoken's byte-pair merge of one piece.
+    fn bpe(&self, piece: &[u8], out: &mut Vec<u32>) {
+        if let Some(&id) = self.ids.get(piece) {
+            out.push(id);
+            return;
+        }
+        // part boundaries; parts[i]..parts[i+1] is a current token
+        let mut parts: Vec<usize> = (0..=piece.len()).collect();
+        let rank = |parts: &[usize], i: usize| -> Option<u32> {
+            if i + 2 < parts.len() {
+                self.ids.get(&piece[parts[i]..parts[i + 2]]).copied()
+            } else {
+                None
+            }
+        };
+        let mut ranks: Vec<Option<u32>> = (0..parts.len()).map(|i| rank(&parts, i)).collect();
+        loop {
+            let best = ranks.iter().enumerate().filter_map(|(i, r)| r.map(|r| (r, i))).min();
+            let Some((_, i)) = best else { break };
+            parts.remove(i + 1);
+            ranks.remove(i + 1);
+            ranks[i] = rank(&parts, i);
+            if i > 0 {
+                ranks[i - 1] = rank(&parts, i - 1);
+            }
+        }
+        for w in parts.windows(2) {
+            out.push(self.ids.get(&piece[w[0]..w[1]]).copied().unwrap_or(self.unk));
+        }
+    }
+}
+
+/// Turns a stream of token ids into text without ever splitting a UTF-8 character: bytes of an incomplete
+/// character wait for the next token. Control tokens produce no text.
+#[derive(Default)]
+pub struct StreamDecoder {
+    pending: Vec<u8>,
+}
+
+impl StreamDecoder {
+    /// Text completed by `id` (possibly empty).
+    pub fn push(&mut self, tok: &Tokenizer, id: u32) -> String {
+        if tok.is_control(id) {
+            return String::new();
+        }
+        self.pending.extend_from_slice(tok.piece(id));
+        let valid = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            Err(e) if e.error_len().is_some() => {
+                // invalid (not just incomplete) bytes: replace them, keep going
+                let s = String::from_utf8_lossy(&self.pending).into_owned();
+                self.pending.clear();
+                return s;
+            }
+            Err(e) => e.valid_up_to(),
+        };
+        let rest = self.pending.split_off(valid);
+        String::from_utf8(std::mem::replace(&mut self.pending, rest)).expect("checked valid")
+    }
+
+    /// Whatever is left at the end of a stream, lossily.
+    pub fn finish(&mut self) -> String {
+        let s = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        s
+    }
+}
