@@ -38,15 +38,8 @@ enum Cmd {
     Run {
         #[command(flatten)]
         m: ModelArgs,
-        /// The prompt (a user message, unless --raw).
-        #[arg(short, long)]
-        prompt: String,
-        /// System prompt (placed before the last user message, as Mistral's v3 template does).
-        #[arg(long)]
-        system: Option<String>,
-        /// Send the prompt as plain text after BOS, without the chat template.
-        #[arg(long)]
-        raw: bool,
+        #[command(flatten)]
+        p: PromptArgs,
         /// Maximum tokens to generate.
         #[arg(short = 'n', long, default_value_t = 256)]
         n_predict: usize,
@@ -57,12 +50,8 @@ enum Cmd {
     Logits {
         #[command(flatten)]
         m: ModelArgs,
-        #[arg(short, long)]
-        prompt: String,
-        #[arg(long)]
-        system: Option<String>,
-        #[arg(long)]
-        raw: bool,
+        #[command(flatten)]
+        p: PromptArgs,
         /// Output `.npy`, shape [n_tokens, vocab].
         #[arg(long)]
         out: PathBuf,
@@ -99,6 +88,19 @@ struct ModelArgs {
     /// Threads (default: the machine's cores).
     #[arg(short, long)]
     threads: Option<usize>,
+}
+
+#[derive(clap::Args)]
+struct PromptArgs {
+    /// The prompt (a user message, unless --raw).
+    #[arg(short, long)]
+    prompt: String,
+    /// System prompt (placed before the last user message, as Mistral's v3 template does).
+    #[arg(long)]
+    system: Option<String>,
+    /// Send the prompt as plain text after BOS, without the chat template.
+    #[arg(long)]
+    raw: bool,
 }
 
 #[derive(clap::Args)]
@@ -139,8 +141,8 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Convert { src, outtype, vision_type, out, force } => convert(src, outtype, vision_type, out, force),
         Cmd::Inspect { file, full } => inspect(file, full),
-        Cmd::Run { m, prompt, system, raw, n_predict, sampling } => run(m, prompt, system, raw, n_predict, sampling),
-        Cmd::Logits { m, prompt, system, raw, out, ids_out } => logits(m, prompt, system, raw, out, ids_out),
+        Cmd::Run { m, p, n_predict, sampling } => run(m, p, n_predict, sampling),
+        Cmd::Logits { m, p, out, ids_out } => logits(m, p, out, ids_out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -248,14 +250,10 @@ fn session_options(m: &ModelArgs, keep_default: usize) -> pixtral::SessionOption
 }
 
 /// Prompt ids: chat template (user message, optional system), or BOS + plain text with --raw.
-fn prompt_ids(
-    model: &pixtral::Model,
-    prompt: &str,
-    system: Option<&str>,
-    raw: bool,
-) -> anyhow::Result<(Vec<u32>, usize)> {
+fn prompt_ids(model: &pixtral::Model, p: &PromptArgs) -> anyhow::Result<(Vec<u32>, usize)> {
+    let (prompt, system) = (p.prompt.as_str(), p.system.as_deref());
     let tok = &model.tokenizer;
-    if raw {
+    if p.raw {
         let mut ids = vec![tok.bos];
         ids.extend(tok.encode(prompt));
         return Ok((ids, 1));
@@ -269,18 +267,11 @@ fn prompt_ids(
     Ok((ids, keep))
 }
 
-fn run(
-    m: ModelArgs,
-    prompt: String,
-    system: Option<String>,
-    raw: bool,
-    n_predict: usize,
-    sp: SamplingArgs,
-) -> anyhow::Result<()> {
+fn run(m: ModelArgs, p: PromptArgs, n_predict: usize, sp: SamplingArgs) -> anyhow::Result<()> {
     use std::io::Write;
     let l = load(&m)?;
     let model = &l.model;
-    let (ids, keep) = prompt_ids(model, &prompt, system.as_deref(), raw)?;
+    let (ids, keep) = prompt_ids(model, &p)?;
     let seed = sp.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
     });
@@ -336,17 +327,10 @@ fn run(
     Ok(())
 }
 
-fn logits(
-    m: ModelArgs,
-    prompt: String,
-    system: Option<String>,
-    raw: bool,
-    out: PathBuf,
-    ids_out: Option<PathBuf>,
-) -> anyhow::Result<()> {
+fn logits(m: ModelArgs, p: PromptArgs, out: PathBuf, ids_out: Option<PathBuf>) -> anyhow::Result<()> {
     let l = load(&m)?;
     let model = &l.model;
-    let (ids, keep) = prompt_ids(model, &prompt, system.as_deref(), raw)?;
+    let (ids, keep) = prompt_ids(model, &p)?;
     let mut session = pixtral::Session::new(model, session_options(&m, keep));
     let mut all = Vec::new();
     session.eval(&ids, Some(&mut all), None)?;

@@ -28,7 +28,19 @@ fn convert_run_and_logits_from_the_command_line() {
 
     let npy = dir.join("l.npy");
     let ids = dir.join("ids.json");
-    let out = pixtral(&["logits", "-m", m, "-p", "Hi there", "--system", "Be brief.", "--out", npy.to_str().unwrap(), "--ids-out", ids.to_str().unwrap()]);
+    let out = pixtral(&[
+        "logits",
+        "-m",
+        m,
+        "-p",
+        "Hi there",
+        "--system",
+        "Be brief.",
+        "--out",
+        npy.to_str().unwrap(),
+        "--ids-out",
+        ids.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let ids: Vec<u32> = serde_json::from_str(&std::fs::read_to_string(&ids).unwrap()).unwrap();
     assert_eq!(&ids[..3], &[1, 3, 1066], "BOS, [INST], then the system text");

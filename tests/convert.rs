@@ -331,17 +331,8 @@ fn reconversion_is_byte_identical() {
 fn full_tekken_vocabulary_and_merges_match_transformers() {
     let fx = fixtures().join("tekken-full");
     let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fx.join("expect.json")).unwrap()).unwrap();
-    let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fx.join("config.json")).unwrap()).unwrap();
-    let ranks = std::fs::read_to_string(fx.join("ranks.b64")).unwrap();
-    let vocab: Vec<serde_json::Value> = ranks
-        .lines()
-        .enumerate()
-        .map(|(i, b)| serde_json::json!({"rank": i, "token_bytes": b, "token_str": null}))
-        .collect();
     let dir = TempDir::new("tekken-full");
-    let path = dir.join("tekken.json");
-    std::fs::write(&path, serde_json::json!({"config": cfg, "vocab": vocab}).to_string()).unwrap();
+    let path = common::write_full_tekken(&dir);
     let v = pixtral::convert::tokenizer::from_tekken(&path, 131072).unwrap();
     assert_eq!(v.tokens.len(), e["n_tokens"].as_u64().unwrap() as usize);
     assert_eq!(v.tokens[1000], e["token_1000"].as_str().unwrap());

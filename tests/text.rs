@@ -149,18 +149,8 @@ fn prompt_ids_equal_mistral_common() {
 /// A tokenizer with the full 131072-token Tekken vocabulary, through the same GGUF metadata path as a model.
 fn full_tokenizer() -> pixtral::runtime::tokenizer::Tokenizer {
     use pixtral::gguf::{keys, GgufWriter, Header, Value};
-    let fx = fixtures().join("tekken-full");
-    let cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fx.join("config.json")).unwrap()).unwrap();
-    let ranks = std::fs::read_to_string(fx.join("ranks.b64")).unwrap();
-    let vocab: Vec<serde_json::Value> = ranks
-        .lines()
-        .enumerate()
-        .map(|(i, b)| serde_json::json!({"rank": i, "token_bytes": b, "token_str": null}))
-        .collect();
     let dir = TempDir::new("tekken");
-    let p = dir.join("tekken.json");
-    std::fs::write(&p, serde_json::json!({"config": cfg, "vocab": vocab}).to_string()).unwrap();
+    let p = common::write_full_tekken(&dir);
     let v = pixtral::convert::tokenizer::from_tekken(&p, 131072).unwrap();
     let meta = vec![
         (keys::TOKENIZER_MODEL.to_string(), Value::String("gpt2".into())),

@@ -74,3 +74,20 @@ pub fn fnv1a64(data: &[u8]) -> u64 {
     }
     h
 }
+
+/// The full 131072-token Tekken vocabulary (`tests/fixtures/tekken-full`) as mistral-common's `tekken.json`
+/// (v3 layout: no special-token list), written into `dir`; returns its path.
+pub fn write_full_tekken(dir: &TempDir) -> PathBuf {
+    let fx = fixtures().join("tekken-full");
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fx.join("config.json")).unwrap()).unwrap();
+    let ranks = std::fs::read_to_string(fx.join("ranks.b64")).unwrap();
+    let vocab: Vec<serde_json::Value> = ranks
+        .lines()
+        .enumerate()
+        .map(|(i, b)| serde_json::json!({"rank": i, "token_bytes": b, "token_str": null}))
+        .collect();
+    let path = dir.join("tekken.json");
+    std::fs::write(&path, serde_json::json!({"config": cfg, "vocab": vocab}).to_string()).unwrap();
+    path
+}
