@@ -105,6 +105,7 @@ pub fn forward(
             SCORES.with(|sc| {
                 let mut sc = sc.borrow_mut();
                 sc.clear();
+                sc.reserve(kv_ref.capacity); // once per thread: no growth while the context fills
                 for slot in 0..kv_ref.n_filled {
                     if kv_ref.pos_of(slot) <= p {
                         let dot = kv_ref.k_at(l, slot).slice(kvh * hd..(kvh + 1) * hd).dot(qv);

@@ -41,6 +41,8 @@ pub struct Sampler {
     pub params: SamplerParams,
     state: u64,
     cand: Vec<(f32, u32)>,
+    /// ids already penalised this step (vocab-sized, reused)
+    seen: Vec<bool>,
 }
 
 /// Why a token could not be drawn.
@@ -51,7 +53,7 @@ pub struct NonFiniteLogit {
 
 impl Sampler {
     pub fn new(params: SamplerParams) -> Sampler {
-        Sampler { state: params.seed, params, cand: Vec::new() }
+        Sampler { state: params.seed, params, cand: Vec::new(), seen: Vec::new() }
     }
 
     fn uniform(&mut self) -> f32 {
@@ -72,12 +74,18 @@ impl Sampler {
         self.cand.extend(logits.iter().enumerate().map(|(i, &l)| (l, i as u32)));
         if p.repeat_penalty != 1.0 {
             let recent = &history[history.len().saturating_sub(p.repeat_last_n)..];
-            let mut seen = std::collections::HashSet::new();
+            self.seen.resize(logits.len(), false);
             for &t in recent {
-                if seen.insert(t) {
-                    if let Some(c) = self.cand.get_mut(t as usize) {
+                if let (Some(c), Some(seen)) = (self.cand.get_mut(t as usize), self.seen.get_mut(t as usize)) {
+                    if !*seen {
+                        *seen = true;
                         c.0 = if c.0 > 0.0 { c.0 / p.repeat_penalty } else { c.0 * p.repeat_penalty };
                     }
+                }
+            }
+            for &t in recent {
+                if let Some(seen) = self.seen.get_mut(t as usize) {
+                    *seen = false;
                 }
             }
         }
@@ -87,7 +95,8 @@ impl Sampler {
             return Ok(best.1);
         }
         // sort descending by logit (stable by id for ties)
-        self.cand.sort_by(|a, b| b.0.partial_cmp(&a.0).expect("finite").then(a.1.cmp(&b.1)));
+        // a total order (ties broken by id): the unstable sort is deterministic and does not allocate
+        self.cand.sort_unstable_by(|a, b| b.0.partial_cmp(&a.0).expect("finite").then(a.1.cmp(&b.1)));
         if p.top_k > 0 && p.top_k < self.cand.len() {
             self.cand.truncate(p.top_k);
         }

@@ -64,6 +64,10 @@ pub struct Session<'m> {
     /// tokens in `history` not yet in the cache (the sampled token that ended a generation)
     pending: Vec<u32>,
     slots: Vec<usize>,
+    /// pending + new tokens of the current `eval`, reused
+    input: Vec<u32>,
+    /// decoded text of the current token, reused
+    piece: String,
     last_row: usize,
     opts: SessionOptions,
 }
@@ -77,9 +81,11 @@ impl<'m> Session<'m> {
             model,
             kv: KvCache::new(c.n_layers, c.n_heads_kv * c.head_dim, opts.ctx_size, keep, opts.kv_type),
             state: DecoderState::new(model, batch),
-            history: Vec::new(),
+            history: Vec::with_capacity(opts.ctx_size),
             pending: Vec::new(),
             slots: Vec::with_capacity(batch),
+            input: Vec::with_capacity(batch),
+            piece: String::with_capacity(64),
             last_row: 0,
             opts: SessionOptions { batch, ..opts },
         }
@@ -107,20 +113,31 @@ impl<'m> Session<'m> {
     }
 
     /// Feed `tokens`; with `all`, also collect every position's logits `(n, vocab)` into it.
-    pub fn eval(
+    pub fn eval(&mut self, tokens: &[u32], all: Option<&mut Vec<f32>>, cancel: Option<&AtomicBool>) -> Result<&[f32]> {
+        // no allocation per decoded token: `input` keeps its capacity across calls
+        let mut input = std::mem::take(&mut self.input);
+        input.clear();
+        input.extend_from_slice(&self.pending);
+        let n_pending = input.len();
+        input.extend_from_slice(tokens);
+        let result = self.eval_input(&input, n_pending, tokens, all, cancel);
+        self.input = input;
+        result?;
+        Ok(self.logits())
+    }
+
+    fn eval_input(
         &mut self,
+        input: &[u32],
+        n_pending: usize,
         tokens: &[u32],
         mut all: Option<&mut Vec<f32>>,
         cancel: Option<&AtomicBool>,
-    ) -> Result<&[f32]> {
-        let mut input = std::mem::take(&mut self.pending);
-        let n_pending = input.len();
-        input.extend_from_slice(tokens);
+    ) -> Result<()> {
         if input.is_empty() {
             return Err(Error::Invalid("nothing to evaluate".into()));
         }
         if !self.kv.is_ring() && input.len() > self.kv.free() {
-            self.pending = input[..n_pending].to_vec();
             return Err(Error::ContextFull { prompt: input.len(), ctx: self.kv.capacity, used: self.kv.n_filled });
         }
         let v = self.model.cfg.vocab_size;
@@ -132,7 +149,6 @@ impl<'m> Session<'m> {
         while i < input.len() {
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 self.kv.rollback();
-                self.pending = input[..n_pending].to_vec();
                 return Err(Error::Cancelled);
             }
             let free = self.kv.free();
@@ -161,8 +177,9 @@ impl<'m> Session<'m> {
             i += n;
         }
         self.kv.commit();
+        self.pending.clear();
         self.history.extend_from_slice(tokens);
-        Ok(self.logits())
+        Ok(())
     }
 
     /// Prefill `prompt` (appended to the conversation), then sample until a stop. `on_text` receives each
@@ -180,9 +197,12 @@ impl<'m> Session<'m> {
         self.eval(prompt, None, cancel)?;
         let prompt_seconds = t0.elapsed().as_secs_f64();
         let t1 = std::time::Instant::now();
+        // sized up front so decoding never reallocates them
+        let cap = max_tokens.min(self.kv.capacity + 1);
+        self.history.reserve(cap);
         let mut out = Generation {
-            tokens: Vec::new(),
-            text: String::new(),
+            tokens: Vec::with_capacity(cap),
+            text: String::with_capacity(cap * 8),
             finish: FinishReason::Length,
             context_full: false,
             prompt_tokens: prompt.len(),
@@ -201,9 +221,10 @@ impl<'m> Session<'m> {
                 out.finish = FinishReason::Stop;
                 break;
             }
-            let piece = detok.push(tok, id);
-            out.text.push_str(&piece);
-            if !on_text(&piece) || cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            self.piece.clear();
+            detok.push_into(tok, id, &mut self.piece);
+            out.text.push_str(&self.piece);
+            if !on_text(&self.piece) || cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 self.pending.push(id);
                 out.finish = FinishReason::Cancelled;
                 break;

@@ -193,22 +193,40 @@ pub struct StreamDecoder {
 impl StreamDecoder {
     /// Text completed by `id` (possibly empty).
     pub fn push(&mut self, tok: &Tokenizer, id: u32) -> String {
+        let mut s = String::new();
+        self.push_into(tok, id, &mut s);
+        s
+    }
+
+    /// Append the text completed by `id` to `out` (no allocation once `out` has grown).
+    pub fn push_into(&mut self, tok: &Tokenizer, id: u32, out: &mut String) {
         if tok.is_control(id) {
-            return String::new();
+            return;
         }
         self.pending.extend_from_slice(tok.piece(id));
-        let valid = match std::str::from_utf8(&self.pending) {
-            Ok(_) => self.pending.len(),
-            Err(e) if e.error_len().is_some() => {
-                // invalid (not just incomplete) bytes: replace them, keep going
-                let s = String::from_utf8_lossy(&self.pending).into_owned();
-                self.pending.clear();
-                return s;
+        loop {
+            match std::str::from_utf8(&self.pending) {
+                Ok(s) => {
+                    out.push_str(s);
+                    self.pending.clear();
+                    return;
+                }
+                // invalid (not just incomplete) bytes: the valid prefix, U+FFFD for the bad bytes, go on
+                Err(e) if e.error_len().is_some() => {
+                    let valid = e.valid_up_to();
+                    out.push_str(std::str::from_utf8(&self.pending[..valid]).expect("valid prefix"));
+                    out.push(char::REPLACEMENT_CHARACTER);
+                    self.pending.drain(..valid + e.error_len().unwrap_or(1));
+                }
+                // an incomplete character at the end waits for the next token
+                Err(e) => {
+                    let valid = e.valid_up_to();
+                    out.push_str(std::str::from_utf8(&self.pending[..valid]).expect("valid prefix"));
+                    self.pending.drain(..valid);
+                    return;
+                }
             }
-            Err(e) => e.valid_up_to(),
-        };
-        let rest = self.pending.split_off(valid);
-        String::from_utf8(std::mem::replace(&mut self.pending, rest)).expect("checked valid")
+        }
     }
 
     /// Whatever is left at the end of a stream, lossily.
