@@ -16,6 +16,7 @@
 
 pub mod error;
 pub mod gguf;
+pub mod image;
 pub mod mmap;
 pub mod model;
 pub mod npy;

@@ -55,13 +55,22 @@ impl DecoderState {
     }
 }
 
+/// Image features for the `[IMG]` tokens of a chunk: the token id and `(count, dim)` rows, used in order.
+pub struct ImageRows<'a> {
+    pub img_id: u32,
+    pub rows: &'a [f32],
+}
+
 /// Run `tokens` (at most `n_max`), already given cache `slots` and positions `pos0..`, through the model;
-/// write logits for every token (`all`) or the last one into `s.logits` rows `0..`.
+/// write logits for every token (`all`) or the last one into `s.logits` rows `0..`. `[IMG]` tokens take the
+/// next row of `img` instead of their embedding.
+#[allow(clippy::too_many_arguments)]
 pub fn forward(
     model: &Model,
     s: &mut DecoderState,
     kv: &mut KvCache,
     tokens: &[u32],
+    img: &ImageRows,
     slots: &[usize],
     pos0: usize,
     all: bool,
@@ -74,13 +83,19 @@ pub fn forward(
     let group = c.n_heads / c.n_heads_kv;
     let scale = 1.0 / (hd as f32).sqrt();
 
-    // ---- token embeddings: dequantize one row each ----
+    // ---- token embeddings (one dequantized row each), image features at [IMG] positions ----
     let emb = model.bytes(&w.token_embd);
     let rb = w.token_embd.row_bytes();
+    let mut next_img = img.rows.chunks_exact(dim);
     for (t, &id) in tokens.iter().enumerate() {
-        let row = &emb[id as usize * rb..(id as usize + 1) * rb];
-        pixtral_quant::dequantize_row_ref(w.token_embd.ty, row, &mut s.x[t * dim..(t + 1) * dim])
-            .expect("checked at load");
+        let x = &mut s.x[t * dim..(t + 1) * dim];
+        match if id == img.img_id { next_img.next() } else { None } {
+            Some(row) => x.copy_from_slice(row),
+            None => {
+                let row = &emb[id as usize * rb..(id as usize + 1) * rb];
+                pixtral_quant::dequantize_row_ref(w.token_embd.ty, row, x).expect("checked at load")
+            }
+        }
     }
 
     for (l, layer) in w.layers.iter().enumerate() {

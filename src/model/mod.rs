@@ -4,6 +4,7 @@
 
 pub mod decoder;
 pub mod ops;
+pub mod vision;
 
 use std::path::Path;
 
@@ -21,8 +22,8 @@ pub struct Mat {
     pub ty: GgmlType,
     pub rows: usize,
     pub cols: usize,
-    start: usize,
-    len: usize,
+    pub(crate) start: usize,
+    pub(crate) len: usize,
 }
 
 impl Mat {

@@ -1,7 +1,10 @@
 //! Mistral instruct template v3 (Tekken), assembled from ids, never by re-tokenizing a rendered string:
-//! `<s>[INST]user1[/INST]assistant1</s>[INST]user2[/INST]`. A system prompt goes before the *last* user
-//! message's text, followed by two newlines (ref: mistral-common `InstructTokenizerV3`); each text span is
-//! tokenized on its own.
+//! `<s>[INST]user1[/INST]assistant1</s>[INST]user2[/INST]`, as mistral-common's `InstructTokenizerV3` does:
+//! - a system prompt goes before the *last* user message, followed by two newlines: tokenized together with
+//!   the text of a text-only message, on its own before the chunks of a message with images;
+//! - an image is `([IMG] × gw + [IMG_BREAK]) × gh` with the last token replaced by `[IMG_END]`; a message
+//!   whose only image comes after its text has the image moved first (mistral-common's `force_img_first`);
+//! - each text chunk is tokenized on its own.
 
 use crate::error::{Error, Result};
 use crate::runtime::tokenizer::Tokenizer;
@@ -12,19 +15,50 @@ pub enum Role {
     Assistant,
 }
 
+/// A piece of a message: text, or an image given by its patch grid.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Chunk {
+    Text(String),
+    Image { grid_w: usize, grid_h: usize },
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Message {
     pub role: Role,
-    pub content: String,
+    pub content: Vec<Chunk>,
 }
 
 impl Message {
     pub fn user(s: impl Into<String>) -> Message {
-        Message { role: Role::User, content: s.into() }
+        Message { role: Role::User, content: vec![Chunk::Text(s.into())] }
+    }
+    pub fn user_chunks(content: Vec<Chunk>) -> Message {
+        Message { role: Role::User, content }
     }
     pub fn assistant(s: impl Into<String>) -> Message {
-        Message { role: Role::Assistant, content: s.into() }
+        Message { role: Role::Assistant, content: vec![Chunk::Text(s.into())] }
     }
+
+    /// The text of a message (its text chunks joined).
+    pub fn text(&self) -> String {
+        self.content.iter().filter_map(|c| if let Chunk::Text(t) = c { Some(t.as_str()) } else { None }).collect()
+    }
+}
+
+/// The ids of one image's tokens.
+pub fn image_tokens(tok: &Tokenizer, grid_w: usize, grid_h: usize) -> Result<Vec<u32>> {
+    let id =
+        |s: &str| tok.control_id(s).ok_or_else(|| Error::Invalid(format!("the vocabulary has no {s} control token")));
+    let (img, brk, end) = (id("[IMG]")?, id("[IMG_BREAK]")?, id("[IMG_END]")?);
+    let mut ids = Vec::with_capacity((grid_w + 1) * grid_h);
+    for _ in 0..grid_h {
+        ids.extend(std::iter::repeat_n(img, grid_w));
+        ids.push(brk);
+    }
+    if let Some(last) = ids.last_mut() {
+        *last = end;
+    }
+    Ok(ids)
 }
 
 /// The control ids the template needs.
@@ -53,19 +87,39 @@ pub fn encode_chat(tok: &Tokenizer, system: Option<&str>, messages: &[Message]) 
     }
     let mut ids = vec![ct.bos];
     for (i, m) in messages.iter().enumerate() {
-        match m.role {
-            Role::User => {
+        let sys = system.filter(|s| Some(i) == last_user && !s.is_empty());
+        match (m.role, m.content.as_slice()) {
+            (Role::User, [Chunk::Text(text)]) => {
                 ids.push(ct.inst);
-                match system {
-                    Some(sys) if Some(i) == last_user && !sys.is_empty() => {
-                        ids.extend(tok.encode(&format!("{sys}\n\n{}", m.content)))
-                    }
-                    _ => ids.extend(tok.encode(&m.content)),
+                match sys {
+                    Some(sys) => ids.extend(tok.encode(&format!("{sys}\n\n{text}"))),
+                    None => ids.extend(tok.encode(text)),
                 }
                 ids.push(ct.inst_end);
             }
-            Role::Assistant => {
-                ids.extend(tok.encode(&m.content));
+            (Role::User, chunks) => {
+                ids.push(ct.inst);
+                if let Some(sys) = sys {
+                    ids.extend(tok.encode(&format!("{sys}\n\n")));
+                }
+                let image_last = chunks.len() >= 2
+                    && matches!(chunks.last(), Some(Chunk::Image { .. }))
+                    && chunks[..chunks.len() - 1].iter().all(|c| matches!(c, Chunk::Text(_)));
+                let order: Vec<&Chunk> = if image_last {
+                    std::iter::once(&chunks[chunks.len() - 1]).chain(&chunks[..chunks.len() - 1]).collect()
+                } else {
+                    chunks.iter().collect()
+                };
+                for c in order {
+                    match c {
+                        Chunk::Text(t) => ids.extend(tok.encode(t)),
+                        Chunk::Image { grid_w, grid_h } => ids.extend(image_tokens(tok, *grid_w, *grid_h)?),
+                    }
+                }
+                ids.push(ct.inst_end);
+            }
+            (Role::Assistant, _) => {
+                ids.extend(tok.encode(&m.text()));
                 ids.push(ct.eos);
             }
         }

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
-use crate::model::decoder::{forward, DecoderState};
+use crate::model::decoder::{forward, DecoderState, ImageRows};
 use crate::model::Model;
 use crate::runtime::kv_cache::{KvCache, KvType};
 use crate::runtime::sampler::Sampler;
@@ -69,6 +69,8 @@ pub struct Session<'m> {
     /// decoded text of the current token, reused
     piece: String,
     last_row: usize,
+    /// the `[IMG]` token id (Pixtral: 10)
+    img_id: u32,
     opts: SessionOptions,
 }
 
@@ -87,6 +89,7 @@ impl<'m> Session<'m> {
             input: Vec::with_capacity(batch),
             piece: String::with_capacity(64),
             last_row: 0,
+            img_id: model.tokenizer.control_id("[IMG]").unwrap_or(u32::MAX),
             opts: SessionOptions { batch, ..opts },
         }
     }
@@ -114,13 +117,34 @@ impl<'m> Session<'m> {
 
     /// Feed `tokens`; with `all`, also collect every position's logits `(n, vocab)` into it.
     pub fn eval(&mut self, tokens: &[u32], all: Option<&mut Vec<f32>>, cancel: Option<&AtomicBool>) -> Result<&[f32]> {
+        self.eval_with_images(tokens, &[], all, cancel)
+    }
+
+    /// [`Session::eval`] with image features `(n_img, dim)` for the `[IMG]` tokens of `tokens`, in order
+    /// (from [`crate::model::vision::VisionModel::encode`]).
+    pub fn eval_with_images(
+        &mut self,
+        tokens: &[u32],
+        images: &[f32],
+        all: Option<&mut Vec<f32>>,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<&[f32]> {
+        let dim = self.model.cfg.dim;
+        let n_img = tokens.iter().filter(|&&t| t == self.img_id).count();
+        if images.len() != n_img * dim {
+            return Err(Error::Invalid(format!(
+                "{n_img} [IMG] tokens but {} values of image features ({} rows of {dim})",
+                images.len(),
+                images.len() / dim
+            )));
+        }
         // no allocation per decoded token: `input` keeps its capacity across calls
         let mut input = std::mem::take(&mut self.input);
         input.clear();
         input.extend_from_slice(&self.pending);
         let n_pending = input.len();
         input.extend_from_slice(tokens);
-        let result = self.eval_input(&input, n_pending, tokens, all, cancel);
+        let result = self.eval_input(&input, n_pending, tokens, images, all, cancel);
         self.input = input;
         result?;
         Ok(self.logits())
@@ -131,9 +155,12 @@ impl<'m> Session<'m> {
         input: &[u32],
         n_pending: usize,
         tokens: &[u32],
+        images: &[f32],
         mut all: Option<&mut Vec<f32>>,
         cancel: Option<&AtomicBool>,
     ) -> Result<()> {
+        let dim = self.model.cfg.dim;
+        let mut img_used = 0;
         if input.is_empty() {
             return Err(Error::Invalid("nothing to evaluate".into()));
         }
@@ -167,7 +194,10 @@ impl<'m> Session<'m> {
                 self.slots.push(self.kv.reserve().expect("room checked above"));
             }
             let want_all = all.is_some();
-            forward(self.model, &mut self.state, &mut self.kv, &input[i..i + n], &self.slots, pos0, want_all);
+            let chunk = &input[i..i + n];
+            let img = ImageRows { img_id: self.img_id, rows: &images[img_used * dim..] };
+            forward(self.model, &mut self.state, &mut self.kv, chunk, &img, &self.slots, pos0, want_all);
+            img_used += chunk.iter().filter(|&&t| t == self.img_id).count();
             if let Some(a) = all.as_deref_mut() {
                 // positions of pending tokens are not the caller's
                 let skip = n_pending.saturating_sub(i).min(n);
@@ -190,11 +220,24 @@ impl<'m> Session<'m> {
         sampler: &mut Sampler,
         max_tokens: usize,
         cancel: Option<&AtomicBool>,
+        on_text: impl FnMut(&str) -> bool,
+    ) -> Result<Generation> {
+        self.generate_with_images(prompt, &[], sampler, max_tokens, cancel, on_text)
+    }
+
+    /// [`Session::generate`] for a prompt with image features for its `[IMG]` tokens.
+    pub fn generate_with_images(
+        &mut self,
+        prompt: &[u32],
+        images: &[f32],
+        sampler: &mut Sampler,
+        max_tokens: usize,
+        cancel: Option<&AtomicBool>,
         mut on_text: impl FnMut(&str) -> bool,
     ) -> Result<Generation> {
         let tok = &self.model.tokenizer;
         let t0 = std::time::Instant::now();
-        self.eval(prompt, None, cancel)?;
+        self.eval_with_images(prompt, images, None, cancel)?;
         let prompt_seconds = t0.elapsed().as_secs_f64();
         let t1 = std::time::Instant::now();
         // sized up front so decoding never reallocates them

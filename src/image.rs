@@ -1,0 +1,183 @@
+//! Image preprocessing, following mistral-common (`tokens/tokenizers/image.py`), the training-time
+//! reference, not transformers' variant:
+//! 1. decode (PNG, JPEG, WebP, GIF first frame) and make RGB: anything with alpha is composited on white with
+//!    PIL's `paste` arithmetic; gray and palette images expand to RGB;
+//! 2. grid: `ratio = max(h/M, w/M)`; if `ratio > 1`: `w = max(round(w/ratio), 1)`, `h` likewise (Python's
+//!    round-half-to-even); `gw = (w−1)//P + 1`, `gh = (h−1)//P + 1`;
+//! 3. resize the *original* image to exactly `(gw·P, gh·P)` with OpenCV's `INTER_CUBIC` on float32 (A = −0.75,
+//!    pixel-centre mapping, replicated border, horizontal pass then vertical, all in f32);
+//! 4. `x/255`, minus mean, over std, channel-first.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// An RGB image with float samples in [0, 255], row-major `(h, w, 3)`.
+pub struct RgbF32 {
+    pub width: usize,
+    pub height: usize,
+    pub data: Vec<f32>,
+}
+
+/// A preprocessed image: the patch grid and the normalized pixels `(3, gh·P, gw·P)`.
+#[derive(Debug, Clone)]
+pub struct Preprocessed {
+    pub grid_w: usize,
+    pub grid_h: usize,
+    pub patch: usize,
+    pub pixels: Vec<f32>,
+}
+
+impl Preprocessed {
+    pub fn n_patches(&self) -> usize {
+        self.grid_w * self.grid_h
+    }
+    pub fn width(&self) -> usize {
+        self.grid_w * self.patch
+    }
+    pub fn height(&self) -> usize {
+        self.grid_h * self.patch
+    }
+}
+
+/// The preprocessing constants of a vision tower (from the mmproj metadata).
+#[derive(Debug, Clone)]
+pub struct PreprocessConfig {
+    /// Longest side `M` before patching (1024 for Pixtral-12B); `--image-max-side` lowers it.
+    pub max_side: usize,
+    pub patch: usize,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+}
+
+/// PIL's `DIV255`: `(v + 128 + ((v + 128) >> 8)) >> 8`.
+fn div255(v: u32) -> u32 {
+    let t = v + 128;
+    ((t >> 8) + t) >> 8
+}
+
+/// Decoded image → RGB as mistral-common's `_convert_to_rgb` does it.
+pub fn to_rgb(img: image::DynamicImage) -> RgbF32 {
+    use image::DynamicImage as D;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let data: Vec<f32> = match img {
+        D::ImageRgb8(b) => b.into_raw().into_iter().map(|v| v as f32).collect(),
+        other => {
+            // RGBA over white: PIL paste with the alpha as mask, then drop alpha
+            let rgba = other.to_rgba8();
+            let mut out = Vec::with_capacity(w * h * 3);
+            for p in rgba.pixels() {
+                let a = p[3] as u32;
+                for c in 0..3 {
+                    out.push(div255(255 * (255 - a) + p[c] as u32 * a) as f32);
+                }
+            }
+            out
+        }
+    };
+    RgbF32 { width: w, height: h, data }
+}
+
+/// Read and decode an image file, refusing what a decoder should never be asked to hold.
+pub fn load(path: &Path) -> Result<RgbF32> {
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let reader = image::ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?;
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(16384);
+    limits.max_image_height = Some(16384);
+    limits.max_alloc = Some(512 << 20);
+    let mut reader = reader;
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| Error::Invalid(format!("{}: cannot decode image: {e}", path.display())))?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(Error::Invalid(format!("{}: image has no pixels", path.display())));
+    }
+    Ok(to_rgb(img))
+}
+
+/// mistral-common's patch grid `(gw, gh)` for an image of `w × h`.
+pub fn grid(w: usize, h: usize, max_side: usize, patch: usize) -> (usize, usize) {
+    let (mut wf, mut hf) = (w as f64, h as f64);
+    let ratio = f64::max(hf / max_side as f64, wf / max_side as f64);
+    if ratio > 1.0 {
+        // Python's round(): half to even
+        wf = (wf / ratio).round_ties_even().max(1.0);
+        hf = (hf / ratio).round_ties_even().max(1.0);
+    }
+    let (w, h) = (wf as usize, hf as usize);
+    ((w - 1) / patch + 1, (h - 1) / patch + 1)
+}
+
+/// OpenCV `interpolateCubic`, A = −0.75.
+fn cubic_coeffs(x: f32) -> [f32; 4] {
+    const A: f32 = -0.75;
+    let c0 = ((A * (x + 1.0) - 5.0 * A) * (x + 1.0) + 8.0 * A) * (x + 1.0) - 4.0 * A;
+    let c1 = ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0;
+    let c2 = ((A + 2.0) * (1.0 - x) - (A + 3.0)) * (1.0 - x) * (1.0 - x) + 1.0;
+    [c0, c1, c2, 1.0 - c0 - c1 - c2]
+}
+
+/// For each destination coordinate: 4 clamped source indices and their weights (OpenCV's pixel-centre mapping,
+/// `f = (d + 0.5)·scale − 0.5` in f64 rounded to f32, replicated border).
+fn taps(src: usize, dst: usize) -> Vec<([usize; 4], [f32; 4])> {
+    let scale = src as f64 / dst as f64;
+    (0..dst)
+        .map(|d| {
+            let f = ((d as f64 + 0.5) * scale - 0.5) as f32;
+            let s = f.floor();
+            let c = cubic_coeffs(f - s);
+            let s = s as i64;
+            let idx = [0, 1, 2, 3].map(|k| (s + k - 1).clamp(0, src as i64 - 1) as usize);
+            (idx, c)
+        })
+        .collect()
+}
+
+/// OpenCV `cv2.resize(img, (dw, dh), interpolation=INTER_CUBIC)` on an `(h, w, 3)` float32 image.
+pub fn resize_cubic(img: &RgbF32, dw: usize, dh: usize) -> RgbF32 {
+    if (dw, dh) == (img.width, img.height) {
+        return RgbF32 { width: dw, height: dh, data: img.data.clone() };
+    }
+    let (w, h) = (img.width, img.height);
+    let xt = taps(w, dw);
+    let yt = taps(h, dh);
+    // horizontal pass on every source row: (h, dw, 3)
+    let mut tmp = vec![0f32; h * dw * 3];
+    for y in 0..h {
+        let row = &img.data[y * w * 3..(y + 1) * w * 3];
+        for (dx, (idx, c)) in xt.iter().enumerate() {
+            for ch in 0..3 {
+                tmp[(y * dw + dx) * 3 + ch] = row[idx[0] * 3 + ch] * c[0]
+                    + row[idx[1] * 3 + ch] * c[1]
+                    + row[idx[2] * 3 + ch] * c[2]
+                    + row[idx[3] * 3 + ch] * c[3];
+            }
+        }
+    }
+    // vertical pass
+    let mut out = vec![0f32; dh * dw * 3];
+    for (dy, (idx, c)) in yt.iter().enumerate() {
+        let r = |k: usize| &tmp[idx[k] * dw * 3..(idx[k] + 1) * dw * 3];
+        let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
+        let o = &mut out[dy * dw * 3..(dy + 1) * dw * 3];
+        for i in 0..dw * 3 {
+            o[i] = r0[i] * c[0] + r1[i] * c[1] + r2[i] * c[2] + r3[i] * c[3];
+        }
+    }
+    RgbF32 { width: dw, height: dh, data: out }
+}
+
+/// Grid, resize, normalize: the model's input for one image.
+pub fn preprocess(img: &RgbF32, cfg: &PreprocessConfig) -> Preprocessed {
+    let (gw, gh) = grid(img.width, img.height, cfg.max_side, cfg.patch);
+    let (w, h) = (gw * cfg.patch, gh * cfg.patch);
+    let r = resize_cubic(img, w, h);
+    let mut pixels = vec![0f32; 3 * w * h];
+    for (i, px) in r.data.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            // numpy: (x / 255 − mean) / std in f32
+            pixels[c * w * h + i] = (px[c] / 255.0 - cfg.mean[c]) / cfg.std[c];
+        }
+    }
+    Preprocessed { grid_w: gw, grid_h: gh, patch: cfg.patch, pixels }
+}

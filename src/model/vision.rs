@@ -1,0 +1,354 @@
+//! Pixtral-ViT and the vision-language adapter, from an mmproj GGUF (ours or llama.cpp's).
+//!
+//! Images of one request are packed into one sequence for every matmul; attention is block-diagonal (a patch
+//! sees only its own image's patches) and is computed per image block, one (query, head) at a time, so no
+//! n² mask or score matrix is ever built (a 4096-patch image needs 4096 scores per thread).
+//!
+//! Per block: RMSNorm → q, k, v → RoPE-2D → attention → o → residual → RMSNorm → SwiGLU (activation from the
+//! metadata: SiLU for Pixtral) → residual. No final norm. Adapter: `linear_2(gelu(linear_1(x)))` with biases and
+//! the exact erf GELU.
+//!
+//! RoPE-2D (head_dim D, θ from metadata; ref: mistral-inference `precompute_freqs_cis_2d`, transformers' axial
+//! rope): with `f_k = θ^(−2k/D)`, interleaved pair `i < D/4` rotates by `row · f[2i]`, pair `i ≥ D/4` by
+//! `col · f[2(i − D/4) + 1]`, row/col being the patch's own grid coordinates.
+
+use std::cell::RefCell;
+use std::path::Path;
+
+use pixtral_convert::config::VisionConfig;
+use pixtral_convert::manifest;
+use rayon::prelude::*;
+
+use super::ops::{matmul, rmsnorm, silu, MatmulScratch};
+use super::Mat;
+use crate::error::{Error, Result};
+use crate::gguf::{keys, GgufFile, Header, Value};
+use crate::image::{PreprocessConfig, Preprocessed};
+
+pub struct VisionLayer {
+    pub ln1: Vec<f32>,
+    pub wq: Mat,
+    pub wk: Mat,
+    pub wv: Mat,
+    pub wo: Mat,
+    pub ln2: Vec<f32>,
+    pub w_gate: Mat,
+    pub w_up: Mat,
+    pub w_down: Mat,
+}
+
+pub struct VisionModel {
+    pub file: GgufFile,
+    pub cfg: VisionConfig,
+    /// the text model's width (adapter output)
+    pub text_dim: usize,
+    patch_embd: Mat, // (dim, 3·P·P)
+    ln_pre: Vec<f32>,
+    layers: Vec<VisionLayer>,
+    mm1: Mat,
+    mm1_b: Vec<f32>,
+    mm2: Mat,
+    mm2_b: Vec<f32>,
+}
+
+fn key_u32(h: &Header, key: &str) -> Result<usize> {
+    let v = h.get_u32(key)? as usize;
+    if v == 0 {
+        return Err(Error::Model { what: key.into(), msg: "must be > 0".into() });
+    }
+    Ok(v)
+}
+
+/// Vision hyper-parameters from mmproj metadata only, checked before anything is allocated. Token ids default
+/// to Pixtral's (10, 12, 13) when the file (llama.cpp's) does not carry them.
+pub fn vision_config(h: &Header) -> Result<(VisionConfig, usize)> {
+    let arch = h.get_str(keys::GENERAL_ARCHITECTURE)?;
+    let proj = h.get_str(keys::CLIP_PROJECTOR_TYPE).unwrap_or("");
+    if arch != "clip" || proj != "pixtral" {
+        return Err(Error::Model {
+            what: keys::CLIP_PROJECTOR_TYPE.into(),
+            msg: format!("architecture {arch:?}, projector {proj:?}: not a Pixtral mmproj file"),
+        });
+    }
+    let f32_or = |key: &str, default: f32| match h.get(key) {
+        None => Ok(default),
+        Some(Value::F32(x)) if x.is_finite() && *x > 0.0 => Ok(*x),
+        Some(other) => Err(Error::Model { what: key.into(), msg: format!("{other:?} is not a positive F32") }),
+    };
+    let id = |key: &str, default: u32| match h.get(key) {
+        Some(Value::U32(v)) => *v,
+        _ => default,
+    };
+    let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
+        match h.get(key) {
+            None => Ok(default),
+            Some(_) => {
+                let v = h.get_f32_array(key)?;
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Model { what: key.into(), msg: format!("{} values, want 3", v.len()) })
+            }
+        }
+    };
+    let silu = matches!(h.get(keys::CLIP_USE_SILU), Some(Value::Bool(true)));
+    let gelu = matches!(h.get(keys::CLIP_USE_GELU), Some(Value::Bool(true)));
+    let cfg = VisionConfig {
+        dim: key_u32(h, keys::CLIP_VISION_EMBEDDING_LENGTH)?,
+        n_layers: key_u32(h, keys::CLIP_VISION_BLOCK_COUNT)?,
+        n_heads: key_u32(h, keys::CLIP_VISION_HEAD_COUNT)?,
+        ffn_dim: key_u32(h, keys::CLIP_VISION_FEED_FORWARD_LENGTH)?,
+        n_channels: 3,
+        image_size: key_u32(h, keys::CLIP_VISION_IMAGE_SIZE)?,
+        patch_size: key_u32(h, keys::CLIP_VISION_PATCH_SIZE)?,
+        rope_theta: f32_or(keys::CLIP_ROPE_FREQ_BASE, 10000.0)?,
+        norm_eps: f32_or(keys::CLIP_VISION_LAYER_NORM_EPS, 1e-5)?,
+        // Pixtral's FFN is SiLU; a file that says gelu (and not silu) gets gelu
+        act: if gelu && !silu { "gelu".into() } else { "silu".into() },
+        img_token_id: id(keys::PIXTRAL_IMG_TOKEN_ID, 10),
+        img_break_token_id: id(keys::PIXTRAL_IMG_BREAK_TOKEN_ID, 12),
+        img_end_token_id: id(keys::PIXTRAL_IMG_END_TOKEN_ID, 13),
+        image_mean: triple(keys::CLIP_VISION_IMAGE_MEAN, pixtral_convert::config::IMAGE_MEAN)?,
+        image_std: triple(keys::CLIP_VISION_IMAGE_STD, pixtral_convert::config::IMAGE_STD)?,
+    };
+    let text_dim = key_u32(h, keys::CLIP_VISION_PROJECTION_DIM)?;
+    let bad = |what: &str, msg: String| Err(Error::Model { what: what.into(), msg });
+    if cfg.dim % cfg.n_heads != 0 || (cfg.dim / cfg.n_heads) % 4 != 0 {
+        return bad(
+            keys::CLIP_VISION_HEAD_COUNT,
+            format!("dim {} over {} heads must give a head_dim divisible by 4", cfg.dim, cfg.n_heads),
+        );
+    }
+    if cfg.patch_size > 64 || cfg.image_size > 16384 || cfg.image_size < cfg.patch_size {
+        return bad(
+            keys::CLIP_VISION_IMAGE_SIZE,
+            format!("image_size {} / patch_size {} are implausible", cfg.image_size, cfg.patch_size),
+        );
+    }
+    if cfg.dim > 1 << 14 || cfg.ffn_dim > 1 << 16 || cfg.n_layers > 256 || text_dim > 1 << 16 {
+        return bad(keys::CLIP_VISION_EMBEDDING_LENGTH, format!("implausible sizes {cfg:?}"));
+    }
+    if cfg.image_std.iter().any(|s| *s <= 0.0) {
+        return bad(keys::CLIP_VISION_IMAGE_STD, "must be positive".into());
+    }
+    Ok((cfg, text_dim))
+}
+
+thread_local! {
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Exact GELU: `x · Φ(x) = 0.5 x (1 + erf(x / √2))`.
+pub fn gelu(x: f32) -> f32 {
+    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+impl VisionModel {
+    pub fn load(path: impl AsRef<Path>) -> Result<VisionModel> {
+        let file = GgufFile::open(path.as_ref())?;
+        let h = &file.header;
+        let (cfg, text_dim) = vision_config(h)?;
+        let entries = manifest::vision_tensors(&cfg, text_dim);
+        let get = |name: &str| -> Result<&crate::gguf::TensorInfo> {
+            let e = entries.iter().find(|e| e.name == name).expect("manifest entry");
+            let t = h.tensor(name).ok_or_else(|| Error::Model { what: name.into(), msg: "tensor missing".into() })?;
+            if t.ne != e.ne() {
+                return Err(Error::ShapeMismatch { name: name.into(), want: e.ne(), got: t.ne.clone() });
+            }
+            if !t.ty.supported() {
+                return Err(Error::Model { what: name.into(), msg: format!("type {} is not supported", t.ty) });
+            }
+            Ok(t)
+        };
+        let mat = |name: &str| -> Result<Mat> {
+            let t = get(name)?;
+            let cols = t.ne[..t.ne.len() - 1].iter().product::<u64>() as usize; // the conv: 3·P·P
+            Ok(Mat {
+                ty: t.ty,
+                rows: *t.ne.last().expect("dims") as usize,
+                cols,
+                start: h.data_offset + t.offset as usize,
+                len: t.n_bytes as usize,
+            })
+        };
+        let vec = |name: &str| -> Result<Vec<f32>> {
+            let t = get(name)?;
+            let mut out = vec![0f32; t.n_elements() as usize];
+            pixtral_quant::dequantize_row_ref(t.ty, file.data(t), &mut out)
+                .map_err(|e| Error::Model { what: name.into(), msg: e.to_string() })?;
+            Ok(out)
+        };
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for l in 0..cfg.n_layers {
+            let n = |p: &str| format!("v.blk.{l}.{p}.weight");
+            layers.push(VisionLayer {
+                ln1: vec(&n("ln1"))?,
+                wq: mat(&n("attn_q"))?,
+                wk: mat(&n("attn_k"))?,
+                wv: mat(&n("attn_v"))?,
+                wo: mat(&n("attn_out"))?,
+                ln2: vec(&n("ln2"))?,
+                w_gate: mat(&n("ffn_gate"))?,
+                w_up: mat(&n("ffn_up"))?,
+                w_down: mat(&n("ffn_down"))?,
+            });
+        }
+        let patch_embd = mat("v.patch_embd.weight")?;
+        if patch_embd.ty.row_bytes(patch_embd.cols).is_none() {
+            return Err(Error::Model {
+                what: "v.patch_embd.weight".into(),
+                msg: format!("{} rows of {}", patch_embd.ty, patch_embd.cols),
+            });
+        }
+        Ok(VisionModel {
+            patch_embd,
+            ln_pre: vec("v.pre_ln.weight")?,
+            mm1: mat("mm.1.weight")?,
+            mm1_b: vec("mm.1.bias")?,
+            mm2: mat("mm.2.weight")?,
+            mm2_b: vec("mm.2.bias")?,
+            layers,
+            cfg,
+            text_dim,
+            file,
+        })
+    }
+
+    fn bytes(&self, m: &Mat) -> &[u8] {
+        &self.file.map_bytes()[m.start..m.start + m.len]
+    }
+
+    /// The `[IMG_BREAK]` embedding carried by the mmproj (row 12 of the text embedding).
+    pub fn preprocess_config(&self, max_side: Option<usize>) -> PreprocessConfig {
+        let m = self.cfg.image_size;
+        PreprocessConfig {
+            max_side: max_side.map_or(m, |s| s.clamp(self.cfg.patch_size, m)),
+            patch: self.cfg.patch_size,
+            mean: self.cfg.image_mean,
+            std: self.cfg.image_std,
+        }
+    }
+
+    /// Encode images as one packed sequence: `(Σ patches, text_dim)`, images in order, patches row-major.
+    pub fn encode(&self, images: &[Preprocessed]) -> Vec<f32> {
+        let c = &self.cfg;
+        let (d, p, f) = (c.dim, c.patch_size, c.ffn_dim);
+        let hd = d / c.n_heads;
+        let n: usize = images.iter().map(|i| i.n_patches()).sum();
+        let mut mm = MatmulScratch::default();
+
+        // ---- unfold patches: (n, 3·P·P), [channel][ky][kx] as the conv weight's rows ----
+        let k = 3 * p * p;
+        let mut patches = vec![0f32; n * k];
+        let mut pos = Vec::with_capacity(n); // (row, col) per patch
+        let mut blocks = Vec::with_capacity(images.len()); // (start, len) per image
+        let mut row0 = 0;
+        for img in images {
+            let (w, h) = (img.width(), img.height());
+            for r in 0..img.grid_h {
+                for col in 0..img.grid_w {
+                    let dst = &mut patches[(row0 + r * img.grid_w + col) * k..][..k];
+                    for ch in 0..3 {
+                        for ky in 0..p {
+                            let src = &img.pixels[ch * w * h + (r * p + ky) * w + col * p..][..p];
+                            dst[(ch * p + ky) * p..][..p].copy_from_slice(src);
+                        }
+                    }
+                    pos.push((r, col));
+                }
+            }
+            blocks.push((row0, img.n_patches()));
+            row0 += img.n_patches();
+        }
+
+        // ---- patch embedding (conv without bias as a matmul) and ln_pre ----
+        let mut x = vec![0f32; n * d];
+        matmul(self.bytes(&self.patch_embd), &self.patch_embd, &patches, n, &mut x, &mut mm);
+        drop(patches);
+        let mut xb = vec![0f32; n * d];
+        rmsnorm(&mut xb, &x, &self.ln_pre, c.norm_eps);
+        std::mem::swap(&mut x, &mut xb);
+
+        // RoPE-2D angles per pair: (D/2) frequencies, the first D/4 for rows, the rest for columns
+        let fk: Vec<f64> = (0..hd / 2).map(|i| (c.rope_theta as f64).powf(-2.0 * i as f64 / hd as f64)).collect();
+        let pair_freq: Vec<(bool, f32)> = (0..hd / 2)
+            .map(|i| if i < hd / 4 { (true, fk[2 * i] as f32) } else { (false, fk[2 * (i - hd / 4) + 1] as f32) })
+            .collect();
+        let rope2d = |v: &mut [f32], (r, col): (usize, usize)| {
+            for head in v.chunks_exact_mut(hd) {
+                for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                    let (is_row, fr) = pair_freq[i];
+                    let ang = if is_row { r as f32 * fr } else { col as f32 * fr };
+                    let (s, co) = ang.sin_cos();
+                    let (a, b) = (pair[0], pair[1]);
+                    pair[0] = a * co - b * s;
+                    pair[1] = a * s + b * co;
+                }
+            }
+        };
+
+        let (mut q, mut kk, mut v, mut att) =
+            (vec![0f32; n * d], vec![0f32; n * d], vec![0f32; n * d], vec![0f32; n * d]);
+        let (mut gate, mut up) = (vec![0f32; n * f], vec![0f32; n * f]);
+        let scale = 1.0 / (hd as f32).sqrt();
+        for layer in &self.layers {
+            // ---- attention, block-diagonal over images ----
+            rmsnorm(&mut xb, &x, &layer.ln1, c.norm_eps);
+            matmul(self.bytes(&layer.wq), &layer.wq, &xb, n, &mut q, &mut mm);
+            matmul(self.bytes(&layer.wk), &layer.wk, &xb, n, &mut kk, &mut mm);
+            matmul(self.bytes(&layer.wv), &layer.wv, &xb, n, &mut v, &mut mm);
+            for (t, &rc) in pos.iter().enumerate() {
+                rope2d(&mut q[t * d..(t + 1) * d], rc);
+                rope2d(&mut kk[t * d..(t + 1) * d], rc);
+            }
+            let (qr, kr, vr) = (&q, &kk, &v);
+            let block_of: Vec<(usize, usize)> =
+                blocks.iter().flat_map(|&(s, l)| std::iter::repeat_n((s, l), l)).collect();
+            att.par_chunks_mut(hd).enumerate().for_each(|(i, out)| {
+                let (t, h) = (i / c.n_heads, i % c.n_heads);
+                let (start, len) = block_of[t];
+                let qv = &qr[t * d + h * hd..][..hd];
+                SCORES.with(|sc| {
+                    let mut sc = sc.borrow_mut();
+                    sc.clear();
+                    sc.extend(
+                        (start..start + len).map(|j| {
+                            qv.iter().zip(&kr[j * d + h * hd..][..hd]).map(|(a, b)| a * b).sum::<f32>() * scale
+                        }),
+                    );
+                    super::ops::softmax(&mut sc);
+                    out.fill(0.0);
+                    for (w, j) in sc.iter().zip(start..start + len) {
+                        for (o, x) in out.iter_mut().zip(&vr[j * d + h * hd..][..hd]) {
+                            *o += w * x;
+                        }
+                    }
+                });
+            });
+            matmul(self.bytes(&layer.wo), &layer.wo, &att, n, &mut xb, &mut mm);
+            x.iter_mut().zip(&xb).for_each(|(a, b)| *a += b);
+
+            // ---- feed-forward ----
+            rmsnorm(&mut xb, &x, &layer.ln2, c.norm_eps);
+            matmul(self.bytes(&layer.w_gate), &layer.w_gate, &xb, n, &mut gate, &mut mm);
+            matmul(self.bytes(&layer.w_up), &layer.w_up, &xb, n, &mut up, &mut mm);
+            let act: fn(f32) -> f32 = if c.act == "gelu" { gelu } else { silu };
+            gate.iter_mut().zip(&up).for_each(|(g, u)| *g = act(*g) * u);
+            matmul(self.bytes(&layer.w_down), &layer.w_down, &gate, n, &mut xb, &mut mm);
+            x.iter_mut().zip(&xb).for_each(|(a, b)| *a += b);
+        }
+
+        // ---- adapter: linear_2(gelu(linear_1(x))) ----
+        let td = self.text_dim;
+        let mut h1 = vec![0f32; n * td];
+        matmul(self.bytes(&self.mm1), &self.mm1, &x, n, &mut h1, &mut mm);
+        for row in h1.chunks_exact_mut(td) {
+            row.iter_mut().zip(&self.mm1_b).for_each(|(a, b)| *a = gelu(*a + b));
+        }
+        let mut out = vec![0f32; n * td];
+        matmul(self.bytes(&self.mm2), &self.mm2, &h1, n, &mut out, &mut mm);
+        for row in out.chunks_exact_mut(td) {
+            row.iter_mut().zip(&self.mm2_b).for_each(|(a, b)| *a += b);
+        }
+        out
+    }
+}
