@@ -112,7 +112,7 @@ pub fn vision_config(h: &Header) -> Result<(VisionConfig, usize)> {
     };
     let text_dim = key_u32(h, keys::CLIP_VISION_PROJECTION_DIM)?;
     let bad = |what: &str, msg: String| Err(Error::Model { what: what.into(), msg });
-    if cfg.dim % cfg.n_heads != 0 || (cfg.dim / cfg.n_heads) % 4 != 0 {
+    if !cfg.dim.is_multiple_of(cfg.n_heads) || !(cfg.dim / cfg.n_heads).is_multiple_of(4) {
         return bad(
             keys::CLIP_VISION_HEAD_COUNT,
             format!("dim {} over {} heads must give a head_dim divisible by 4", cfg.dim, cfg.n_heads),
