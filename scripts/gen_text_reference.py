@@ -6,7 +6,7 @@ tests/fixtures/tiny/text/<case>.<q>.npy  the same with every 2-D weight quantize
                                        as `pixtral convert --outtype <q>` stores it (q4_0: output.weight Q8_0):
                                        separates the format's error from the implementation's
 tests/fixtures/tekken-full/corpus.json [{"text", "ids"}]: mistral_common ids with the full 131072 vocabulary
-tests/fixtures/tiny/llama-cpp/text-f32.gguf  the tiny HF checkpoint converted by llama.cpp's own
+tests/fixtures/tiny/llama-cpp/{text,mmproj}-f32.gguf  the tiny HF checkpoint converted by llama.cpp's own
                                        convert_hf_to_gguf.py (LLAMA_CPP_DIR, default scratch/llama.cpp: a llama.cpp
                                        source tree, e.g. the one vendored in the llama-cpp-python sdist)
 """
@@ -109,11 +109,16 @@ def main():
     os.makedirs(out, exist_ok=True)
     # llama.cpp identifies the pre-tokenizer by hashing how the tokenizer splits a test text; the tiny vocabulary
     # gives an unknown hash, so tell it this is Tekken (what it is).
+    # Its mmproj tensor-name map covers range(block_count) and so cannot name mm.2 with 2 vision layers: widen it.
     code = ("import sys; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[1:]; "
+            "import gguf; _m = gguf.get_tensor_name_map; gguf.get_tensor_name_map = lambda a, n: _m(a, max(n, 8)); "
             "import convert_hf_to_gguf as c; from conversion.base import TextModel; "
             "TextModel.get_vocab_base_pre = lambda self, tokenizer: 'tekken'; c.main()")
+    env = {**os.environ, "PYTHONPATH": os.path.join(llama_cpp_dir, "gguf-py")}
     subprocess.run([sys.executable, "-c", code, llama_cpp_dir, os.path.join(TINY, "hf"), "--outtype", "f32",
-                    "--outfile", os.path.join(out, "text-f32.gguf")], check=True, env={**os.environ, "PYTHONPATH": os.path.join(llama_cpp_dir, "gguf-py")})
+                    "--outfile", os.path.join(out, "text-f32.gguf")], check=True, env=env)
+    subprocess.run([sys.executable, "-c", code, llama_cpp_dir, os.path.join(TINY, "hf"), "--outtype", "f32", "--mmproj",
+                    "--outfile", os.path.join(out, "mmproj-f32.gguf")], check=True, env=env)
     print("wrote", out)
 
 

@@ -1,6 +1,6 @@
 //! `pixtral`: the command-line front end, a thin client of the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -59,6 +59,20 @@ enum Cmd {
         #[arg(long)]
         ids_out: Option<PathBuf>,
     },
+    /// Parity tool: the adapter output for images encoded as one packed sequence, float32
+    /// [total_patches, text_dim] `.npy` (images in order, patches row-major, no break/end rows).
+    EncodeImage {
+        /// Text model GGUF (locates the default mmproj).
+        #[arg(short, long)]
+        model: PathBuf,
+        #[command(flatten)]
+        images: ImageArgs,
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the first image's preprocessed pixels as float32 [3, h, w].
+        #[arg(long)]
+        pixels_out: Option<PathBuf>,
+    },
     /// Print a GGUF file's metadata and tensor table.
     Inspect {
         file: PathBuf,
@@ -101,6 +115,23 @@ struct PromptArgs {
     /// Send the prompt as plain text after BOS, without the chat template.
     #[arg(long)]
     raw: bool,
+    #[command(flatten)]
+    images: ImageArgs,
+}
+
+#[derive(clap::Args)]
+struct ImageArgs {
+    /// An image (PNG, JPEG, WebP, GIF); repeat for several. They go before the text, or where the prompt has
+    /// an `<image>` marker (one per image, in order).
+    #[arg(long = "image")]
+    image: Vec<PathBuf>,
+    /// Vision GGUF (default: STEM.mmproj.gguf next to the model).
+    #[arg(long)]
+    mmproj: Option<PathBuf>,
+    /// Longest image side before patching (default and maximum: the model's, 1024 for Pixtral-12B); smaller is
+    /// fewer tokens and faster.
+    #[arg(long)]
+    image_max_side: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -143,6 +174,7 @@ fn main() -> ExitCode {
         Cmd::Inspect { file, full } => inspect(file, full),
         Cmd::Run { m, p, n_predict, sampling } => run(m, p, n_predict, sampling),
         Cmd::Logits { m, p, out, ids_out } => logits(m, p, out, ids_out),
+        Cmd::EncodeImage { model, images, out, pixels_out } => encode_image(model, images, out, pixels_out),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -250,28 +282,125 @@ fn session_options(m: &ModelArgs, keep_default: usize) -> pixtral::SessionOption
 }
 
 /// Prompt ids: chat template (user message, optional system), or BOS + plain text with --raw.
-fn prompt_ids(model: &pixtral::Model, p: &PromptArgs) -> anyhow::Result<(Vec<u32>, usize)> {
-    let (prompt, system) = (p.prompt.as_str(), p.system.as_deref());
-    let tok = &model.tokenizer;
-    if p.raw {
-        let mut ids = vec![tok.bos];
-        ids.extend(tok.encode(prompt));
-        return Ok((ids, 1));
+/// A prompt ready for the model: ids, image features for its `[IMG]` tokens, the sink size for
+/// `--context-shift`, and the seconds spent encoding images.
+struct Prompt {
+    ids: Vec<u32>,
+    embeds: Vec<f32>,
+    keep: usize,
+    image_seconds: f64,
+}
+
+fn load_vision(model_path: &Path, a: &ImageArgs) -> anyhow::Result<pixtral::model::vision::VisionModel> {
+    let path = a.mmproj.clone().unwrap_or_else(|| pixtral::convert::mmproj_path(model_path));
+    if !path.exists() {
+        anyhow::bail!(
+            "no mmproj found at {}: pass --mmproj, or convert the checkpoint with its vision tower",
+            path.display()
+        );
     }
-    let ids = pixtral::chat::encode_chat(tok, system, &[pixtral::chat::Message::user(prompt)])?;
-    // the sink kept by --context-shift: BOS, [INST] and the system part
-    let keep = match system {
-        Some(s) => 2 + tok.encode(&format!("{s}\n\n")).len(),
-        None => 1,
+    Ok(pixtral::model::vision::VisionModel::load(&path)?)
+}
+
+/// Load, preprocess and encode the images; report each one's grid and token count on stderr.
+fn encode_images(
+    vm: &pixtral::model::vision::VisionModel,
+    a: &ImageArgs,
+) -> anyhow::Result<(Vec<pixtral::image::Preprocessed>, Vec<f32>, f64)> {
+    let cfg = vm.preprocess_config(a.image_max_side);
+    let mut pre = Vec::new();
+    for path in &a.image {
+        let img = pixtral::image::load(path)?;
+        let p = pixtral::image::preprocess(&img, &cfg);
+        eprintln!(
+            "image {}: {}x{} -> {}x{} patches ({} tokens)",
+            path.display(),
+            img.width,
+            img.height,
+            p.grid_w,
+            p.grid_h,
+            (p.grid_w + 1) * p.grid_h
+        );
+        pre.push(p);
+    }
+    let t0 = std::time::Instant::now();
+    let embeds = vm.encode(&pre);
+    Ok((pre, embeds, t0.elapsed().as_secs_f64()))
+}
+
+fn build_prompt(model: &pixtral::Model, model_path: &Path, p: &PromptArgs) -> anyhow::Result<Prompt> {
+    use pixtral::chat::{encode_chat, image_tokens, Chunk, Message};
+    let tok = &model.tokenizer;
+    let markers = p.prompt.matches("<image>").count();
+    if markers != 0 && markers != p.images.image.len() {
+        anyhow::bail!("the prompt has {markers} <image> markers but {} --image were given", p.images.image.len());
+    }
+    let (pre, embeds, image_seconds) = if p.images.image.is_empty() {
+        (Vec::new(), Vec::new(), 0.0)
+    } else {
+        encode_images(&load_vision(model_path, &p.images)?, &p.images)?
     };
-    Ok((ids, keep))
+    // text and images in order: `<image>` markers place them, else images come first
+    let parts: Vec<&str> = p.prompt.split("<image>").collect();
+    let mut chunks = Vec::new();
+    let image = |i: usize| Chunk::Image { grid_w: pre[i].grid_w, grid_h: pre[i].grid_h };
+    if parts.len() == 1 {
+        chunks.extend((0..pre.len()).map(image));
+        chunks.push(Chunk::Text(p.prompt.clone()));
+    } else {
+        for (i, part) in parts.iter().enumerate() {
+            if i > 0 {
+                chunks.push(image(i - 1));
+            }
+            if !part.is_empty() {
+                chunks.push(Chunk::Text(part.to_string()));
+            }
+        }
+    }
+    let system = p.system.as_deref();
+    let ids = if p.raw {
+        let mut ids = vec![tok.bos];
+        for c in &chunks {
+            match c {
+                Chunk::Text(t) => ids.extend(tok.encode(t)),
+                Chunk::Image { grid_w, grid_h } => ids.extend(image_tokens(tok, *grid_w, *grid_h)?),
+            }
+        }
+        ids
+    } else if pre.is_empty() {
+        encode_chat(tok, system, &[Message::user(p.prompt.clone())])?
+    } else {
+        encode_chat(tok, system, &[Message::user_chunks(chunks)])?
+    };
+    // the sink kept by --context-shift: BOS, [INST] and the system part
+    let keep = match (p.raw, system) {
+        (false, Some(s)) => 2 + tok.encode(&format!("{s}\n\n")).len(),
+        _ => 1,
+    };
+    Ok(Prompt { ids, embeds, keep, image_seconds })
+}
+
+fn encode_image(model: PathBuf, a: ImageArgs, out: PathBuf, pixels_out: Option<PathBuf>) -> anyhow::Result<()> {
+    if a.image.is_empty() {
+        anyhow::bail!("give at least one --image");
+    }
+    let vm = load_vision(&model, &a)?;
+    let (pre, embeds, secs) = encode_images(&vm, &a)?;
+    let n: usize = pre.iter().map(|p| p.n_patches()).sum();
+    pixtral::npy::write_f32(&out, &[n, vm.text_dim], &embeds)?;
+    if let Some(px) = pixels_out {
+        let p = &pre[0];
+        pixtral::npy::write_f32(&px, &[3, p.height(), p.width()], &p.pixels)?;
+    }
+    eprintln!("wrote {} ({n} patches x {}) in {secs:.2} s", out.display(), vm.text_dim);
+    Ok(())
 }
 
 fn run(m: ModelArgs, p: PromptArgs, n_predict: usize, sp: SamplingArgs) -> anyhow::Result<()> {
     use std::io::Write;
     let l = load(&m)?;
     let model = &l.model;
-    let (ids, keep) = prompt_ids(model, &p)?;
+    let Prompt { ids, embeds, keep, image_seconds } = build_prompt(model, &m.model, &p)?;
     let seed = sp.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
     });
@@ -299,7 +428,7 @@ fn run(m: ModelArgs, p: PromptArgs, n_predict: usize, sp: SamplingArgs) -> anyho
     let mut session = pixtral::Session::new(model, session_options(&m, keep));
     let mut sampler = pixtral::Sampler::new(params);
     let stdout = std::io::stdout();
-    let g = session.generate(&ids, &mut sampler, n_predict, None, |piece| {
+    let g = session.generate_with_images(&ids, &embeds, &mut sampler, n_predict, None, |piece| {
         let mut o = stdout.lock();
         let _ = o.write_all(piece.as_bytes());
         let _ = o.flush();
@@ -315,7 +444,7 @@ fn run(m: ModelArgs, p: PromptArgs, n_predict: usize, sp: SamplingArgs) -> anyho
         (pixtral::FinishReason::Cancelled, _) => "cancelled".to_string(),
     };
     eprintln!(
-        "finish: {finish}\nload {:.2} s | prompt {} tokens in {:.2} s ({:.1} tok/s) | generation {} tokens in {:.2} s ({:.1} tok/s)",
+        "finish: {finish}\nload {:.2} s | image encode {image_seconds:.2} s | prompt {} tokens in {:.2} s ({:.1} tok/s) | generation {} tokens in {:.2} s ({:.1} tok/s)",
         l.seconds,
         g.prompt_tokens,
         g.prompt_seconds,
@@ -330,10 +459,10 @@ fn run(m: ModelArgs, p: PromptArgs, n_predict: usize, sp: SamplingArgs) -> anyho
 fn logits(m: ModelArgs, p: PromptArgs, out: PathBuf, ids_out: Option<PathBuf>) -> anyhow::Result<()> {
     let l = load(&m)?;
     let model = &l.model;
-    let (ids, keep) = prompt_ids(model, &p)?;
+    let Prompt { ids, embeds, keep, .. } = build_prompt(model, &m.model, &p)?;
     let mut session = pixtral::Session::new(model, session_options(&m, keep));
     let mut all = Vec::new();
-    session.eval(&ids, Some(&mut all), None)?;
+    session.eval_with_images(&ids, &embeds, Some(&mut all), None)?;
     pixtral::npy::write_f32(&out, &[ids.len(), model.cfg.vocab_size], &all)?;
     if let Some(p) = ids_out {
         std::fs::write(&p, serde_json::to_string(&ids)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;

@@ -57,3 +57,70 @@ fn convert_run_and_logits_from_the_command_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("context holds 8"));
 }
+
+#[test]
+fn image_prompts_and_encode_image_from_the_command_line() {
+    let dir = TempDir::new("cli-img");
+    let model = dir.join("tiny.gguf");
+    let m = model.to_str().unwrap();
+    let out = pixtral(&["convert", fixtures().join("tiny/hf").to_str().unwrap(), "--vision-type", "f32", "-o", m]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let img1 = fixtures().join("images/rgb_100x60.png");
+    let img2 = fixtures().join("images/gray_64x64.png");
+    let (i1, i2) = (img1.to_str().unwrap(), img2.to_str().unwrap());
+
+    // encode-image: the adapter output of both images as one packed sequence, equal to HF's for these images
+    let emb = dir.join("emb.npy");
+    let px = dir.join("px.npy");
+    let out = pixtral(&[
+        "encode-image",
+        "-m",
+        m,
+        "--image",
+        i1,
+        "--out",
+        emb.to_str().unwrap(),
+        "--pixels-out",
+        px.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (shape, got) = pixtral::npy::read_f32(&emb).unwrap();
+    assert_eq!(shape, vec![28, 64]);
+    let (_, want) = pixtral::npy::read_f32(&fixtures().join("tiny/vision/img1.emb.npy")).unwrap();
+    let scale = want.iter().fold(0f32, |a, b| a.max(b.abs()));
+    assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() <= 1e-4 * scale));
+    assert_eq!(pixtral::npy::read_f32(&px).unwrap().0, vec![3, 64, 112]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("7x4 patches (32 tokens)"));
+
+    // run with two images placed by markers; logits of the same prompt have one row per token
+    let out = pixtral(&[
+        "run",
+        "-m",
+        m,
+        "--image",
+        i1,
+        "--image",
+        i2,
+        "-p",
+        "<image> and <image>?",
+        "--temp",
+        "0",
+        "-n",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("4x4 patches (20 tokens)") && err.contains("image encode"), "{err}");
+    let npy = dir.join("l.npy");
+    let out = pixtral(&["logits", "-m", m, "--image", i1, "-p", "What shape is this?", "--out", npy.to_str().unwrap()]);
+    assert!(out.status.success());
+    assert_eq!(pixtral::npy::read_f32(&npy).unwrap().0, vec![44, 2048], "BOS [INST] 32 image tokens, 10 text, [/INST]");
+
+    // mistakes are sentences
+    let out = pixtral(&["run", "-m", m, "--image", i1, "-p", "<image> <image>"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 <image> markers but 1 --image"));
+    let out = pixtral(&["run", "-m", m, "--image", i1, "--mmproj", dir.join("none.gguf").to_str().unwrap(), "-p", "x"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no mmproj found"));
+    let out = pixtral(&["run", "-m", m, "--image", m, "-p", "x"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot decode image"));
+}

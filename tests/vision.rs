@@ -192,3 +192,14 @@ fn image_token_layout() {
     let err = s.eval_with_images(&[1, 3, 10, 10, 13, 4], &vec![0.0; 64], None, None).err().unwrap();
     assert!(err.to_string().contains("[IMG]"), "{err}");
 }
+
+#[test]
+fn llama_cpp_mmproj_loads_and_encodes_identically() {
+    let (_, mmproj) = tiny(GgmlType::F32, GgmlType::F32);
+    let ours = VisionModel::load(&mmproj).unwrap();
+    let theirs = VisionModel::load(fixtures().join("tiny/llama-cpp/mmproj-f32.gguf")).unwrap();
+    assert_eq!(theirs.cfg.img_token_id, 10);
+    let c = case("img2");
+    let imgs = images_of(&c, &ours);
+    assert!(ours.encode(&imgs) == theirs.encode(&imgs));
+}
