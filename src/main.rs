@@ -415,11 +415,12 @@ fn run(m: ModelArgs, p: PromptArgs, n_predict: usize, sp: SamplingArgs) -> anyho
     };
     let c = &model.cfg;
     eprintln!(
-        "model: {} ({} layers, dim {}, {} weights), threads {}, ctx {}{}, seed {seed}, prompt {} tokens",
+        "model: {} ({} layers, dim {}, {} weights), ISA {}, threads {}, ctx {}{}, seed {seed}, prompt {} tokens",
         m.model.display(),
         c.n_layers,
         c.dim,
         model.weight_type,
+        pixtral::quant::isa::selected().name(),
         rayon::current_num_threads(),
         m.ctx_size,
         if m.context_shift { " (context shift)" } else { "" },

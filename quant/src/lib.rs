@@ -12,13 +12,17 @@
 //! of a block format is `n_cols / block_size` consecutive blocks.
 
 pub mod float;
+pub mod isa;
+pub mod kernels;
 pub mod matmul;
 pub mod q4_0;
 pub mod q8_0;
 mod types;
 
 pub use float::{bf16_from_f32_ref, bf16_to_f32};
-pub use matmul::{dot_row_ref, matmul_rows_ref, Acts};
+pub use isa::Isa;
+pub use kernels::Kernels;
+pub use matmul::{dot_row_ref, matmul_rows, matmul_rows_ref, Acts};
 pub use q4_0::BlockQ4_0;
 pub use q8_0::BlockQ8_0;
 pub use types::{GgmlType, TypeInfo};

@@ -39,6 +39,16 @@ impl Acts {
     pub fn n(&self) -> usize {
         self.n
     }
+
+    /// Activation row `t` as Q8_0 blocks (after `prepare` for a Q4_0/Q8_0 weight).
+    pub fn q8_row(&self, t: usize) -> &[BlockQ8_0] {
+        &self.q8[t * self.k / 32..(t + 1) * self.k / 32]
+    }
+
+    /// Activation row `t` as f32 (after `prepare` for an F32/F16/BF16 weight).
+    pub fn f32_row(&self, t: usize) -> &[f32] {
+        &self.f32[t * self.k..(t + 1) * self.k]
+    }
 }
 
 /// Dot of one weight row (raw bytes of type `ty`, `k` elements) with activation row `t`.
@@ -82,6 +92,17 @@ pub fn dot_row_ref(ty: GgmlType, w: &[u8], acts: &Acts, t: usize) -> f32 {
             sum
         }
         other => unreachable!("{other} weights are refused at load"),
+    }
+}
+
+/// [`matmul_rows_ref`] with the kernels of one ISA tier.
+pub fn matmul_rows(k: &crate::Kernels, ty: GgmlType, w: &[u8], acts: &Acts, out: &mut [f32]) {
+    let row_bytes = ty.row_bytes(acts.k).expect("checked at load");
+    let n = acts.n;
+    for (wr, o) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(n)) {
+        for (t, v) in o.iter_mut().enumerate() {
+            *v = k.dot(ty, wr, acts, t);
+        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Element-wise ops and the threaded matmul wrapper. Shapes are row-major `(tokens, features)`.
 
-use pixtral_quant::{matmul_rows_ref, Acts};
+use pixtral_quant::{matmul_rows, Acts};
 use rayon::prelude::*;
 
 use super::Mat;
@@ -24,8 +24,9 @@ pub fn matmul(bytes: &[u8], w: &Mat, x: &[f32], n: usize, out: &mut [f32], s: &m
     s.tr.resize(w.rows * n, 0.0);
     let rb = w.row_bytes();
     let acts = &s.acts;
+    let k = pixtral_quant::kernels::selected(); // the ISA tier, chosen once per process
     s.tr.par_chunks_mut(ROWS_PER_TASK * n).zip(bytes.par_chunks(ROWS_PER_TASK * rb)).for_each(|(o, wb)| {
-        matmul_rows_ref(w.ty, wb, acts, o);
+        matmul_rows(k, w.ty, wb, acts, o);
     });
     for t in 0..n {
         for r in 0..w.rows {

@@ -1,0 +1,166 @@
+//! AVX2 + FMA + F16C kernels.
+//!
+//! Safety contract: every `unsafe fn` here is `#[target_feature(enable = "avx2,fma,f16c")]` and is reached only
+//! through [`KERNELS`], which [`super::kernels`] hands out after `Isa::Avx2.supported()` said yes. Loads are
+//! unaligned (`loadu`) and stay inside the slices: lengths are checked with `debug_assert!` and by the callers
+//! (rows are whole blocks; `x.len() == w.len() / type size`).
+
+use std::arch::x86_64::*;
+
+use super::Kernels;
+use crate::{BlockQ8_0, Isa};
+
+pub static KERNELS: Kernels = Kernels {
+    isa: Isa::Avx2,
+    dot_q8_0: |w, y| unsafe { dot_q8_0(w, y) },
+    dot_q4_0: |w, y| unsafe { dot_q4_0(w, y) },
+    dot_f16: |w, x| unsafe { dot_f16(w, x) },
+    dot_bf16: |w, x| unsafe { dot_bf16(w, x) },
+    dot_f32: |w, x| unsafe { dot_f32(w, x) },
+};
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    _mm_cvtss_f32(s)
+}
+
+/// Σ qx·qy of 32 signed bytes as 8 f32 lanes (exact: |sum of a lane| ≤ 4·127·127).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn mul_sum_i8(qx: __m256i, qy: __m256i) -> __m256 {
+    // maddubs wants unsigned × signed: move the sign of x onto y
+    let ax = _mm256_sign_epi8(qx, qx);
+    let sy = _mm256_sign_epi8(qy, qx);
+    let dot16 = _mm256_maddubs_epi16(ax, sy);
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(dot16, _mm256_set1_epi16(1)))
+}
+
+/// The f16 at `p` as f32, with F16C (the `half` crate's portable conversion costs more than a block's work).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn f16_at(p: *const u8) -> f32 {
+    f16_bits(u16::from_le_bytes([*p, *p.add(1)]))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn f16_bits(b: u16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(b as i32)))
+}
+
+/// One block's f32 lanes of Σ qx·qy times its two scales, into `acc`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_q8(b: *const u8, by: &BlockQ8_0, acc: __m256) -> __m256 {
+    let qx = _mm256_loadu_si256(b.add(2) as *const __m256i);
+    let qy = _mm256_loadu_si256(by.qs.as_ptr() as *const __m256i);
+    let d = _mm256_set1_ps(f16_at(b) * f16_bits(by.d.to_bits()));
+    _mm256_fmadd_ps(d, mul_sum_i8(qx, qy), acc)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn block_q4(b: *const u8, by: &BlockQ8_0, acc: __m256) -> __m256 {
+    let packed = _mm_loadu_si128(b.add(2) as *const __m128i);
+    // low nibbles are elements 0..16, high nibbles 16..32
+    let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+    let qx = _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
+    let qy = _mm256_loadu_si256(by.qs.as_ptr() as *const __m256i);
+    let d = _mm256_set1_ps(f16_at(b) * f16_bits(by.d.to_bits()));
+    _mm256_fmadd_ps(d, mul_sum_i8(qx, qy), acc)
+}
+
+/// Bytes ahead of the current block to prefetch (past the end of a row is harmless: prefetches do not fault).
+pub(super) const PREFETCH: usize = 4096;
+
+/// Prefetch the cache lines of `len` bytes at `p`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn prefetch_lines(p: *const u8, len: usize) {
+    let mut off = 0;
+    while off < len {
+        _mm_prefetch::<_MM_HINT_T0>(p.add(off) as *const i8);
+        off += 64;
+    }
+}
+
+/// Blocks four at a time into four accumulators, so consecutive FMAs do not wait on each other.
+macro_rules! block_dot {
+    ($name:ident, $bytes:expr, $block:ident) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(super) unsafe fn $name(w: &[u8], y: &[BlockQ8_0]) -> f32 {
+            debug_assert_eq!(w.len(), y.len() * $bytes);
+            let p = w.as_ptr();
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let quads = y.len() / 4;
+            for q in 0..quads {
+                // stream the weights: the hardware prefetcher alone keeps too few lines in flight here
+                prefetch_lines(p.add(4 * q * $bytes + PREFETCH), 4 * $bytes);
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let i = 4 * q + j;
+                    *a = $block(p.add(i * $bytes), &y[i], *a);
+                }
+            }
+            for i in 4 * quads..y.len() {
+                acc[0] = $block(p.add(i * $bytes), &y[i], acc[0]);
+            }
+            hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3])))
+        }
+    };
+}
+
+block_dot!(dot_q8_0, 34, block_q8);
+block_dot!(dot_q4_0, 18, block_q4);
+
+/// Four independent accumulators over 32 elements per step, then a scalar tail.
+macro_rules! float_dot {
+    ($name:ident, $bytes:expr, $load:ident, $tail:path) => {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub(super) unsafe fn $name(w: &[u8], x: &[f32]) -> f32 {
+            debug_assert_eq!(w.len(), x.len() * $bytes);
+            let n = x.len();
+            let (wp, xp) = (w.as_ptr(), x.as_ptr());
+            let mut acc = [_mm256_setzero_ps(); 4];
+            let mut i = 0;
+            while i + 32 <= n {
+                for (a, acc) in acc.iter_mut().enumerate() {
+                    let j = i + 8 * a;
+                    *acc = _mm256_fmadd_ps($load(wp.add(j * $bytes)), _mm256_loadu_ps(xp.add(j)), *acc);
+                }
+                i += 32;
+            }
+            while i + 8 <= n {
+                acc[0] = _mm256_fmadd_ps($load(wp.add(i * $bytes)), _mm256_loadu_ps(xp.add(i)), acc[0]);
+                i += 8;
+            }
+            let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+            hsum(s) + $tail(&w[i * $bytes..], &x[i..])
+        }
+    };
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_f16(p: *const u8) -> __m256 {
+    _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_bf16(p: *const u8) -> __m256 {
+    _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)), 16))
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load_f32(p: *const u8) -> __m256 {
+    _mm256_loadu_ps(p as *const f32)
+}
+
+float_dot!(dot_f16, 2, load_f16, super::scalar::dot_f16_ref);
+float_dot!(dot_bf16, 2, load_bf16, super::scalar::dot_bf16_ref);
+float_dot!(dot_f32, 4, load_f32, super::scalar::dot_f32_ref);

@@ -1,0 +1,152 @@
+//! AVX-512 (F, BW, VL) kernels: two Q8_0/Q4_0 blocks or 16 floats per step; a leftover odd block or tail goes
+//! to the AVX2 code (every AVX-512 CPU we accept also passed the AVX2 check).
+//!
+//! Safety contract: as in `avx2.rs`, with `#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]`,
+//! reached only through [`KERNELS`] after `Isa::Avx512.supported()`.
+
+use std::arch::x86_64::*;
+
+use super::avx2;
+use super::Kernels;
+use crate::{BlockQ8_0, Isa};
+
+pub static KERNELS: Kernels = Kernels {
+    isa: Isa::Avx512,
+    dot_q8_0: |w, y| unsafe { dot_q8_0(w, y) },
+    dot_q4_0: |w, y| unsafe { dot_q4_0(w, y) },
+    dot_f16: |w, x| unsafe { dot_f16(w, x) },
+    dot_bf16: |w, x| unsafe { dot_bf16(w, x) },
+    dot_f32: |w, x| unsafe { dot_f32(w, x) },
+};
+
+use super::avx2::{f16_at, f16_bits};
+
+/// Σ qx·qy of 64 signed bytes (two blocks) as 16 f32 lanes: lanes 0..8 block 0, 8..16 block 1.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn mul_sum_i8_2(qx: __m512i, qy: __m512i) -> __m512 {
+    let neg = _mm512_movepi8_mask(qx);
+    let ax = _mm512_abs_epi8(qx);
+    let sy = _mm512_mask_sub_epi8(qy, neg, _mm512_setzero_si512(), qy);
+    let dot16 = _mm512_maddubs_epi16(ax, sy);
+    _mm512_cvtepi32_ps(_mm512_madd_epi16(dot16, _mm512_set1_epi16(1)))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn scales(d0: f32, d1: f32) -> __m512 {
+    _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(d0), _mm512_set1_ps(d1))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn load_q8(b: *const u8) -> __m256i {
+    _mm256_loadu_si256(b.add(2) as *const __m256i)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn unpack_q4(b: *const u8) -> __m256i {
+    let packed = _mm_loadu_si128(b.add(2) as *const __m128i);
+    let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+    _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8))
+}
+
+/// Blocks `i` and `i + 1` into `acc`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn pair<const Q4: bool>(p: *const u8, bytes: usize, y: &[BlockQ8_0], i: usize, acc: __m512) -> __m512 {
+    let (b0, b1) = (p.add(i * bytes), p.add((i + 1) * bytes));
+    let load = |b| if Q4 { unpack_q4(b) } else { load_q8(b) };
+    let qx = _mm512_inserti64x4(_mm512_castsi256_si512(load(b0)), load(b1), 1);
+    let qy = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_loadu_si256(y[i].qs.as_ptr() as *const __m256i)),
+        _mm256_loadu_si256(y[i + 1].qs.as_ptr() as *const __m256i),
+        1,
+    );
+    let d = scales(f16_at(b0) * f16_bits(y[i].d.to_bits()), f16_at(b1) * f16_bits(y[i + 1].d.to_bits()));
+    _mm512_fmadd_ps(d, mul_sum_i8_2(qx, qy), acc)
+}
+
+/// Four blocks per step in two accumulators; a leftover 1–3 blocks go to the AVX2 kernel.
+macro_rules! block_dot512 {
+    ($name:ident, $bytes:expr, $q4:expr, $tail:path) => {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+        unsafe fn $name(w: &[u8], y: &[BlockQ8_0]) -> f32 {
+            debug_assert_eq!(w.len(), y.len() * $bytes);
+            let p = w.as_ptr();
+            let (mut a0, mut a1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+            let quads = y.len() / 4;
+            for q in 0..quads {
+                avx2::prefetch_lines(p.add(4 * q * $bytes + avx2::PREFETCH), 4 * $bytes);
+                a0 = pair::<$q4>(p, $bytes, y, 4 * q, a0);
+                a1 = pair::<$q4>(p, $bytes, y, 4 * q + 2, a1);
+            }
+            let done = 4 * quads;
+            let rest = if done < y.len() { $tail(&w[done * $bytes..], &y[done..]) } else { 0.0 };
+            _mm512_reduce_add_ps(_mm512_add_ps(a0, a1)) + rest
+        }
+    };
+}
+
+block_dot512!(dot_q8_0, 34, false, avx2::dot_q8_0);
+block_dot512!(dot_q4_0, 18, true, avx2::dot_q4_0);
+
+macro_rules! float_dot512 {
+    ($name:ident, $bytes:expr, $load:ident, $tail:path) => {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+        unsafe fn $name(w: &[u8], x: &[f32]) -> f32 {
+            debug_assert_eq!(w.len(), x.len() * $bytes);
+            let n = x.len();
+            let (wp, xp) = (w.as_ptr(), x.as_ptr());
+            let mut acc = [_mm512_setzero_ps(); 4];
+            let mut i = 0;
+            while i + 64 <= n {
+                for (a, acc) in acc.iter_mut().enumerate() {
+                    let j = i + 16 * a;
+                    *acc = _mm512_fmadd_ps($load(wp.add(j * $bytes)), _mm512_loadu_ps(xp.add(j)), *acc);
+                }
+                i += 64;
+            }
+            while i + 16 <= n {
+                acc[0] = _mm512_fmadd_ps($load(wp.add(i * $bytes)), _mm512_loadu_ps(xp.add(i)), acc[0]);
+                i += 16;
+            }
+            let s = _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3]));
+            _mm512_reduce_add_ps(s) + $tail(&w[i * $bytes..], &x[i..])
+        }
+    };
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn load_f16(p: *const u8) -> __m512 {
+    _mm512_cvtph_ps(_mm256_loadu_si256(p as *const __m256i))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn load_bf16(p: *const u8) -> __m512 {
+    _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p as *const __m256i)), 16))
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn load_f32(p: *const u8) -> __m512 {
+    _mm512_loadu_ps(p as *const f32)
+}
+
+// tails (< 16 elements) go through the AVX2 kernels, which finish with the scalar twin
+float_dot512!(dot_f16, 2, load_f16, tail_f16);
+float_dot512!(dot_bf16, 2, load_bf16, tail_bf16);
+float_dot512!(dot_f32, 4, load_f32, tail_f32);
+
+fn tail_f16(w: &[u8], x: &[f32]) -> f32 {
+    (avx2::KERNELS.dot_f16)(w, x)
+}
+fn tail_bf16(w: &[u8], x: &[f32]) -> f32 {
+    (avx2::KERNELS.dot_bf16)(w, x)
+}
+fn tail_f32(w: &[u8], x: &[f32]) -> f32 {
+    (avx2::KERNELS.dot_f32)(w, x)
+}

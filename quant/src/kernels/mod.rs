@@ -1,0 +1,64 @@
+//! Kernel tables: one per ISA tier, each entry with a scalar twin in [`scalar`] that defines it.
+//! Weights are raw GGUF row bytes; activations are f32 or Q8_0 blocks (the `vec_dot_type`).
+
+use crate::{BlockQ8_0, GgmlType, Isa};
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
+pub mod scalar;
+
+/// Row dot products of one tier.
+pub struct Kernels {
+    pub isa: Isa,
+    /// Q8_0 weight row · Q8_0 activations.
+    pub dot_q8_0: fn(&[u8], &[BlockQ8_0]) -> f32,
+    /// Q4_0 weight row · Q8_0 activations.
+    pub dot_q4_0: fn(&[u8], &[BlockQ8_0]) -> f32,
+    /// F16 weight row · f32.
+    pub dot_f16: fn(&[u8], &[f32]) -> f32,
+    /// BF16 weight row · f32.
+    pub dot_bf16: fn(&[u8], &[f32]) -> f32,
+    /// F32 weight row · f32.
+    pub dot_f32: fn(&[u8], &[f32]) -> f32,
+}
+
+pub(crate) fn has(isa: Isa) -> bool {
+    match isa {
+        Isa::Scalar => true,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 | Isa::Avx512 => true,
+        _ => false,
+    }
+}
+
+/// The table of `isa` (which must be in [`Isa::available`]).
+pub fn kernels(isa: Isa) -> &'static Kernels {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if Isa::Avx2.supported() => &avx2::KERNELS,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 if Isa::Avx512.supported() => &avx512::KERNELS,
+        _ => &scalar::KERNELS,
+    }
+}
+
+/// The table of the selected tier.
+pub fn selected() -> &'static Kernels {
+    kernels(crate::isa::selected())
+}
+
+impl Kernels {
+    /// Dot of one weight row of type `ty` with activation row `t` (see [`crate::Acts`]).
+    pub fn dot(&self, ty: GgmlType, w: &[u8], acts: &crate::Acts, t: usize) -> f32 {
+        match ty {
+            GgmlType::Q8_0 => (self.dot_q8_0)(w, acts.q8_row(t)),
+            GgmlType::Q4_0 => (self.dot_q4_0)(w, acts.q8_row(t)),
+            GgmlType::F16 => (self.dot_f16)(w, acts.f32_row(t)),
+            GgmlType::BF16 => (self.dot_bf16)(w, acts.f32_row(t)),
+            GgmlType::F32 => (self.dot_f32)(w, acts.f32_row(t)),
+            other => unreachable!("{other} weights are refused at load"),
+        }
+    }
+}

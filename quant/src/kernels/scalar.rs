@@ -1,0 +1,49 @@
+//! The scalar twins: plain loops, the definition every SIMD kernel is tested against.
+
+use super::Kernels;
+use crate::{bf16_to_f32, BlockQ8_0, Isa};
+
+pub static KERNELS: Kernels = Kernels {
+    isa: Isa::Scalar,
+    dot_q8_0: dot_q8_0_ref,
+    dot_q4_0: dot_q4_0_ref,
+    dot_f16: dot_f16_ref,
+    dot_bf16: dot_bf16_ref,
+    dot_f32: dot_f32_ref,
+};
+
+pub fn dot_q8_0_ref(w: &[u8], y: &[BlockQ8_0]) -> f32 {
+    let mut sum = 0f32;
+    for (b, by) in w.chunks_exact(34).zip(y) {
+        let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let sumi: i32 = b[2..].iter().zip(&by.qs).map(|(q, a)| *q as i8 as i32 * *a as i32).sum();
+        sum += sumi as f32 * (d * by.d.to_f32());
+    }
+    sum
+}
+
+pub fn dot_q4_0_ref(w: &[u8], y: &[BlockQ8_0]) -> f32 {
+    let mut sum = 0f32;
+    for (b, by) in w.chunks_exact(18).zip(y) {
+        let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+        let mut sumi = 0i32;
+        for j in 0..16 {
+            sumi +=
+                ((b[2 + j] & 0x0F) as i32 - 8) * by.qs[j] as i32 + ((b[2 + j] >> 4) as i32 - 8) * by.qs[j + 16] as i32;
+        }
+        sum += sumi as f32 * (d * by.d.to_f32());
+    }
+    sum
+}
+
+pub fn dot_f16_ref(w: &[u8], x: &[f32]) -> f32 {
+    w.chunks_exact(2).zip(x).map(|(b, x)| half::f16::from_le_bytes([b[0], b[1]]).to_f32() * x).sum()
+}
+
+pub fn dot_bf16_ref(w: &[u8], x: &[f32]) -> f32 {
+    w.chunks_exact(2).zip(x).map(|(b, x)| bf16_to_f32(u16::from_le_bytes([b[0], b[1]])) * x).sum()
+}
+
+pub fn dot_f32_ref(w: &[u8], x: &[f32]) -> f32 {
+    w.chunks_exact(4).zip(x).map(|(b, x)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * x).sum()
+}
