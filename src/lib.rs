@@ -14,6 +14,7 @@
 //! # Ok::<(), pixtral::Error>(())
 //! ```
 
+pub mod bench;
 pub mod error;
 pub mod gguf;
 pub mod image;

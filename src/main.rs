@@ -73,6 +73,30 @@ enum Cmd {
         #[arg(long)]
         pixels_out: Option<PathBuf>,
     },
+    /// Measure prompt processing, generation and ViT encoding (medians of -r runs), llama-bench style.
+    Bench {
+        #[arg(short, long)]
+        model: PathBuf,
+        /// Vision GGUF (default: STEM.mmproj.gguf next to the model), used with --image-size.
+        #[arg(long)]
+        mmproj: Option<PathBuf>,
+        /// Prompt tokens (0 skips prompt processing).
+        #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
+        n_prompt: usize,
+        /// Generated tokens (0 skips generation).
+        #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
+        n_gen: usize,
+        #[arg(short = 'r', long, default_value_t = 3)]
+        repetitions: usize,
+        #[arg(short, long)]
+        threads: Option<usize>,
+        /// Encode one WIDTHxHEIGHT image with the vision tower (e.g. 1024x1024).
+        #[arg(long)]
+        image_size: Option<String>,
+        /// One JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a GGUF file's metadata and tensor table.
     Inspect {
         file: PathBuf,
@@ -175,6 +199,9 @@ fn main() -> ExitCode {
         Cmd::Run { m, p, n_predict, sampling } => run(m, p, n_predict, sampling),
         Cmd::Logits { m, p, out, ids_out } => logits(m, p, out, ids_out),
         Cmd::EncodeImage { model, images, out, pixels_out } => encode_image(model, images, out, pixels_out),
+        Cmd::Bench { model, mmproj, n_prompt, n_gen, repetitions, threads, image_size, json } => {
+            bench(model, mmproj, n_prompt, n_gen, repetitions.max(1), threads, image_size, json)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -469,5 +496,74 @@ fn logits(m: ModelArgs, p: PromptArgs, out: PathBuf, ids_out: Option<PathBuf>) -
         std::fs::write(&p, serde_json::to_string(&ids)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
     }
     eprintln!("wrote {} ({} tokens x {} logits)", out.display(), ids.len(), model.cfg.vocab_size);
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    model_path: PathBuf,
+    mmproj: Option<PathBuf>,
+    n_prompt: usize,
+    n_gen: usize,
+    runs: usize,
+    threads: Option<usize>,
+    image_size: Option<String>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if let Some(t) = threads {
+        rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global()?;
+    }
+    let model = pixtral::Model::load(&model_path)?;
+    let isa = pixtral::quant::isa::selected().name();
+    let nt = rayon::current_num_threads();
+    let pp = (n_prompt > 0).then(|| pixtral::bench::prompt_processing(&model, n_prompt, runs)).transpose()?;
+    let tg = (n_gen > 0).then(|| pixtral::bench::generation(&model, n_gen, runs)).transpose()?;
+    let vit = match image_size {
+        None => None,
+        Some(s) => {
+            let (w, h) = s
+                .split_once('x')
+                .and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
+                .filter(|(w, h)| *w > 0 && *h > 0)
+                .ok_or_else(|| anyhow::anyhow!("--image-size {s:?}: expected WIDTHxHEIGHT, e.g. 1024x1024"))?;
+            let args = ImageArgs { image: vec![], mmproj, image_max_side: None };
+            Some(pixtral::bench::vit(&load_vision(&model_path, &args)?, w, h, runs))
+        }
+    };
+    if json {
+        let mut o = serde_json::Map::new();
+        if let Some(t) = &pp {
+            o.insert("pp".into(), serde_json::json!({"n": t.n, "tps_median": t.tps_median}));
+        }
+        if let Some(t) = &tg {
+            o.insert("tg".into(), serde_json::json!({"n": t.n, "tps_median": t.tps_median}));
+        }
+        if let Some(v) = &vit {
+            o.insert("vit".into(), serde_json::json!({"width": v.width, "height": v.height, "patches": v.patches, "seconds_median": v.seconds_median, "gflops": v.gflops}));
+        }
+        println!("{}", serde_json::Value::Object(o));
+        return Ok(());
+    }
+    println!("| model | type | ISA | threads | test | t/s | rate |");
+    println!("|---|---|---|---|---|---|---|");
+    let name = model_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let ty = model.weight_type.name();
+    if let Some(t) = &pp {
+        println!("| {name} | {ty} | {isa} | {nt} | pp{} | {:.2} | {:.1} GFLOP/s |", t.n, t.tps_median, t.rate);
+    }
+    if let Some(t) = &tg {
+        println!("| {name} | {ty} | {isa} | {nt} | tg{} | {:.2} | {:.1} GB/s |", t.n, t.tps_median, t.rate);
+    }
+    if let Some(v) = &vit {
+        println!(
+            "| {name} | vision | {isa} | {nt} | vit {}x{} ({} patches) | {:.1} patches/s, {:.2} s | {:.1} GFLOP/s |",
+            v.width,
+            v.height,
+            v.patches,
+            v.patches as f64 / v.seconds_median,
+            v.seconds_median,
+            v.gflops
+        );
+    }
     Ok(())
 }
