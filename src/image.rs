@@ -1,7 +1,7 @@
 //! Image preprocessing, following mistral-common (`tokens/tokenizers/image.py`), the training-time
 //! reference, not transformers' variant:
 //! 1. decode (PNG, JPEG, WebP, GIF first frame) and make RGB: anything with alpha is composited on white with
-//!    PIL's `paste` arithmetic; gray and palette images expand to RGB;
+//!    PIL's `paste` arithmetic; gray and palette images expand to RGB; 16-bit samples keep their high byte;
 //! 2. grid: `ratio = max(h/M, w/M)`; if `ratio > 1`: `w = max(round(w/ratio), 1)`, `h` likewise (Python's
 //!    round-half-to-even); `gw = (w−1)//P + 1`, `gh = (h−1)//P + 1`;
 //! 3. resize the *original* image to exactly `(gw·P, gh·P)` with OpenCV's `INTER_CUBIC` on float32 (A = −0.75,
@@ -63,13 +63,16 @@ pub fn to_rgb(img: image::DynamicImage) -> RgbF32 {
     let data: Vec<f32> = match img {
         D::ImageRgb8(b) => b.into_raw().into_iter().map(|v| v as f32).collect(),
         other => {
-            // RGBA over white: PIL paste with the alpha as mask, then drop alpha
-            let rgba = other.to_rgba8();
+            // Everything else via 16-bit RGBA, keeping the high byte: exact for 8-bit sources (v·257 >> 8 = v) and
+            // what PIL does with 16-bit RGB. (PIL clips 16-bit grayscale to 255, turning it white; we take the high
+            // byte there too: a deliberate deviation from the reference.)
+            let rgba = other.to_rgba16();
             let mut out = Vec::with_capacity(w * h * 3);
             for p in rgba.pixels() {
-                let a = p[3] as u32;
+                // RGBA over white: PIL's paste with the alpha as mask, then drop alpha
+                let a = (p[3] >> 8) as u32;
                 for c in 0..3 {
-                    out.push(div255(255 * (255 - a) + p[c] as u32 * a) as f32);
+                    out.push(div255(255 * (255 - a) + (p[c] >> 8) as u32 * a) as f32);
                 }
             }
             out

@@ -68,3 +68,44 @@ fn pixels_equal_mistral_common() {
         }
     }
 }
+
+/// Non-RGB inputs, written here with the `image` crate's encoders, against hand-computed RGB values.
+#[test]
+fn sixteen_bit_gray_alpha_and_gif_first_frame() {
+    use image::{DynamicImage, ImageBuffer, Luma, LumaA, Rgb, Rgba};
+    let dir = common::TempDir::new("img-kinds");
+    // 16-bit RGB: the high byte survives (0x12ff → 0x12), as PIL does
+    let p = dir.join("rgb16.png");
+    DynamicImage::ImageRgb16(ImageBuffer::from_pixel(2, 2, Rgb([0x12ff, 0x8000, 0xffff]))).save(&p).unwrap();
+    assert_eq!(&load(&p).unwrap().data[..3], &[18.0, 128.0, 255.0]);
+    // gray + alpha: composited on white with PIL's rounding: 255·(255−a) + v·a, /255 rounded
+    let p = dir.join("la.png");
+    DynamicImage::ImageLumaA8(ImageBuffer::from_pixel(1, 1, LumaA([100u8, 128]))).save(&p).unwrap();
+    let want = ((255 * 127 + 100 * 128) as f32 / 255.0).round();
+    assert_eq!(load(&p).unwrap().data, vec![want; 3]);
+    // fully transparent RGBA is white, opaque is itself
+    let p = dir.join("rgba.png");
+    let mut im = ImageBuffer::from_pixel(2, 1, Rgba([10u8, 20, 30, 0]));
+    im.put_pixel(1, 0, Rgba([10, 20, 30, 255]));
+    DynamicImage::ImageRgba8(im).save(&p).unwrap();
+    assert_eq!(load(&p).unwrap().data, vec![255.0, 255.0, 255.0, 10.0, 20.0, 30.0]);
+    // 16-bit gray
+    let p = dir.join("gray16.png");
+    DynamicImage::ImageLuma16(ImageBuffer::from_pixel(1, 1, Luma([0x4000u16]))).save(&p).unwrap();
+    assert_eq!(load(&p).unwrap().data, vec![64.0; 3]);
+    // animated GIF: the first frame
+    let p = dir.join("anim.gif");
+    {
+        let f = std::fs::File::create(&p).unwrap();
+        let mut enc = image::codecs::gif::GifEncoder::new(f);
+        for c in [[250u8, 0, 0, 255], [0, 0, 250, 255]] {
+            enc.encode_frame(image::Frame::new(ImageBuffer::from_pixel(4, 4, Rgba(c)))).unwrap();
+        }
+    }
+    let first = load(&p).unwrap();
+    assert!(first.data[0] > 200.0 && first.data[2] < 50.0, "{:?}", &first.data[..3]);
+    // not an image, and an empty file: errors naming the file
+    let p = dir.join("x.png");
+    std::fs::write(&p, b"not a png").unwrap();
+    assert!(load(&p).err().unwrap().to_string().contains("x.png"));
+}
