@@ -522,3 +522,16 @@ fn ring_cache_equals_a_sliding_window_with_sinks() {
     assert!(matches!(s.eval(&ids[..3], None, Some(&cancel)), Err(Error::Cancelled)));
     assert_eq!(s.context_used(), before);
 }
+
+#[test]
+fn tokenizer_from_tokenizer_json_equals_the_gguf_one() {
+    let from_json = pixtral::runtime::tokenizer::Tokenizer::from_tokenizer_json(&fixtures().join("tiny/hf")).unwrap();
+    let model = Model::load(tiny_gguf("hf", GgmlType::F32)).unwrap();
+    let corpus: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("tekken-full/corpus.json")).unwrap()).unwrap();
+    for item in corpus.as_array().unwrap() {
+        let text = item["text"].as_str().unwrap();
+        assert_eq!(from_json.encode(text), model.tokenizer.encode(text), "{text:?}");
+    }
+    assert_eq!(from_json.control_id("[IMG_BREAK]"), Some(12));
+}

@@ -56,6 +56,45 @@ impl Tokenizer {
             });
         }
         let pattern = h.get_str(keys::PIXTRAL_TOKENIZER_PATTERN).unwrap_or(pixtral_convert::tokenizer::TEKKEN_PATTERN);
+        let id_of = |key: &str, default: u32| match h.get(key) {
+            Some(crate::gguf::Value::U32(v)) => *v,
+            _ => default,
+        };
+        let ids =
+            (id_of(keys::TOKENIZER_BOS_ID, 1), id_of(keys::TOKENIZER_EOS_ID, 2), id_of(keys::TOKENIZER_UNK_ID, 0));
+        Tokenizer::from_parts(&tokens, &types, pattern, ids)
+    }
+
+    /// From the converter's vocabulary (built from HF `tokenizer.json` or mistral-common's `tekken.json`).
+    pub fn from_vocab(v: &pixtral_convert::tokenizer::Vocab) -> Result<Tokenizer> {
+        let tokens: Vec<&str> = v.tokens.iter().map(|t| t.as_str()).collect();
+        Tokenizer::from_parts(&tokens, &v.types, &v.pattern, (v.bos, v.eos, v.unk))
+    }
+
+    /// From an HF checkpoint folder's `tokenizer.json` (for tests and tools; models carry theirs in the GGUF).
+    pub fn from_tokenizer_json(dir: &std::path::Path) -> Result<Tokenizer> {
+        let n = {
+            let text = std::fs::read_to_string(dir.join("tokenizer.json"))
+                .map_err(|source| Error::Io { path: dir.join("tokenizer.json"), source })?;
+            let j: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| Error::Invalid(format!("tokenizer.json: {e}")))?;
+            let vocab = j["model"]["vocab"].as_object().map(|m| m.len()).unwrap_or(0);
+            let added = j["added_tokens"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|t| t["id"].as_u64()).max().unwrap_or(0) as usize + 1)
+                .unwrap_or(0);
+            vocab.max(added)
+        };
+        let v = pixtral_convert::tokenizer::from_hf(dir, n).map_err(|e| Error::Invalid(e.to_string()))?;
+        Tokenizer::from_vocab(&v)
+    }
+
+    fn from_parts(
+        tokens: &[&str],
+        types: &[i32],
+        pattern: &str,
+        (bos, eos, unk): (u32, u32, u32),
+    ) -> Result<Tokenizer> {
         let split = fancy_regex::Regex::new(pattern).map_err(|e| Error::Model {
             what: keys::PIXTRAL_TOKENIZER_PATTERN.into(),
             msg: format!("bad regex: {e}"),
@@ -68,7 +107,7 @@ impl Tokenizer {
         let mut pieces = Vec::with_capacity(tokens.len());
         let mut control = Vec::with_capacity(tokens.len());
         let mut ids = HashMap::with_capacity(tokens.len());
-        for (id, (t, ty)) in tokens.iter().zip(&types).enumerate() {
+        for (id, (t, ty)) in tokens.iter().zip(types).enumerate() {
             let is_control = *ty == CONTROL;
             let bytes: Option<Vec<u8>> = if is_control {
                 Some(t.as_bytes().to_vec())
@@ -86,19 +125,7 @@ impl Tokenizer {
             pieces.push(bytes);
             control.push(is_control);
         }
-        let id_of = |key: &str, default: u32| match h.get(key) {
-            Some(crate::gguf::Value::U32(v)) => *v,
-            _ => default,
-        };
-        let tok = Tokenizer {
-            bos: id_of(keys::TOKENIZER_BOS_ID, 1),
-            eos: id_of(keys::TOKENIZER_EOS_ID, 2),
-            unk: id_of(keys::TOKENIZER_UNK_ID, 0),
-            pieces,
-            control,
-            ids,
-            split,
-        };
+        let tok = Tokenizer { bos, eos, unk, pieces, control, ids, split };
         for b in 0..=255u8 {
             if !tok.ids.contains_key(&[b][..]) {
                 return Err(Error::Model {
