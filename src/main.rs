@@ -289,10 +289,26 @@ struct Loaded {
     seconds: f64,
 }
 
-fn load(m: &ModelArgs) -> anyhow::Result<Loaded> {
-    if let Some(t) = m.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global()?;
+/// `-t N`: a pool of N workers, or for N = 1 no pool at all (serial mode).
+fn set_threads(t: Option<usize>) -> anyhow::Result<()> {
+    match t {
+        Some(0 | 1) => pixtral::model::ops::set_serial(true),
+        Some(t) => rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?,
+        None => {}
     }
+    Ok(())
+}
+
+fn threads_in_use() -> usize {
+    if pixtral::model::ops::serial() {
+        1
+    } else {
+        rayon::current_num_threads()
+    }
+}
+
+fn load(m: &ModelArgs) -> anyhow::Result<Loaded> {
+    set_threads(m.threads)?;
     let t0 = std::time::Instant::now();
     let model = pixtral::Model::load(&m.model)?;
     Ok(Loaded { model, seconds: t0.elapsed().as_secs_f64() })
@@ -448,7 +464,7 @@ fn run(m: ModelArgs, p: PromptArgs, n_predict: usize, sp: SamplingArgs) -> anyho
         c.dim,
         model.weight_type,
         pixtral::quant::isa::selected().name(),
-        rayon::current_num_threads(),
+        threads_in_use(),
         m.ctx_size,
         if m.context_shift { " (context shift)" } else { "" },
         ids.len()
@@ -510,12 +526,10 @@ fn bench(
     image_size: Option<String>,
     json: bool,
 ) -> anyhow::Result<()> {
-    if let Some(t) = threads {
-        rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global()?;
-    }
+    set_threads(threads)?;
     let model = pixtral::Model::load(&model_path)?;
     let isa = pixtral::quant::isa::selected().name();
-    let nt = rayon::current_num_threads();
+    let nt = threads_in_use();
     let pp = (n_prompt > 0).then(|| pixtral::bench::prompt_processing(&model, n_prompt, runs)).transpose()?;
     let tg = (n_gen > 0).then(|| pixtral::bench::generation(&model, n_gen, runs)).transpose()?;
     let vit = match image_size {

@@ -326,8 +326,14 @@ fn results_do_not_depend_on_the_thread_count() {
             (all_logits(&model, &c.ids, KvType::F16), g.tokens)
         })
     };
-    assert!(run(1) == run(2));
-    assert!(run(3) == run(1));
+    let one = run(1);
+    assert!(one == run(2));
+    assert!(one == run(3));
+    // serial mode (`-t 1`: no pool at all) gives the same bits
+    pixtral::model::ops::set_serial(true);
+    let serial = run(2);
+    pixtral::model::ops::set_serial(false);
+    assert!(one == serial);
 }
 
 #[test]

@@ -17,6 +17,8 @@ pub mod kernels;
 pub mod matmul;
 pub mod q4_0;
 pub mod q8_0;
+#[doc(hidden)]
+pub mod selftest;
 mod types;
 
 pub use float::{bf16_from_f32_ref, bf16_to_f32};

@@ -5,8 +5,6 @@
 
 use std::cell::RefCell;
 
-use rayon::prelude::*;
-
 use super::ops::{matmul, rmsnorm, rope, rope_inv_freq, silu, MatmulScratch};
 use super::Model;
 use crate::runtime::kv_cache::KvCache;
@@ -112,7 +110,7 @@ pub fn forward(
         let kv_ref: &KvCache = kv;
         let q = &s.q;
         // (token, head) pairs in parallel; a token sees every filled slot at or before its position
-        s.att[..n * qd].par_chunks_mut(hd).enumerate().for_each(|(i, out)| {
+        super::ops::for_each_chunk(&mut s.att[..n * qd], hd, |i, out| {
             let (t, h) = (i / c.n_heads, i % c.n_heads);
             let p = pos0 + t;
             let kvh = h / group;

@@ -13,6 +13,28 @@ pub struct MatmulScratch {
     tr: Vec<f32>,
 }
 
+static SERIAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Run every parallel loop on the calling thread, without a worker pool (`-t 1`): no thread is ever created,
+/// and one core is not shared between a caller and a worker. Results are the same bits either way (every
+/// output element is computed by one thread, in one order).
+pub fn set_serial(on: bool) {
+    SERIAL.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn serial() -> bool {
+    SERIAL.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `f(i, chunk)` for every `chunk`-sized piece of `data`, on the thread pool or, in serial mode, here.
+pub fn for_each_chunk<T: Send>(data: &mut [T], chunk: usize, f: impl Fn(usize, &mut [T]) + Sync + Send) {
+    if serial() {
+        data.chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    } else {
+        data.par_chunks_mut(chunk).enumerate().for_each(|(i, c)| f(i, c));
+    }
+}
+
 /// Output rows handed to one task: enough work to amortise the hand-off, small enough to balance 2–64 threads.
 const ROWS_PER_TASK: usize = 16;
 
@@ -25,8 +47,9 @@ pub fn matmul(bytes: &[u8], w: &Mat, x: &[f32], n: usize, out: &mut [f32], s: &m
     let rb = w.row_bytes();
     let acts = &s.acts;
     let k = pixtral_quant::kernels::selected(); // the ISA tier, chosen once per process
-    s.tr.par_chunks_mut(ROWS_PER_TASK * n).zip(bytes.par_chunks(ROWS_PER_TASK * rb)).for_each(|(o, wb)| {
-        matmul_rows(k, w.ty, wb, acts, o);
+    for_each_chunk(&mut s.tr, ROWS_PER_TASK * n, |i, o| {
+        let r0 = i * ROWS_PER_TASK;
+        matmul_rows(k, w.ty, &bytes[r0 * rb..(r0 + o.len() / n) * rb], acts, o);
     });
     for t in 0..n {
         for r in 0..w.rows {

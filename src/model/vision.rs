@@ -17,7 +17,6 @@ use std::path::Path;
 
 use pixtral_convert::config::VisionConfig;
 use pixtral_convert::manifest;
-use rayon::prelude::*;
 
 use super::ops::{matmul, rmsnorm, silu, MatmulScratch};
 use super::Mat;
@@ -303,7 +302,7 @@ impl VisionModel {
             let (qr, kr, vr) = (&q, &kk, &v);
             let block_of: Vec<(usize, usize)> =
                 blocks.iter().flat_map(|&(s, l)| std::iter::repeat_n((s, l), l)).collect();
-            att.par_chunks_mut(hd).enumerate().for_each(|(i, out)| {
+            super::ops::for_each_chunk(&mut att, hd, |i, out| {
                 let (t, h) = (i / c.n_heads, i % c.n_heads);
                 let (start, len) = block_of[t];
                 let qv = &qr[t * d + h * hd..][..hd];

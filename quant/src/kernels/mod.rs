@@ -7,6 +7,8 @@ use crate::{BlockQ8_0, GgmlType, Isa};
 pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
+#[cfg(target_arch = "aarch64")]
+pub mod neon;
 pub mod scalar;
 
 /// Row dot products of one tier.
@@ -29,6 +31,8 @@ pub(crate) fn has(isa: Isa) -> bool {
         Isa::Scalar => true,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 | Isa::Avx512 => true,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon => true,
         _ => false,
     }
 }
@@ -40,6 +44,8 @@ pub fn kernels(isa: Isa) -> &'static Kernels {
         Isa::Avx2 if Isa::Avx2.supported() => &avx2::KERNELS,
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512 if Isa::Avx512.supported() => &avx512::KERNELS,
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon if Isa::Neon.supported() => &neon::KERNELS,
         _ => &scalar::KERNELS,
     }
 }

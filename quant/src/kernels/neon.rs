@@ -1,0 +1,120 @@
+//! NEON (AArch64 baseline) kernels. Q8_0/Q4_0: each block's integer sum computed exactly with widening
+//! multiplies (`smull`/`smull2`, pairwise adds), scales applied in the scalar twin's order, so these two are
+//! bit-identical to it. F32/BF16: 4-wide FMAs; F16: widened with `fcvtl` (stable `asm!`: the f16 intrinsics are not
+//! stable Rust yet).
+//!
+//! Safety contract: NEON is part of every AArch64 CPU (`Isa::Neon.supported()` checks anyway); loads stay inside
+//! the slices (rows are whole blocks, lengths checked by the callers and `debug_assert!`).
+
+use std::arch::aarch64::*;
+use std::arch::asm;
+
+use super::Kernels;
+use crate::{BlockQ8_0, Isa};
+
+pub static KERNELS: Kernels = Kernels {
+    isa: Isa::Neon,
+    dot_q8_0: |w, y| unsafe { dot_q8_0(w, y) },
+    dot_q4_0: |w, y| unsafe { dot_q4_0(w, y) },
+    dot_f16: |w, x| unsafe { dot_f16(w, x) },
+    dot_bf16: |w, x| unsafe { dot_bf16(w, x) },
+    dot_f32: |w, x| unsafe { dot_f32(w, x) },
+};
+
+fn f16_at(b: &[u8]) -> f32 {
+    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
+}
+
+/// Σ a·b of 32 signed bytes (two 16-byte halves each), exactly.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn sum_i8(a0: int8x16_t, a1: int8x16_t, b0: int8x16_t, b1: int8x16_t) -> i32 {
+    let p0 = vmull_s8(vget_low_s8(a0), vget_low_s8(b0));
+    let p1 = vmull_high_s8(a0, b0);
+    let p2 = vmull_s8(vget_low_s8(a1), vget_low_s8(b1));
+    let p3 = vmull_high_s8(a1, b1);
+    // |product| ≤ 128·128: pairwise-add into i32 before summing
+    let s = vaddq_s32(vaddq_s32(vpaddlq_s16(p0), vpaddlq_s16(p1)), vaddq_s32(vpaddlq_s16(p2), vpaddlq_s16(p3)));
+    vaddvq_s32(s)
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_q8_0(w: &[u8], y: &[BlockQ8_0]) -> f32 {
+    debug_assert_eq!(w.len(), y.len() * 34);
+    let mut sum = 0f32;
+    for (b, by) in w.chunks_exact(34).zip(y) {
+        let q = b.as_ptr().add(2) as *const i8;
+        let a = by.qs.as_ptr();
+        let sumi = sum_i8(vld1q_s8(q), vld1q_s8(q.add(16)), vld1q_s8(a), vld1q_s8(a.add(16)));
+        sum += sumi as f32 * (f16_at(b) * by.d.to_f32());
+    }
+    sum
+}
+
+#[target_feature(enable = "neon")]
+unsafe fn dot_q4_0(w: &[u8], y: &[BlockQ8_0]) -> f32 {
+    debug_assert_eq!(w.len(), y.len() * 18);
+    let mut sum = 0f32;
+    let eight = vdupq_n_s8(8);
+    for (b, by) in w.chunks_exact(18).zip(y) {
+        let packed = vld1q_u8(b.as_ptr().add(2));
+        // low nibbles are elements 0..16, high nibbles 16..32
+        let lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(packed, vdupq_n_u8(0x0F))), eight);
+        let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(packed, 4)), eight);
+        let a = by.qs.as_ptr();
+        let sumi = sum_i8(lo, hi, vld1q_s8(a), vld1q_s8(a.add(16)));
+        sum += sumi as f32 * (f16_at(b) * by.d.to_f32());
+    }
+    sum
+}
+
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn load_f16(p: *const u8) -> float32x4_t {
+    let h = vld1_u16(p as *const u16);
+    let out: float32x4_t;
+    asm!("fcvtl {o:v}.4s, {i:v}.4h", o = out(vreg) out, i = in(vreg) h, options(pure, nomem, nostack));
+    out
+}
+
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn load_bf16(p: *const u8) -> float32x4_t {
+    vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p as *const u16), 16))
+}
+
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn load_f32(p: *const u8) -> float32x4_t {
+    vld1q_f32(p as *const f32)
+}
+
+macro_rules! float_dot {
+    ($name:ident, $bytes:expr, $load:ident, $tail:path) => {
+        #[target_feature(enable = "neon")]
+        unsafe fn $name(w: &[u8], x: &[f32]) -> f32 {
+            debug_assert_eq!(w.len(), x.len() * $bytes);
+            let n = x.len();
+            let (wp, xp) = (w.as_ptr(), x.as_ptr());
+            let mut acc = [vdupq_n_f32(0.0); 4];
+            let mut i = 0;
+            while i + 16 <= n {
+                for (a, acc) in acc.iter_mut().enumerate() {
+                    let j = i + 4 * a;
+                    *acc = vfmaq_f32(*acc, $load(wp.add(j * $bytes)), vld1q_f32(xp.add(j)));
+                }
+                i += 16;
+            }
+            while i + 4 <= n {
+                acc[0] = vfmaq_f32(acc[0], $load(wp.add(i * $bytes)), vld1q_f32(xp.add(i)));
+                i += 4;
+            }
+            let s = vaddq_f32(vaddq_f32(acc[0], acc[1]), vaddq_f32(acc[2], acc[3]));
+            vaddvq_f32(s) + $tail(&w[i * $bytes..], &x[i..])
+        }
+    };
+}
+
+float_dot!(dot_f16, 2, load_f16, super::scalar::dot_f16_ref);
+float_dot!(dot_bf16, 2, load_bf16, super::scalar::dot_bf16_ref);
+float_dot!(dot_f32, 4, load_f32, super::scalar::dot_f32_ref);

@@ -1,0 +1,125 @@
+//! Kernel self-test: every kernel of every tier this CPU runs against its scalar twin. Shared by `cargo test`
+//! (`tests/kernels.rs`) and `examples/selftest.rs`, which runs it on the main thread (qemu-user in our container
+//! hangs on thread creation, and the test harness runs each test on a thread).
+//! Integer block sums are exact on every tier; only the f32 accumulation order differs, so the bound is
+//! `n · ε · Σ|products|` (an a-priori bound for any summation order).
+
+use crate::kernels::{kernels, scalar};
+use crate::{BlockQ4_0, BlockQ8_0, GgmlType, Isa};
+
+const BLOCKS: [usize; 14] = [1, 2, 3, 5, 7, 8, 15, 17, 31, 33, 63, 127, 129, 1023];
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+        z ^ (z >> 31)
+    }
+    fn f32(&mut self) -> f32 {
+        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+}
+
+fn q8_blocks(x: &[f32]) -> Vec<BlockQ8_0> {
+    x.chunks_exact(32).map(|c| BlockQ8_0::quantize_ref(c.try_into().unwrap())).collect()
+}
+
+fn bytes_of(ty: GgmlType, x: &[f32]) -> Vec<u8> {
+    let mut b = vec![0u8; ty.row_bytes(x.len()).unwrap()];
+    crate::quantize_row_ref(ty, x, &mut b).unwrap();
+    b
+}
+
+fn bound(w: &[f32], x: &[f32]) -> f32 {
+    let s: f32 = w.iter().zip(x).map(|(a, b)| (a * b).abs()).sum();
+    s * w.len() as f32 * f32::EPSILON + 1e-30
+}
+
+fn dequant(ty: GgmlType, b: &[u8], n: usize) -> Vec<f32> {
+    let mut out = vec![0f32; n];
+    crate::dequantize_row_ref(ty, b, &mut out).unwrap();
+    out
+}
+
+/// Every kernel against its twin over awkward sizes; returns the number of comparisons.
+pub fn kernels_match_ref() -> usize {
+    let mut checked = 0;
+
+    let tiers = Isa::available();
+    assert!(tiers.contains(&Isa::Scalar));
+    eprintln!("tiers on this CPU: {tiers:?}");
+    let mut rng = Rng(42);
+    for isa in tiers {
+        let k = kernels(isa);
+        assert_eq!(k.isa, isa);
+        for nb in BLOCKS {
+            let n = nb * 32;
+            // weights with an outlier per row, activations of mixed scale
+            let mut w: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+            w[rng.next() as usize % n] = 9.0;
+            let x: Vec<f32> = (0..n).map(|i| rng.f32() * if i % 7 == 0 { 10.0 } else { 1.0 }).collect();
+            let xq = q8_blocks(&x);
+            let xd: Vec<f32> = xq
+                .iter()
+                .flat_map(|b| {
+                    let mut o = [0f32; 32];
+                    b.dequantize_ref(&mut o);
+                    o
+                })
+                .collect();
+
+            for (ty, f, reff) in [
+                (GgmlType::Q8_0, k.dot_q8_0, scalar::dot_q8_0_ref as fn(&[u8], &[BlockQ8_0]) -> f32),
+                (GgmlType::Q4_0, k.dot_q4_0, scalar::dot_q4_0_ref),
+            ] {
+                let wb = bytes_of(ty, &w);
+                let (got, want) = (f(&wb, &xq), reff(&wb, &xq));
+                let tol = bound(&dequant(ty, &wb, n), &xd);
+                checked += 1;
+                assert!((got - want).abs() <= tol, "{isa:?} {ty} blocks={nb}: {got} vs {want} (tol {tol})");
+            }
+            for (ty, f, reff) in [
+                (GgmlType::F16, k.dot_f16, scalar::dot_f16_ref as fn(&[u8], &[f32]) -> f32),
+                (GgmlType::BF16, k.dot_bf16, scalar::dot_bf16_ref),
+                (GgmlType::F32, k.dot_f32, scalar::dot_f32_ref),
+            ] {
+                // float rows need not be whole blocks: also odd lengths
+                for len in [n, n - 1, n.saturating_sub(13).max(1)] {
+                    let wb = bytes_of(ty, &w[..len]);
+                    let (got, want) = (f(&wb, &x[..len]), reff(&wb, &x[..len]));
+                    let tol = bound(&dequant(ty, &wb, len), &x[..len]);
+                    checked += 1;
+                    assert!((got - want).abs() <= tol, "{isa:?} {ty} len={len}: {got} vs {want} (tol {tol})");
+                }
+            }
+        }
+    }
+
+    checked
+}
+
+/// Q4_0 nibble order on every tier: one-hot activations pick single weights.
+pub fn q4_0_nibble_order() {
+    // hand-built block: element j = j - 8 (low nibble), element j+16 = 7 - j (high nibble), d = 1;
+    // activations = one-hot per position, so each dot picks one weight
+    let mut qs = [0u8; 16];
+    for (j, q) in qs.iter_mut().enumerate() {
+        *q = j as u8 | ((15 - j as u8) << 4);
+    }
+    let mut wb = vec![0u8; 18];
+    BlockQ4_0 { d: half::f16::from_f32(1.0), qs }.write_to(&mut wb);
+    for isa in Isa::available() {
+        for pos in 0..32 {
+            let mut x = [0f32; 32];
+            x[pos] = 1.0;
+            let xq = q8_blocks(&x);
+            let q = if pos < 16 { pos as f32 - 8.0 } else { 7.0 - (pos - 16) as f32 };
+            // the one-hot activation is stored as 127 with scale f16(1/127)
+            let want = (q * 127.0) * (1.0 * xq[0].d.to_f32());
+            assert_eq!((kernels(isa).dot_q4_0)(&wb, &xq), want, "{isa:?} position {pos}");
+        }
+    }
+}
