@@ -6,7 +6,7 @@
 //! on the weight's raw bytes. This file is the scalar spec; SIMD kernels will sit behind the same functions.
 //! Cost: `2·m·k·n` flops, `m·row_bytes` bytes of weights read once per call.
 
-use crate::{bf16_to_f32, BlockQ8_0, GgmlType};
+use crate::{BlockQ8_0, GgmlType};
 
 /// Activations in the form a weight type's dot product wants.
 #[derive(Debug, Default)]
@@ -51,48 +51,9 @@ impl Acts {
     }
 }
 
-/// Dot of one weight row (raw bytes of type `ty`, `k` elements) with activation row `t`.
+/// Dot of one weight row (raw bytes of type `ty`, `k` elements) with activation row `t`: the scalar twins.
 pub fn dot_row_ref(ty: GgmlType, w: &[u8], acts: &Acts, t: usize) -> f32 {
-    let k = acts.k;
-    match ty {
-        GgmlType::F32 => {
-            let x = &acts.f32[t * k..(t + 1) * k];
-            w.chunks_exact(4).zip(x).map(|(b, x)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * x).sum()
-        }
-        GgmlType::F16 => {
-            let x = &acts.f32[t * k..(t + 1) * k];
-            w.chunks_exact(2).zip(x).map(|(b, x)| half::f16::from_le_bytes([b[0], b[1]]).to_f32() * x).sum()
-        }
-        GgmlType::BF16 => {
-            let x = &acts.f32[t * k..(t + 1) * k];
-            w.chunks_exact(2).zip(x).map(|(b, x)| bf16_to_f32(u16::from_le_bytes([b[0], b[1]])) * x).sum()
-        }
-        GgmlType::Q8_0 => {
-            let y = &acts.q8[t * k / 32..(t + 1) * k / 32];
-            let mut sum = 0f32;
-            for (b, by) in w.chunks_exact(34).zip(y) {
-                let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-                let sumi: i32 = b[2..].iter().zip(&by.qs).map(|(q, a)| *q as i8 as i32 * *a as i32).sum();
-                sum += sumi as f32 * (d * by.d.to_f32());
-            }
-            sum
-        }
-        GgmlType::Q4_0 => {
-            let y = &acts.q8[t * k / 32..(t + 1) * k / 32];
-            let mut sum = 0f32;
-            for (b, by) in w.chunks_exact(18).zip(y) {
-                let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
-                let mut sumi = 0i32;
-                for j in 0..16 {
-                    sumi += ((b[2 + j] & 0x0F) as i32 - 8) * by.qs[j] as i32
-                        + ((b[2 + j] >> 4) as i32 - 8) * by.qs[j + 16] as i32;
-                }
-                sum += sumi as f32 * (d * by.d.to_f32());
-            }
-            sum
-        }
-        other => unreachable!("{other} weights are refused at load"),
-    }
+    crate::kernels::scalar::KERNELS.dot(ty, w, acts, t)
 }
 
 /// [`matmul_rows_ref`] with the kernels of one ISA tier.
@@ -107,13 +68,7 @@ pub fn matmul_rows(k: &crate::Kernels, ty: GgmlType, w: &[u8], acts: &Acts, out:
 }
 
 /// `out[(r - r0) * n + t]` for weight rows `r0..r0 + out.len() / n`: a row-major block of the transposed
-/// result, so threads can own disjoint row ranges. `w` holds exactly those rows.
+/// result, so threads can own disjoint row ranges. `w` holds exactly those rows. The scalar twins.
 pub fn matmul_rows_ref(ty: GgmlType, w: &[u8], acts: &Acts, out: &mut [f32]) {
-    let row_bytes = ty.row_bytes(acts.k).expect("checked at load");
-    let n = acts.n;
-    for (wr, o) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(n)) {
-        for (t, v) in o.iter_mut().enumerate() {
-            *v = dot_row_ref(ty, wr, acts, t);
-        }
-    }
+    matmul_rows(&crate::kernels::scalar::KERNELS, ty, w, acts, out)
 }

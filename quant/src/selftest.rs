@@ -9,17 +9,19 @@ use crate::{BlockQ4_0, BlockQ8_0, GgmlType, Isa};
 
 const BLOCKS: [usize; 14] = [1, 2, 3, 5, 7, 8, 15, 17, 31, 33, 63, 127, 129, 1023];
 
-struct Rng(u64);
+/// splitmix64: seeded test data without a dependency.
+pub struct Rng(pub u64);
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
         z ^ (z >> 31)
     }
-    fn f32(&mut self) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    /// Uniform in [-1, 1).
+    pub fn f32(&mut self) -> f32 {
+        ((self.next_u64() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
     }
 }
 
@@ -59,7 +61,7 @@ pub fn kernels_match_ref() -> usize {
             let n = nb * 32;
             // weights with an outlier per row, activations of mixed scale
             let mut w: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
-            w[rng.next() as usize % n] = 9.0;
+            w[rng.next_u64() as usize % n] = 9.0;
             let x: Vec<f32> = (0..n).map(|i| rng.f32() * if i % 7 == 0 { 10.0 } else { 1.0 }).collect();
             let xq = q8_blocks(&x);
             let xd: Vec<f32> = xq

@@ -3,20 +3,11 @@
 use pixtral_quant::dot::*;
 use pixtral_quant::{dequantize_row_ref, quantize_row_ref, roundtrip_bound, BlockQ4_0, BlockQ8_0, GgmlType};
 
-/// splitmix64: a seeded generator with no dependency.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    /// Roughly normal: sum of 4 uniforms, centred.
-    fn normal(&mut self) -> f32 {
-        (0..4).map(|_| (self.next() >> 11) as f32 / (1u64 << 53) as f32).sum::<f32>() - 2.0
-    }
+use pixtral_quant::selftest::Rng;
+
+/// Roughly normal: sum of 4 uniforms in [-1, 1), centred.
+fn normal(rng: &mut Rng) -> f32 {
+    (0..4).map(|_| rng.f32()).sum::<f32>() / 2.0
 }
 
 const SIZES: [usize; 14] = [1, 2, 3, 5, 7, 8, 15, 17, 31, 33, 63, 127, 129, 1023];
@@ -26,7 +17,7 @@ fn roundtrip_error_is_within_the_format_bound() {
     let mut rng = Rng(7);
     for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0] {
         for scale in [1e-6f32, 1.0, 300.0] {
-            let x: Vec<f32> = (0..32 * 129).map(|_| rng.normal() * scale).collect();
+            let x: Vec<f32> = (0..32 * 129).map(|_| normal(&mut rng) * scale).collect();
             let mut q = vec![0u8; ty.row_bytes(x.len()).unwrap()];
             quantize_row_ref(ty, &x, &mut q).unwrap();
             let mut y = vec![0f32; x.len()];
@@ -50,8 +41,8 @@ fn reference_dots_equal_f64_dots_of_the_dequantized_values() {
     let mut rng = Rng(11);
     for n_blocks in SIZES {
         let n = n_blocks * 32;
-        let a: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
-        let b: Vec<f32> = (0..n).map(|_| rng.normal()).collect();
+        let a: Vec<f32> = (0..n).map(|_| normal(&mut rng)).collect();
+        let b: Vec<f32> = (0..n).map(|_| normal(&mut rng)).collect();
         let f64dot = |x: &[f32], y: &[f32]| x.iter().zip(y).map(|(p, q)| *p as f64 * *q as f64).sum::<f64>();
         // f32 accumulation: relative to the sum of |products|
         let tol = |x: &[f32], y: &[f32]| {

@@ -60,6 +60,33 @@ pub struct Model {
     pub weight_type: GgmlType,
 }
 
+/// A manifest tensor of the file: present, of the expected shape, of a type with kernels.
+pub(crate) fn checked_tensor<'h>(h: &'h Header, name: &str, want: &[u64]) -> Result<&'h TensorInfo> {
+    let t = h.tensor(name).ok_or_else(|| Error::Model { what: name.into(), msg: "tensor missing".into() })?;
+    if t.ne != want {
+        return Err(Error::ShapeMismatch { name: name.into(), want: want.to_vec(), got: t.ne.clone() });
+    }
+    if !t.ty.supported() {
+        return Err(Error::Model { what: name.into(), msg: format!("type {} is not supported", t.ty) });
+    }
+    Ok(t)
+}
+
+/// A small tensor (norm, bias) dequantized to f32.
+pub(crate) fn dequantized(file: &GgufFile, t: &TensorInfo) -> Result<Vec<f32>> {
+    let mut out = vec![0f32; t.n_elements() as usize];
+    pixtral_quant::dequantize_row_ref(t.ty, file.data(t), &mut out)
+        .map_err(|err| Error::Model { what: t.name.clone(), msg: err.to_string() })?;
+    Ok(out)
+}
+
+impl Mat {
+    /// A view of tensor `t` as `(rows, cols)`.
+    pub(crate) fn of(h: &Header, t: &TensorInfo, rows: usize, cols: usize) -> Mat {
+        Mat { ty: t.ty, rows, cols, start: h.data_offset + t.offset as usize, len: t.n_bytes as usize }
+    }
+}
+
 fn u32_key(h: &Header, key: &str) -> Result<usize> {
     let v = h.get_u32(key)? as usize;
     if v == 0 {
@@ -132,34 +159,11 @@ impl Model {
         let file = GgufFile::open(path.as_ref())?;
         let h = &file.header;
         let cfg = text_config(h)?;
-        let get = |name: &str, want: &[u64]| -> Result<&TensorInfo> {
-            let t = h.tensor(name).ok_or_else(|| Error::Model { what: name.into(), msg: "tensor missing".into() })?;
-            if t.ne != want {
-                return Err(Error::ShapeMismatch { name: name.into(), want: want.to_vec(), got: t.ne.clone() });
-            }
-            Ok(t)
-        };
         let mat = |e: &manifest::Entry| -> Result<Mat> {
-            let ne = e.ne();
-            let t = get(&e.name, &ne)?;
-            if !t.ty.supported() {
-                return Err(Error::Model { what: e.name.clone(), msg: format!("type {} is not supported", t.ty) });
-            }
-            Ok(Mat {
-                ty: t.ty,
-                rows: e.shape[0],
-                cols: e.shape[1],
-                start: h.data_offset + t.offset as usize,
-                len: t.n_bytes as usize,
-            })
+            let t = checked_tensor(h, &e.name, &e.ne())?;
+            Ok(Mat::of(h, t, e.shape[0], e.shape[1]))
         };
-        let vec = |e: &manifest::Entry| -> Result<Vec<f32>> {
-            let t = get(&e.name, &e.ne())?;
-            let mut out = vec![0f32; e.shape[0]];
-            pixtral_quant::dequantize_row_ref(t.ty, file.data(t), &mut out)
-                .map_err(|err| Error::Model { what: e.name.clone(), msg: err.to_string() })?;
-            Ok(out)
-        };
+        let vec = |e: &manifest::Entry| dequantized(&file, checked_tensor(h, &e.name, &e.ne())?);
         let entries = manifest::text_tensors(&cfg);
         let by_name = |n: &str| entries.iter().find(|e| e.name == n).expect("manifest entry");
         let token_embd = mat(by_name("token_embd.weight"))?;

@@ -147,35 +147,17 @@ impl VisionModel {
         let h = &file.header;
         let (cfg, text_dim) = vision_config(h)?;
         let entries = manifest::vision_tensors(&cfg, text_dim);
-        let get = |name: &str| -> Result<&crate::gguf::TensorInfo> {
+        let get = |name: &str| {
             let e = entries.iter().find(|e| e.name == name).expect("manifest entry");
-            let t = h.tensor(name).ok_or_else(|| Error::Model { what: name.into(), msg: "tensor missing".into() })?;
-            if t.ne != e.ne() {
-                return Err(Error::ShapeMismatch { name: name.into(), want: e.ne(), got: t.ne.clone() });
-            }
-            if !t.ty.supported() {
-                return Err(Error::Model { what: name.into(), msg: format!("type {} is not supported", t.ty) });
-            }
-            Ok(t)
+            super::checked_tensor(h, name, &e.ne())
         };
         let mat = |name: &str| -> Result<Mat> {
             let t = get(name)?;
-            let cols = t.ne[..t.ne.len() - 1].iter().product::<u64>() as usize; // the conv: 3·P·P
-            Ok(Mat {
-                ty: t.ty,
-                rows: *t.ne.last().expect("dims") as usize,
-                cols,
-                start: h.data_offset + t.offset as usize,
-                len: t.n_bytes as usize,
-            })
+            // rows are the last dimension; the conv's rows are 3·P·P long
+            let cols = t.ne[..t.ne.len() - 1].iter().product::<u64>() as usize;
+            Ok(Mat::of(h, t, *t.ne.last().expect("dims") as usize, cols))
         };
-        let vec = |name: &str| -> Result<Vec<f32>> {
-            let t = get(name)?;
-            let mut out = vec![0f32; t.n_elements() as usize];
-            pixtral_quant::dequantize_row_ref(t.ty, file.data(t), &mut out)
-                .map_err(|e| Error::Model { what: name.into(), msg: e.to_string() })?;
-            Ok(out)
-        };
+        let vec = |name: &str| super::dequantized(&file, get(name)?);
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
             let n = |p: &str| format!("v.blk.{l}.{p}.weight");
