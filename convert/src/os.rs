@@ -29,6 +29,16 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }
 
+/// Ask a running conversion to stop (what SIGINT does), e.g. from another thread of an embedding program.
+/// Process-wide; [`clear_interrupt`] re-arms it.
+pub fn request_interrupt() {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+pub fn clear_interrupt() {
+    INTERRUPTED.store(false, Ordering::SeqCst);
+}
+
 /// Bytes available to an unprivileged writer on the file system holding `dir`.
 pub fn available_space(dir: &Path) -> std::io::Result<u64> {
     let c = CString::new(dir.as_os_str().as_bytes())
