@@ -2,7 +2,8 @@
 
 1. The `gguf` Python package reads both files; every tensor is dequantized with `gguf.quants` and compared
    with the Mistral-layout source checkpoint (q/k need no un-permuting there), within the format's bound.
-2. Where `llama-cpp-python` is installed, llama.cpp loads the text GGUF (vocab + weights) and tokenizes.
+2. Where `llama-cpp-python` is installed, llama.cpp evaluates every text GGUF and its logits are compared with
+   ours on the same file; its quantizer reproduces our Q8_0 bytes.
 
 usage: .venv/bin/python scripts/check_gguf_py.py [--pixtral target/release/pixtral]
 """
@@ -61,10 +62,21 @@ def check_file(path, src):
     print(f"ok {os.path.basename(path)}: {len(r.tensors)} tensors read by gguf-py, worst relative error {worst:.2e}")
 
 
-def check_llama_cpp(d):
-    """llama.cpp loads every output; it evaluates the float ones; its own quantizer, run on our F16 file,
-    gives the same Q8_0 bytes as ours. (On this workplace's CPU, llama-cpp-python 0.3.36 segfaults evaluating
-    Q8_0/Q4_0 at these tiny shapes, its own quantized files included, so those are only loaded.)"""
+LLAMA_EVAL = """
+import sys, json, numpy as np, llama_cpp
+path, ids = sys.argv[1], json.loads(sys.argv[2])
+llm = llama_cpp.Llama(model_path=path, n_ctx=128, verbose=False, n_threads=1, logits_all=True)
+llm.eval(ids)
+np.save(sys.argv[3], np.array(llm.scores[:len(ids)], dtype=np.float32))
+"""
+
+
+def check_llama_cpp(d, pixtral):
+    """llama.cpp loads and evaluates every output; its logits are compared with ours on the same file, and its own
+    quantizer, run on our F16 file, must give our Q8_0 file's bytes. Each evaluation runs in a subprocess: the
+    native llama-cpp-python 0.3.36 build segfaults evaluating Q4_0/Q8_0 on AVX-512/AMX CPUs (this workplace's); an
+    AVX2-only build works: CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+    -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF" pip install llama-cpp-python."""
     try:
         import ctypes
         import llama_cpp
@@ -73,13 +85,26 @@ def check_llama_cpp(d):
         return
     for outtype in ["f32", "f16", "bf16", "q8_0", "q4_0"]:
         path = os.path.join(d, f"hf-{outtype}.gguf")
-        llm = llama_cpp.Llama(model_path=path, n_ctx=64, verbose=False)
-        ids = llm.tokenize(b"Hello world 1234", add_bos=True, special=False)
-        assert ids[0] == 1 and llm.n_vocab() == 2048, ids
-        if outtype in ("f32", "f16", "bf16"):
-            llm.eval(ids)
-        print(f"ok llama.cpp {llama_cpp.__version__} loaded hf-{outtype}.gguf" + (" and evaluated it" if outtype[0] in "fb" else ""))
-        del llm
+        ours, ids_path, theirs = (os.path.join(d, f"{outtype}.{x}") for x in ["ours.npy", "ids.json", "theirs.npy"])
+        subprocess.run([pixtral, "logits", "-m", path, "-p", "Hi there", "--system", "Be brief.", "--kv-type", "f32",
+                        "--out", ours, "--ids-out", ids_path], check=True, capture_output=True)
+        with open(ids_path) as f:
+            ids = f.read()
+        r = subprocess.run([sys.executable, "-c", LLAMA_EVAL, path, ids, theirs], capture_output=True)
+        if r.returncode != 0:
+            print(f"FAIL llama.cpp {llama_cpp.__version__} could not evaluate hf-{outtype}.gguf (exit {r.returncode}); "
+                  "on AVX-512/AMX CPUs use an AVX2-only build (see this function's doc)")
+            continue
+        a, b = np.load(ours), np.load(theirs)
+        cos = ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min()
+        rel = np.abs(a - b).max() / np.abs(a).max()
+        same_argmax = (a.argmax(1) == b.argmax(1)).all()
+        # llama.cpp keeps an f16 KV cache (~5e-4), rounds activations to BF16 for BF16 weights (~4e-3) and to Q8_0
+        # with SIMD rounding for Q8_0/Q4_0 (~1%)
+        bound, min_cos = {"f32": (2e-3, 0.9999), "f16": (2e-3, 0.9999), "bf16": (1e-2, 0.9999)}.get(outtype, (3e-2, 0.9995))
+        assert cos >= min_cos and same_argmax and rel <= bound, (outtype, rel, cos)
+        print(f"ok llama.cpp {llama_cpp.__version__} on hf-{outtype}.gguf: logits vs ours max |Δ| {rel:.1e} of max, "
+              f"min cosine {cos:.6f}, same argmax at all {len(a)} positions")
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = 7  # LLAMA_FTYPE_MOSTLY_Q8_0
     theirs = os.path.join(d, "llama-cpp-q8_0.gguf")
@@ -109,7 +134,7 @@ def main():
                                 "--vision-type", vtype, "-o", out], check=True, capture_output=True)
                 check_file(out, src)
                 check_file(out.replace(".gguf", ".mmproj.gguf"), src)
-        check_llama_cpp(d)
+        check_llama_cpp(d, a.pixtral)
 
 
 def load_file_bf16(path):

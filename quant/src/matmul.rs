@@ -56,14 +56,45 @@ pub fn dot_row_ref(ty: GgmlType, w: &[u8], acts: &Acts, t: usize) -> f32 {
     crate::kernels::scalar::KERNELS.dot(ty, w, acts, t)
 }
 
-/// [`matmul_rows_ref`] with the kernels of one ISA tier.
+std::thread_local! {
+    /// One weight row widened to f32, for [`matmul_rows`] with several tokens.
+    static ROW: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Tokens from which widening an F16/BF16 row to f32 once beats converting it in every dot.
+const WIDEN_MIN_TOKENS: usize = 4;
+
+/// [`matmul_rows_ref`] with the kernels of one ISA tier. With several tokens, an F16/BF16 row is widened to f32
+/// once and then dotted with each token (the per-element conversion otherwise dominates).
 pub fn matmul_rows(k: &crate::Kernels, ty: GgmlType, w: &[u8], acts: &Acts, out: &mut [f32]) {
     let row_bytes = ty.row_bytes(acts.k).expect("checked at load");
     let n = acts.n;
+    if n >= WIDEN_MIN_TOKENS && matches!(ty, GgmlType::F16 | GgmlType::BF16) {
+        ROW.with(|row| {
+            let mut row = row.borrow_mut();
+            row.resize(acts.k * 4, 0);
+            for (wr, o) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(n)) {
+                widen(ty, wr, &mut row);
+                for (t, v) in o.iter_mut().enumerate() {
+                    *v = (k.dot_f32)(&row, acts.f32_row(t));
+                }
+            }
+        });
+        return;
+    }
     for (wr, o) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(n)) {
         for (t, v) in o.iter_mut().enumerate() {
             *v = k.dot(ty, wr, acts, t);
         }
+    }
+}
+
+/// An F16/BF16 row as little-endian f32 bytes (exact).
+fn widen(ty: GgmlType, src: &[u8], dst: &mut [u8]) {
+    for (s, d) in src.chunks_exact(2).zip(dst.chunks_exact_mut(4)) {
+        let bits = u16::from_le_bytes([s[0], s[1]]);
+        let f = if ty == GgmlType::F16 { half::f16::from_bits(bits).to_f32() } else { crate::bf16_to_f32(bits) };
+        d.copy_from_slice(&f.to_le_bytes());
     }
 }
 

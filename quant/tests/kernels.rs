@@ -21,3 +21,29 @@ fn pixtral_isa_names_round_trip() {
     }
     assert_eq!(Isa::from_name("sse9"), None);
 }
+
+#[test]
+fn matmul_rows_matches_the_reference_for_every_type_tier_and_token_count() {
+    use pixtral_quant::{kernels::kernels, matmul_rows, matmul_rows_ref, Acts, GgmlType};
+    let mut rng = pixtral_quant::selftest::Rng(3);
+    let (rows, k) = (5, 96);
+    for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0] {
+        let w: Vec<f32> = (0..rows * k).map(|_| rng.f32()).collect();
+        let mut wb = vec![0u8; ty.row_bytes(rows * k).unwrap()];
+        pixtral_quant::quantize_row_ref(ty, &w, &mut wb).unwrap();
+        for n in [1, 3, 4, 7] {
+            let x: Vec<f32> = (0..n * k).map(|_| rng.f32()).collect();
+            let mut acts = Acts::default();
+            acts.prepare(ty, &x, n, k);
+            let mut want = vec![0f32; rows * n];
+            matmul_rows_ref(ty, &wb, &acts, &mut want);
+            for isa in Isa::available() {
+                let mut got = vec![0f32; rows * n];
+                matmul_rows(kernels(isa), ty, &wb, &acts, &mut got);
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{isa:?} {ty} n={n} [{i}]: {a} vs {b}");
+                }
+            }
+        }
+    }
+}
