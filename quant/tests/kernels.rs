@@ -31,7 +31,7 @@ fn matmul_rows_matches_the_reference_for_every_type_tier_and_token_count() {
         let w: Vec<f32> = (0..rows * k).map(|_| rng.f32()).collect();
         let mut wb = vec![0u8; ty.row_bytes(rows * k).unwrap()];
         pixtral_quant::quantize_row_ref(ty, &w, &mut wb).unwrap();
-        for n in [1, 3, 4, 7] {
+        for n in [1, 3, 4, 7, 70, 130] {
             let x: Vec<f32> = (0..n * k).map(|_| rng.f32()).collect();
             let mut acts = Acts::default();
             acts.prepare(ty, &x, n, k);

@@ -89,6 +89,20 @@ pub fn rope_inv_freq(theta: f32, head_dim: usize) -> Vec<f32> {
     (0..head_dim / 2).map(|i| (1.0 / (theta as f64).powf(2.0 * i as f64 / head_dim as f64)) as f32).collect()
 }
 
+/// Dot product in 8 independent lanes: the compiler vectorizes it (a single running sum would pin the order).
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
 }

@@ -292,9 +292,7 @@ impl VisionModel {
                     let mut sc = sc.borrow_mut();
                     sc.clear();
                     sc.extend(
-                        (start..start + len).map(|j| {
-                            qv.iter().zip(&kr[j * d + h * hd..][..hd]).map(|(a, b)| a * b).sum::<f32>() * scale
-                        }),
+                        (start..start + len).map(|j| super::ops::dot_f32(qv, &kr[j * d + h * hd..][..hd]) * scale),
                     );
                     super::ops::softmax(&mut sc);
                     out.fill(0.0);

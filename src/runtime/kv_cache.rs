@@ -52,7 +52,7 @@ impl<'a> Row<'a> {
     pub fn dot(self, q: &[f32]) -> f32 {
         match self {
             Row::F16(x) => q.iter().zip(x).map(|(a, b)| a * b.to_f32()).sum(),
-            Row::F32(x) => q.iter().zip(x).map(|(a, b)| a * b).sum(),
+            Row::F32(x) => crate::model::ops::dot_f32(q, x),
         }
     }
 
