@@ -2,14 +2,14 @@
 
 mod common;
 
-use common::{Rng, TempDir};
+use common::{Rng, RngExt, TempDir};
 use pixtral::gguf::{GgufError, GgufFile, GgufWriter, Header, TensorSpec, Value, ValueType};
 use pixtral::quant::GgmlType;
 
 // ---- round trip ----
 
 fn random_scalar(rng: &mut Rng, ty: ValueType) -> Value {
-    let x = rng.next();
+    let x = rng.next_u64();
     match ty {
         ValueType::U8 => Value::U8(x as u8),
         ValueType::I8 => Value::I8(x as i8),
@@ -76,7 +76,7 @@ fn seeded_random_files_round_trip() {
             let mut ne: Vec<u64> = (0..n_dims).map(|_| 1 + rng.below(3)).collect();
             ne[0] *= ty.block_size() as u64 * (1 + rng.below(2));
             let spec = TensorSpec { name: format!("t.{t}"), ty, ne };
-            let data: Vec<u8> = (0..spec.n_bytes().unwrap()).map(|_| rng.next() as u8).collect();
+            let data: Vec<u8> = (0..spec.n_bytes().unwrap()).map(|_| rng.next_u64() as u8).collect();
             specs.push(spec);
             datas.push(data);
         }

@@ -87,7 +87,17 @@ impl Mat {
     }
 }
 
-fn u32_key(h: &Header, key: &str) -> Result<usize> {
+/// A positive finite F32 key, or `default` when absent.
+pub(crate) fn positive_f32_or(h: &Header, key: &str, default: f32) -> Result<f32> {
+    match h.get(key) {
+        None => Ok(default),
+        Some(Value::F32(x)) if x.is_finite() && *x > 0.0 => Ok(*x),
+        Some(other) => Err(Error::Model { what: key.into(), msg: format!("{other:?} is not a positive F32") }),
+    }
+}
+
+/// A U32 key that must be > 0.
+pub(crate) fn u32_key(h: &Header, key: &str) -> Result<usize> {
     let v = h.get_u32(key)? as usize;
     if v == 0 {
         return Err(Error::Model { what: key.into(), msg: "must be > 0".into() });
@@ -117,13 +127,7 @@ pub fn text_config(h: &Header) -> Result<TextConfig> {
         Some(_) => u32_key(h, keys::LLAMA_VOCAB_SIZE)?,
         None => n_vocab_tokens,
     };
-    let f32_or = |key: &str, default: f32| -> Result<f32> {
-        match h.get(key) {
-            None => Ok(default),
-            Some(Value::F32(x)) if x.is_finite() && *x > 0.0 => Ok(*x),
-            Some(other) => Err(Error::Model { what: key.into(), msg: format!("{other:?} is not a positive F32") }),
-        }
-    };
+    let f32_or = |key: &str, default: f32| positive_f32_or(h, key, default);
     let cfg = TextConfig {
         dim,
         n_layers: u32_key(h, keys::LLAMA_BLOCK_COUNT)?,

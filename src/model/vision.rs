@@ -50,14 +50,6 @@ pub struct VisionModel {
     mm2_b: Vec<f32>,
 }
 
-fn key_u32(h: &Header, key: &str) -> Result<usize> {
-    let v = h.get_u32(key)? as usize;
-    if v == 0 {
-        return Err(Error::Model { what: key.into(), msg: "must be > 0".into() });
-    }
-    Ok(v)
-}
-
 /// Vision hyper-parameters from mmproj metadata only, checked before anything is allocated. Token ids default
 /// to Pixtral's (10, 12, 13) when the file (llama.cpp's) does not carry them.
 pub fn vision_config(h: &Header) -> Result<(VisionConfig, usize)> {
@@ -69,11 +61,7 @@ pub fn vision_config(h: &Header) -> Result<(VisionConfig, usize)> {
             msg: format!("architecture {arch:?}, projector {proj:?}: not a Pixtral mmproj file"),
         });
     }
-    let f32_or = |key: &str, default: f32| match h.get(key) {
-        None => Ok(default),
-        Some(Value::F32(x)) if x.is_finite() && *x > 0.0 => Ok(*x),
-        Some(other) => Err(Error::Model { what: key.into(), msg: format!("{other:?} is not a positive F32") }),
-    };
+    let f32_or = |key: &str, default: f32| super::positive_f32_or(h, key, default);
     let id = |key: &str, default: u32| match h.get(key) {
         Some(Value::U32(v)) => *v,
         _ => default,
@@ -92,13 +80,13 @@ pub fn vision_config(h: &Header) -> Result<(VisionConfig, usize)> {
     let silu = matches!(h.get(keys::CLIP_USE_SILU), Some(Value::Bool(true)));
     let gelu = matches!(h.get(keys::CLIP_USE_GELU), Some(Value::Bool(true)));
     let cfg = VisionConfig {
-        dim: key_u32(h, keys::CLIP_VISION_EMBEDDING_LENGTH)?,
-        n_layers: key_u32(h, keys::CLIP_VISION_BLOCK_COUNT)?,
-        n_heads: key_u32(h, keys::CLIP_VISION_HEAD_COUNT)?,
-        ffn_dim: key_u32(h, keys::CLIP_VISION_FEED_FORWARD_LENGTH)?,
+        dim: super::u32_key(h, keys::CLIP_VISION_EMBEDDING_LENGTH)?,
+        n_layers: super::u32_key(h, keys::CLIP_VISION_BLOCK_COUNT)?,
+        n_heads: super::u32_key(h, keys::CLIP_VISION_HEAD_COUNT)?,
+        ffn_dim: super::u32_key(h, keys::CLIP_VISION_FEED_FORWARD_LENGTH)?,
         n_channels: 3,
-        image_size: key_u32(h, keys::CLIP_VISION_IMAGE_SIZE)?,
-        patch_size: key_u32(h, keys::CLIP_VISION_PATCH_SIZE)?,
+        image_size: super::u32_key(h, keys::CLIP_VISION_IMAGE_SIZE)?,
+        patch_size: super::u32_key(h, keys::CLIP_VISION_PATCH_SIZE)?,
         rope_theta: f32_or(keys::CLIP_ROPE_FREQ_BASE, 10000.0)?,
         norm_eps: f32_or(keys::CLIP_VISION_LAYER_NORM_EPS, 1e-5)?,
         // Pixtral's FFN is SiLU; a file that says gelu (and not silu) gets gelu
@@ -109,7 +97,7 @@ pub fn vision_config(h: &Header) -> Result<(VisionConfig, usize)> {
         image_mean: triple(keys::CLIP_VISION_IMAGE_MEAN, pixtral_convert::config::IMAGE_MEAN)?,
         image_std: triple(keys::CLIP_VISION_IMAGE_STD, pixtral_convert::config::IMAGE_STD)?,
     };
-    let text_dim = key_u32(h, keys::CLIP_VISION_PROJECTION_DIM)?;
+    let text_dim = super::u32_key(h, keys::CLIP_VISION_PROJECTION_DIM)?;
     let bad = |what: &str, msg: String| Err(Error::Model { what: what.into(), msg });
     if !cfg.dim.is_multiple_of(cfg.n_heads) || !(cfg.dim / cfg.n_heads).is_multiple_of(4) {
         return bad(

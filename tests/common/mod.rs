@@ -46,22 +46,16 @@ pub fn copy_dir(src: &Path, dst: &Path) {
     }
 }
 
-/// splitmix64
-pub struct Rng(pub u64);
+/// The quant crate's seeded generator (splitmix64), with the helpers these tests use.
+pub use pixtral::quant::selftest::Rng;
 
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E3779B97F4A7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
-        z ^ (z >> 31)
-    }
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    pub fn f32(&mut self) -> f32 {
-        ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+pub trait RngExt {
+    fn below(&mut self, n: u64) -> u64;
+}
+
+impl RngExt for Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
     }
 }
 
