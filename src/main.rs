@@ -123,7 +123,7 @@ struct ModelArgs {
     /// KV cache storage: f16 (half the memory) or f32.
     #[arg(long, default_value = "f16", value_parser = parse_kv_type)]
     kv_type: pixtral::runtime::kv_cache::KvType,
-    /// Threads (default: the machine's cores).
+    /// Threads (default: the physical cores; 1 = serial, no worker threads).
     #[arg(short, long)]
     threads: Option<usize>,
 }
@@ -289,9 +289,24 @@ struct Loaded {
     seconds: f64,
 }
 
-/// `-t N`: a pool of N workers, or for N = 1 no pool at all (serial mode).
+/// Physical cores (hyperthread siblings counted once), from Linux's CPU topology; `None` elsewhere.
+fn physical_cores() -> Option<usize> {
+    let mut cores = std::collections::BTreeSet::new();
+    for e in std::fs::read_dir("/sys/devices/system/cpu").ok()?.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.strip_prefix("cpu").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())) {
+            if let Ok(s) = std::fs::read_to_string(e.path().join("topology/thread_siblings_list")) {
+                cores.insert(s.trim().to_string());
+            }
+        }
+    }
+    (!cores.is_empty()).then_some(cores.len())
+}
+
+/// `-t N`: a pool of N workers, or for N = 1 no pool at all (serial mode). Default: the physical cores
+/// (decode is memory-bound and prefill FMA-bound: hyperthreads add contention, not throughput).
 fn set_threads(t: Option<usize>) -> anyhow::Result<()> {
-    match t {
+    match t.or_else(physical_cores) {
         Some(0 | 1) => pixtral::model::ops::set_serial(true),
         Some(t) => rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?,
         None => {}
