@@ -1,7 +1,7 @@
 //! ggml block formats and their kernels.
 //!
 //! This crate knows bytes and numbers only: no I/O, no model. Every format has a `quantize_ref` /
-//! `dequantize_ref` pair and reference dot products written as plain loops; they are the spec that the
+//! `dequantize_ref` pair, and the reference dot products (`kernels::scalar`) are plain loops; they are the spec the
 //! converter uses (so its output is the same on every machine) and the scalar twins that every SIMD
 //! kernel is tested against.
 //!
@@ -160,55 +160,5 @@ pub fn roundtrip_bound(ty: GgmlType, block: &[f32]) -> f32 {
             (d + 8.0 * f16_err(d)) * (1.0 + 1e-6)
         }
         _ => f32::INFINITY,
-    }
-}
-
-/// Reference dot products: the spec for every SIMD `vec_dot_*`.
-pub mod dot {
-    use super::{bf16_to_f32, BlockQ4_0, BlockQ8_0};
-
-    /// f32 · f32, accumulated in f32 in index order.
-    pub fn vec_dot_f32_ref(x: &[f32], y: &[f32]) -> f32 {
-        debug_assert_eq!(x.len(), y.len());
-        x.iter().zip(y).map(|(a, b)| a * b).sum()
-    }
-
-    /// f16 weights · f32 activations.
-    pub fn vec_dot_f16_f32_ref(x: &[half::f16], y: &[f32]) -> f32 {
-        debug_assert_eq!(x.len(), y.len());
-        x.iter().zip(y).map(|(a, b)| a.to_f32() * b).sum()
-    }
-
-    /// bf16 weights (raw bits) · f32 activations.
-    pub fn vec_dot_bf16_f32_ref(x: &[u16], y: &[f32]) -> f32 {
-        debug_assert_eq!(x.len(), y.len());
-        x.iter().zip(y).map(|(a, b)| bf16_to_f32(*a) * b).sum()
-    }
-
-    /// Q8_0 · Q8_0: per block an exact i32 sum of products, scaled by `d_x * d_y` (ggml `vec_dot_q8_0_q8_0`).
-    pub fn vec_dot_q8_0_q8_0_ref(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
-        debug_assert_eq!(x.len(), y.len());
-        let mut sum = 0f32;
-        for (bx, by) in x.iter().zip(y) {
-            let sumi: i32 = bx.qs.iter().zip(&by.qs).map(|(a, b)| *a as i32 * *b as i32).sum();
-            sum += sumi as f32 * (bx.d.to_f32() * by.d.to_f32());
-        }
-        sum
-    }
-
-    /// Q4_0 · Q8_0: weights `(q - 8)`, low nibbles are elements 0..16, high nibbles 16..32 (ggml `vec_dot_q4_0_q8_0`).
-    pub fn vec_dot_q4_0_q8_0_ref(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
-        debug_assert_eq!(x.len(), y.len());
-        let mut sum = 0f32;
-        for (bx, by) in x.iter().zip(y) {
-            let mut sumi = 0i32;
-            for j in 0..16 {
-                let lo = (bx.qs[j] & 0x0F) as i32 - 8;
-                let hi = (bx.qs[j] >> 4) as i32 - 8;
-                sumi += lo * by.qs[j] as i32 + hi * by.qs[j + 16] as i32;
-            }
-            sum += sumi as f32 * (bx.d.to_f32() * by.d.to_f32());
-        }
-        sum
     }
 }

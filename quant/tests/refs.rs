@@ -1,6 +1,6 @@
 //! Reference kernels against f64 arithmetic and the format bounds, on seeded random data.
 
-use pixtral_quant::dot::*;
+use pixtral_quant::kernels::scalar;
 use pixtral_quant::{dequantize_row_ref, quantize_row_ref, roundtrip_bound, BlockQ4_0, BlockQ8_0, GgmlType};
 
 use pixtral_quant::selftest::Rng;
@@ -49,40 +49,9 @@ fn reference_dots_equal_f64_dots_of_the_dequantized_values() {
             x.iter().zip(y).map(|(p, q)| (*p as f64 * *q as f64).abs()).sum::<f64>() * n as f64 * f32::EPSILON as f64
         };
 
-        let got = vec_dot_f32_ref(&a, &b) as f64;
-        assert!((got - f64dot(&a, &b)).abs() <= tol(&a, &b), "f32 n_blocks={n_blocks}");
-
-        let h: Vec<half::f16> = a.iter().map(|v| half::f16::from_f32(*v)).collect();
-        let hf: Vec<f32> = h.iter().map(|v| v.to_f32()).collect();
-        let got = vec_dot_f16_f32_ref(&h, &b) as f64;
-        assert!((got - f64dot(&hf, &b)).abs() <= tol(&hf, &b), "f16 n_blocks={n_blocks}");
-
-        let bf: Vec<u16> = a.iter().map(|v| pixtral_quant::bf16_from_f32_ref(*v)).collect();
-        let bff: Vec<f32> = bf.iter().map(|v| pixtral_quant::bf16_to_f32(*v)).collect();
-        let got = vec_dot_bf16_f32_ref(&bf, &b) as f64;
-        assert!((got - f64dot(&bff, &b)).abs() <= tol(&bff, &b), "bf16 n_blocks={n_blocks}");
-
-        let qa = blocks_q8(&a);
+        // the scalar twins (`kernels::scalar`) on encoded weight rows, against f64 dots of the decoded values
         let qb = blocks_q8(&b);
-        let deq = |q: &[BlockQ8_0]| {
-            q.iter()
-                .flat_map(|blk| {
-                    let mut o = [0f32; 32];
-                    blk.dequantize_ref(&mut o);
-                    o
-                })
-                .collect::<Vec<f32>>()
-        };
-        let (da, db) = (deq(&qa), deq(&qb));
-        let got = vec_dot_q8_0_q8_0_ref(&qa, &qb) as f64;
-        assert!(
-            (got - f64dot(&da, &db)).abs() <= tol(&da, &db),
-            "q8_0 n_blocks={n_blocks}: {got} vs {}",
-            f64dot(&da, &db)
-        );
-
-        let q4: Vec<BlockQ4_0> = a.chunks_exact(32).map(|c| BlockQ4_0::quantize_ref(c.try_into().unwrap())).collect();
-        let d4: Vec<f32> = q4
+        let db: Vec<f32> = qb
             .iter()
             .flat_map(|blk| {
                 let mut o = [0f32; 32];
@@ -90,12 +59,21 @@ fn reference_dots_equal_f64_dots_of_the_dequantized_values() {
                 o
             })
             .collect();
-        let got = vec_dot_q4_0_q8_0_ref(&q4, &qb) as f64;
-        assert!(
-            (got - f64dot(&d4, &db)).abs() <= tol(&d4, &db),
-            "q4_0 n_blocks={n_blocks}: {got} vs {}",
-            f64dot(&d4, &db)
-        );
+        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0] {
+            let mut w = vec![0u8; ty.row_bytes(n).unwrap()];
+            quantize_row_ref(ty, &a, &mut w).unwrap();
+            let mut wd = vec![0f32; n];
+            dequantize_row_ref(ty, &w, &mut wd).unwrap();
+            let (got, x) = match ty {
+                GgmlType::F32 => (scalar::dot_f32_ref(&w, &b), &b),
+                GgmlType::F16 => (scalar::dot_f16_ref(&w, &b), &b),
+                GgmlType::BF16 => (scalar::dot_bf16_ref(&w, &b), &b),
+                GgmlType::Q8_0 => (scalar::dot_q8_0_ref(&w, &qb), &db),
+                _ => (scalar::dot_q4_0_ref(&w, &qb), &db),
+            };
+            let want = f64dot(&wd, x);
+            assert!((got as f64 - want).abs() <= tol(&wd, x), "{ty} n_blocks={n_blocks}: {got} vs {want}");
+        }
     }
 }
 
