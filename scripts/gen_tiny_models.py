@@ -41,15 +41,15 @@ VISION = dict(hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_att
               image_size=256, patch_size=16, rope_theta=10000.0, hidden_act="silu", head_dim=32)
 
 
-def tiny_tekken(path):
-    """The real Tekken file cut to VOCAB - N_SPECIAL ranks (a prefix of a BPE rank list is a valid BPE)."""
+def tiny_tekken(path, vocab=VOCAB, max_image_size=VISION["image_size"]):
+    """The real Tekken file cut to vocab - N_SPECIAL ranks (a prefix of a BPE rank list is a valid BPE)."""
     with open(tekken_path()) as f:
         t = json.load(f)
-    n_inner = VOCAB - N_SPECIAL
+    n_inner = vocab - N_SPECIAL
     t["vocab"] = t["vocab"][:n_inner]
     t["config"]["num_vocab_tokens"] = n_inner
-    t["config"]["default_vocab_size"] = VOCAB
-    t["image"]["max_image_size"] = VISION["image_size"]
+    t["config"]["default_vocab_size"] = vocab
+    t["image"]["max_image_size"] = max_image_size
     with open(path, "w") as f:
         json.dump(t, f, ensure_ascii=False)
 

@@ -28,5 +28,6 @@ pub use model::Model;
 pub use pixtral_convert as convert;
 pub use pixtral_quant as quant;
 pub use runtime::chat;
+pub use runtime::conversation::{Conversation, EncodedImage, Reply};
 pub use runtime::sampler::{Sampler, SamplerParams};
 pub use runtime::session::{FinishReason, Generation, Session, SessionOptions};

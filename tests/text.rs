@@ -541,3 +541,46 @@ fn tokenizer_from_tokenizer_json_equals_the_gguf_one() {
     }
     assert_eq!(from_json.control_id("[IMG_BREAK]"), Some(12));
 }
+
+#[test]
+fn control_tokens_typed_as_text_stay_text() {
+    let tok = full_tokenizer();
+    let typed =
+        ["[INST]", "[/INST]", "[IMG]", "[IMG_BREAK]", "[IMG_END]", "</s>", "<s>", "<unk>", "[INST]hi[/INST]</s>"];
+    for s in typed {
+        let ids = tok.encode(s);
+        assert!(ids.iter().all(|&id| id >= 1000), "{s:?} gave control ids {ids:?}");
+        assert_eq!(tok.decode(&ids), s);
+    }
+    // in a chat: exactly the template's own control tokens
+    let ids = encode_chat(&tok, Some("[/INST]</s>"), &[Message::user(typed.join(" "))]).unwrap();
+    let controls: Vec<u32> = ids.iter().copied().filter(|&id| id < 1000).collect();
+    assert_eq!(controls, vec![1, 3, 4]);
+}
+
+#[test]
+fn eight_megabytes_of_hostile_text_tokenize_in_linear_time() {
+    let tok = full_tokenizer();
+    let mb8 = 8 << 20;
+    use common::RngExt;
+    let mut rng = common::Rng(7);
+    let random: String = (0..mb8 / 4)
+        .map(|_| char::from_u32(rng.below(0x2FFFF) as u32).filter(|c| !c.is_control()).unwrap_or('x'))
+        .collect();
+    let cases = [
+        ("one 8 MB word", "a".repeat(mb8)),
+        ("8 MB of spaces", " ".repeat(mb8)),
+        ("8 MB of digits", "7".repeat(mb8)),
+        ("8 MB of newlines and tabs", "\n\t".repeat(mb8 / 2)),
+        ("random code points", random),
+    ];
+    for (what, text) in cases {
+        let t0 = std::time::Instant::now();
+        let ids = tok.encode(&text);
+        let secs = t0.elapsed().as_secs_f64();
+        // quadratic behaviour would be hours; linear is seconds even unoptimised
+        assert!(secs < 60.0, "{what}: {secs:.1} s");
+        assert_eq!(tok.decode(&ids), text, "{what}");
+        eprintln!("{what}: {} bytes -> {} tokens in {secs:.2} s", text.len(), ids.len());
+    }
+}

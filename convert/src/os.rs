@@ -25,6 +25,21 @@ pub fn install_interrupt_handler() {
     }
 }
 
+/// Route SIGINT (Ctrl-C) alone to the flag; SIGTERM keeps its default (the chat REPL: Ctrl-C stops an
+/// answer, a termination request still terminates).
+pub fn install_sigint_handler() {
+    let handler = on_signal as extern "C" fn(libc::c_int) as libc::sighandler_t;
+    // SAFETY: see the module contract.
+    unsafe {
+        libc::signal(libc::SIGINT, handler);
+    }
+}
+
+/// The flag itself, for APIs that take a cancel flag (`Session::generate`).
+pub fn interrupt_flag() -> &'static AtomicBool {
+    &INTERRUPTED
+}
+
 pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::SeqCst)
 }

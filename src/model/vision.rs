@@ -197,8 +197,20 @@ impl VisionModel {
         }
     }
 
+    /// Weights applied to every patch (patch embedding, layers, adapter): ~2 flops each per patch.
+    pub fn n_params(&self) -> usize {
+        let c = &self.cfg;
+        let (d, td) = (c.dim, self.text_dim);
+        3 * c.patch_size * c.patch_size * d + c.n_layers * (4 * d * d + 3 * d * c.ffn_dim) + d * td + td * td
+    }
+
     /// Encode images as one packed sequence: `(Σ patches, text_dim)`, images in order, patches row-major.
     pub fn encode(&self, images: &[Preprocessed]) -> Vec<f32> {
+        self.encode_with_progress(images, &mut |_, _| {})
+    }
+
+    /// [`VisionModel::encode`], calling `progress(layers done, layers)` after each transformer layer.
+    pub fn encode_with_progress(&self, images: &[Preprocessed], progress: &mut dyn FnMut(usize, usize)) -> Vec<f32> {
         let c = &self.cfg;
         let (d, p, f) = (c.dim, c.patch_size, c.ffn_dim);
         let hd = d / c.n_heads;
@@ -259,7 +271,8 @@ impl VisionModel {
             (vec![0f32; n * d], vec![0f32; n * d], vec![0f32; n * d], vec![0f32; n * d]);
         let (mut gate, mut up) = (vec![0f32; n * f], vec![0f32; n * f]);
         let scale = 1.0 / (hd as f32).sqrt();
-        for layer in &self.layers {
+        for (li, layer) in self.layers.iter().enumerate() {
+            progress(li, self.layers.len());
             // ---- attention, block-diagonal over images ----
             rmsnorm(&mut xb, &x, &layer.ln1, c.norm_eps);
             matmul(self.bytes(&layer.wq), &layer.wq, &xb, n, &mut q, &mut mm);
@@ -303,6 +316,8 @@ impl VisionModel {
             matmul(self.bytes(&layer.w_down), &layer.w_down, &gate, n, &mut xb, &mut mm);
             x.iter_mut().zip(&xb).for_each(|(a, b)| *a += b);
         }
+
+        progress(self.layers.len(), self.layers.len());
 
         // ---- adapter: linear_2(gelu(linear_1(x))) ----
         let td = self.text_dim;

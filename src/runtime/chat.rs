@@ -15,11 +15,13 @@ pub enum Role {
     Assistant,
 }
 
-/// A piece of a message: text, or an image given by its patch grid.
+/// A piece of a message: text, an image given by its patch grid, or ids as the model produced them (an
+/// answer kept token for token, so the next turn finds it in the KV cache as it was generated).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Chunk {
     Text(String),
     Image { grid_w: usize, grid_h: usize },
+    Tokens(Vec<u32>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -114,12 +116,23 @@ pub fn encode_chat(tok: &Tokenizer, system: Option<&str>, messages: &[Message]) 
                     match c {
                         Chunk::Text(t) => ids.extend(tok.encode(t)),
                         Chunk::Image { grid_w, grid_h } => ids.extend(image_tokens(tok, *grid_w, *grid_h)?),
+                        Chunk::Tokens(t) => ids.extend_from_slice(t),
                     }
                 }
                 ids.push(ct.inst_end);
             }
-            (Role::Assistant, _) => {
-                ids.extend(tok.encode(&m.text()));
+            (Role::Assistant, chunks) => {
+                for c in chunks {
+                    match c {
+                        Chunk::Text(t) => ids.extend(tok.encode(t)),
+                        Chunk::Tokens(t) => ids.extend_from_slice(t),
+                        Chunk::Image { .. } => {
+                            return Err(Error::Invalid(format!(
+                                "message {i}: an assistant message cannot hold an image"
+                            )))
+                        }
+                    }
+                }
                 ids.push(ct.eos);
             }
         }

@@ -232,6 +232,20 @@ impl KvCache {
         self.pos[slot]
     }
 
+    /// Keep the first `n` positions and forget the rest (a conversation rewound to a common prefix).
+    /// Possible while nothing was evicted (positions 0..next_pos sit in slots 0..next_pos); `false` after a
+    /// ring cache wrapped, when the caller must start over.
+    pub fn truncate(&mut self, n: usize) -> bool {
+        if n > self.next_pos || self.next_pos != self.n_filled {
+            return false;
+        }
+        self.n_filled = n;
+        self.next_pos = n;
+        self.head = self.keep.unwrap_or(0);
+        self.txn = None;
+        true
+    }
+
     /// Forget everything (a new conversation).
     pub fn clear(&mut self) {
         self.n_filled = 0;

@@ -1,6 +1,7 @@
 //! Everything around the model: tokenizer, chat template, sampler, KV cache, session.
 
 pub mod chat;
+pub mod conversation;
 pub mod kv_cache;
 pub mod sampler;
 pub mod session;

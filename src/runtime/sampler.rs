@@ -15,6 +15,8 @@ pub struct SamplerParams {
     pub repeat_penalty: f32,
     pub repeat_last_n: usize,
     pub seed: u64,
+    /// ids never drawn (`--ignore-eos` bans EOS)
+    pub banned: Vec<u32>,
 }
 
 impl Default for SamplerParams {
@@ -27,6 +29,7 @@ impl Default for SamplerParams {
             repeat_penalty: 1.0,
             repeat_last_n: 64,
             seed: 0,
+            banned: Vec::new(),
         }
     }
 }
@@ -87,6 +90,11 @@ impl Sampler {
                 if let Some(seen) = self.seen.get_mut(t as usize) {
                     *seen = false;
                 }
+            }
+        }
+        for &b in &p.banned {
+            if let Some(c) = self.cand.get_mut(b as usize) {
+                c.0 = f32::NEG_INFINITY;
             }
         }
         if p.temp <= 0.0 {

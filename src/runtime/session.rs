@@ -72,6 +72,7 @@ pub struct Session<'m> {
     /// the `[IMG]` token id (Pixtral: 10)
     img_id: u32,
     opts: SessionOptions,
+    progress: Option<Box<dyn FnMut(usize, usize) + Send + 'm>>,
 }
 
 impl<'m> Session<'m> {
@@ -91,7 +92,14 @@ impl<'m> Session<'m> {
             last_row: 0,
             img_id: model.tokenizer.control_id("[IMG]").unwrap_or(u32::MAX),
             opts: SessionOptions { batch, ..opts },
+            progress: None,
         }
+    }
+
+    /// Call `f(tokens done, tokens)` after each prefill chunk of an evaluation longer than one chunk
+    /// (a progress bar for long prompts); not called while decoding.
+    pub fn set_prefill_progress(&mut self, f: Option<Box<dyn FnMut(usize, usize) + Send + 'm>>) {
+        self.progress = f;
     }
 
     pub fn history(&self) -> &[u32] {
@@ -101,6 +109,20 @@ impl<'m> Session<'m> {
     /// Tokens in the cache / its capacity.
     pub fn context_used(&self) -> (usize, usize) {
         (self.kv.n_filled, self.kv.capacity)
+    }
+
+    /// Keep the first `n` tokens of the conversation and forget the rest, so a new ending can follow a
+    /// shared prefix without recomputing it. `false` (nothing changed) when `n` is beyond the history or a
+    /// ring cache has already overwritten part of it; [`Session::reset`] is then the way back.
+    pub fn rewind(&mut self, n: usize) -> bool {
+        let cached = self.history.len() - self.pending.len();
+        if n > self.history.len() || !self.kv.truncate(n.min(cached)) {
+            return false;
+        }
+        // tokens between the cache's end and n stay pending: the next eval feeds them first
+        self.pending = self.history[n.min(cached)..n].to_vec();
+        self.history.truncate(n);
+        true
     }
 
     pub fn reset(&mut self) {
@@ -205,6 +227,11 @@ impl<'m> Session<'m> {
             }
             self.last_row = if want_all { n - 1 } else { 0 };
             i += n;
+            if input.len() > self.opts.batch {
+                if let Some(p) = self.progress.as_mut() {
+                    p(i, input.len());
+                }
+            }
         }
         self.kv.commit();
         self.pending.clear();

@@ -155,6 +155,17 @@ impl Tokenizer {
         self.pieces.get(id as usize).map(|p| p.as_slice()).unwrap_or(b"")
     }
 
+    /// Text of a sequence of ids (control tokens give none; invalid UTF-8 becomes U+FFFD).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let mut d = StreamDecoder::default();
+        let mut s = String::new();
+        for &id in ids {
+            d.push_into(self, id, &mut s);
+        }
+        s.push_str(&d.finish());
+        s
+    }
+
     /// Encode plain text (no BOS, no control tokens). Linear in the text for a bounded piece length.
     pub fn encode(&self, text: &str) -> Vec<u32> {
         let mut out = Vec::with_capacity(text.len() / 3 + 1);
@@ -178,34 +189,60 @@ impl Tokenizer {
         out
     }
 
-    /// tiktoken's byte-pair merge of one piece.
+    /// tiktoken's byte-pair merge of one piece: repeatedly merge the adjacent pair of parts whose bytes have
+    /// the lowest rank (leftmost on ties) until no pair is a token. The parts are a linked list and the
+    /// candidate pairs a min-heap keyed (rank, start) with stale entries skipped, so a piece of n bytes costs
+    /// O(n log n) — tiktoken's rescans are O(n²), which an 8 MB run of letters would turn into hours.
     fn bpe(&self, piece: &[u8], out: &mut Vec<u32>) {
+        use std::cmp::Reverse;
         if let Some(&id) = self.ids.get(piece) {
             out.push(id);
             return;
         }
-        // part boundaries; parts[i]..parts[i+1] is a current token
-        let mut parts: Vec<usize> = (0..=piece.len()).collect();
-        let rank = |parts: &[usize], i: usize| -> Option<u32> {
-            if i + 2 < parts.len() {
-                self.ids.get(&piece[parts[i]..parts[i + 2]]).copied()
-            } else {
-                None
+        let n = piece.len();
+        const NONE: usize = usize::MAX;
+        // next[i]: start of the part after the part starting at i (n at the end); prev[i] likewise
+        let mut next: Vec<usize> = (1..=n).collect();
+        let mut prev: Vec<usize> = (0..n).map(|i| if i == 0 { NONE } else { i - 1 }).collect();
+        let mut alive = vec![true; n];
+        let mut heap = std::collections::BinaryHeap::with_capacity(n);
+        let pair = |i: usize, next: &[usize]| -> Option<(u32, usize)> {
+            let j = next[i];
+            if j >= n {
+                return None;
             }
+            let k = next[j];
+            self.ids.get(&piece[i..k]).map(|&r| (r, k))
         };
-        let mut ranks: Vec<Option<u32>> = (0..parts.len()).map(|i| rank(&parts, i)).collect();
-        loop {
-            let best = ranks.iter().enumerate().filter_map(|(i, r)| r.map(|r| (r, i))).min();
-            let Some((_, i)) = best else { break };
-            parts.remove(i + 1);
-            ranks.remove(i + 1);
-            ranks[i] = rank(&parts, i);
-            if i > 0 {
-                ranks[i - 1] = rank(&parts, i - 1);
+        for i in 0..n {
+            if let Some((r, k)) = pair(i, &next) {
+                heap.push(Reverse((r, i, k)));
             }
         }
-        for w in parts.windows(2) {
-            out.push(self.ids.get(&piece[w[0]..w[1]]).copied().unwrap_or(self.unk));
+        while let Some(Reverse((_, i, k))) = heap.pop() {
+            // stale: part i was absorbed, or its pair no longer ends at k
+            let j = next[i];
+            if !alive[i] || j >= n || next[j] != k {
+                continue;
+            }
+            alive[j] = false;
+            next[i] = k;
+            if k < n {
+                prev[k] = i;
+            }
+            if prev[i] != NONE {
+                if let Some((r, k2)) = pair(prev[i], &next) {
+                    heap.push(Reverse((r, prev[i], k2)));
+                }
+            }
+            if let Some((r, k2)) = pair(i, &next) {
+                heap.push(Reverse((r, i, k2)));
+            }
+        }
+        let mut i = 0;
+        while i < n {
+            out.push(self.ids.get(&piece[i..next[i]]).copied().unwrap_or(self.unk));
+            i = next[i];
         }
     }
 }

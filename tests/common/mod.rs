@@ -47,6 +47,8 @@ pub fn copy_dir(src: &Path, dst: &Path) {
 }
 
 /// The quant crate's seeded generator (splitmix64), with the helpers these tests use.
+pub mod pty;
+
 pub use pixtral::quant::selftest::Rng;
 
 pub trait RngExt {

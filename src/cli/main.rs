@@ -4,8 +4,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod repl;
+mod ui;
+
 use pixtral::gguf::{GgufFile, Value};
 use pixtral::quant::GgmlType;
+use ui::{usage, Ui, UiArgs};
 
 #[derive(Parser)]
 #[command(name = "pixtral", version, about = "CPU-first runtime for Pixtral 12B")]
@@ -45,7 +50,12 @@ enum Cmd {
         n_predict: usize,
         #[command(flatten)]
         sampling: SamplingArgs,
+        #[command(flatten)]
+        ui: UiArgs,
     },
+    /// Talk with the model: a REPL with history, images, /commands (type /help), the KV cache reused
+    /// across turns. Without -m, the demo model.
+    Chat(repl::ChatArgs),
     /// Parity tool: one forward pass over the prompt; float32 logits of every position to a .npy file.
     Logits {
         #[command(flatten)]
@@ -108,9 +118,10 @@ enum Cmd {
 
 #[derive(clap::Args)]
 struct ModelArgs {
-    /// Text model GGUF.
+    /// Text model GGUF (default: the demo model, examples/demo/pixtral-demo.gguf: a tiny Pixtral trained on
+    /// synthetic shapes, colours, counts and digits).
     #[arg(short, long)]
-    model: PathBuf,
+    model: Option<PathBuf>,
     /// KV cache size in tokens.
     #[arg(short = 'c', long, default_value_t = 4096)]
     ctx_size: usize,
@@ -143,7 +154,7 @@ struct PromptArgs {
     images: ImageArgs,
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct ImageArgs {
     /// An image (PNG, JPEG, WebP, GIF); repeat for several. They go before the text, or where the prompt has
     /// an `<image>` marker (one per image, in order).
@@ -158,7 +169,7 @@ struct ImageArgs {
     image_max_side: Option<usize>,
 }
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Clone)]
 struct SamplingArgs {
     /// Temperature; 0 = greedy.
     #[arg(long, default_value_t = 0.7)]
@@ -174,6 +185,9 @@ struct SamplingArgs {
     /// Seed of the sampler (default: from the clock, printed so a run can be repeated).
     #[arg(long)]
     seed: Option<u64>,
+    /// Never end an answer with EOS (it runs to -n or the context's end).
+    #[arg(long)]
+    ignore_eos: bool,
 }
 
 fn parse_kv_type(s: &str) -> Result<pixtral::runtime::kv_cache::KvType, String> {
@@ -196,7 +210,8 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Convert { src, outtype, vision_type, out, force } => convert(src, outtype, vision_type, out, force),
         Cmd::Inspect { file, full } => inspect(file, full),
-        Cmd::Run { m, p, n_predict, sampling } => run(m, p, n_predict, sampling),
+        Cmd::Run { m, p, n_predict, sampling, ui } => run(m, p, n_predict, sampling, Ui::new(ui)),
+        Cmd::Chat(a) => repl::chat(a),
         Cmd::Logits { m, p, out, ids_out } => logits(m, p, out, ids_out),
         Cmd::EncodeImage { model, images, out, pixels_out } => encode_image(model, images, out, pixels_out),
         Cmd::Bench { model, mmproj, n_prompt, n_gen, repetitions, threads, image_size, json } => {
@@ -206,8 +221,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            eprintln!("error: {}", ui::report(&e));
+            ui::exit_code(&e)
         }
     }
 }
@@ -286,7 +301,29 @@ fn inspect(path: PathBuf, full: bool) -> anyhow::Result<()> {
 
 struct Loaded {
     model: pixtral::Model,
+    path: PathBuf,
     seconds: f64,
+}
+
+const DEMO_MODEL: &str = "examples/demo/pixtral-demo.gguf";
+
+/// `-m`, or the demo model: in the working directory's `examples/demo/`, else in the source tree this binary
+/// was built from.
+fn model_path(m: &Option<PathBuf>, ui: &Ui) -> anyhow::Result<PathBuf> {
+    if let Some(p) = m {
+        return Ok(p.clone());
+    }
+    for base in [Path::new("."), Path::new(env!("CARGO_MANIFEST_DIR"))] {
+        let p = base.join(DEMO_MODEL);
+        if p.exists() {
+            ui.info(format!(
+                "no -m given: using the demo model {} (a tiny Pixtral trained on synthetic shapes, colours, counts and digits)",
+                p.display()
+            ));
+            return Ok(p);
+        }
+    }
+    usage!("no -m given and the demo model {DEMO_MODEL} is not here: pass -m MODEL.gguf")
 }
 
 /// Physical cores (hyperthread siblings counted once), from Linux's CPU topology; `None` elsewhere.
@@ -322,11 +359,34 @@ fn threads_in_use() -> usize {
     }
 }
 
-fn load(m: &ModelArgs) -> anyhow::Result<Loaded> {
+fn load(m: &ModelArgs, ui: &Ui) -> anyhow::Result<Loaded> {
+    let path = model_path(&m.model, ui)?;
     set_threads(m.threads)?;
     let t0 = std::time::Instant::now();
-    let model = pixtral::Model::load(&m.model)?;
-    Ok(Loaded { model, seconds: t0.elapsed().as_secs_f64() })
+    let model = pixtral::Model::load(&path)?;
+    let l = Loaded { model, path, seconds: t0.elapsed().as_secs_f64() };
+    let c = &l.model.cfg;
+    let name = match l.model.file.header.get("general.name") {
+        Some(Value::String(n)) => format!("{n}, "),
+        _ => String::new(),
+    };
+    let kv =
+        pixtral::runtime::kv_cache::KvCache::bytes_for(c.n_layers, c.n_heads_kv * c.head_dim, m.ctx_size, m.kv_type);
+    ui.info(format!(
+        "model: {} ({name}{} layers, dim {}, {} weights), ISA {}, {} threads, context {} tokens{} ({:.0} MB {:?} KV), loaded in {:.2} s",
+        l.path.display(),
+        c.n_layers,
+        c.dim,
+        l.model.weight_type,
+        pixtral::quant::isa::selected().name(),
+        threads_in_use(),
+        m.ctx_size,
+        if m.context_shift { ", context shift" } else { "" },
+        kv as f64 / 1e6,
+        m.kv_type,
+        l.seconds
+    ));
+    Ok(l)
 }
 
 fn session_options(m: &ModelArgs, keep_default: usize) -> pixtral::SessionOptions {
@@ -352,51 +412,74 @@ struct Prompt {
 fn load_vision(model_path: &Path, a: &ImageArgs) -> anyhow::Result<pixtral::model::vision::VisionModel> {
     let path = a.mmproj.clone().unwrap_or_else(|| pixtral::convert::mmproj_path(model_path));
     if !path.exists() {
-        anyhow::bail!(
-            "no mmproj found at {}: pass --mmproj, or convert the checkpoint with its vision tower",
-            path.display()
-        );
+        usage!("no mmproj found at {}: pass --mmproj, or convert the checkpoint with its vision tower", path.display());
     }
     Ok(pixtral::model::vision::VisionModel::load(&path)?)
 }
 
-/// Load, preprocess and encode the images; report each one's grid and token count on stderr.
+/// Load and preprocess one image; report its grid and token count.
+fn prepare_image(
+    cfg: &pixtral::image::PreprocessConfig,
+    path: &Path,
+    ui: &Ui,
+) -> anyhow::Result<pixtral::image::Preprocessed> {
+    let img = pixtral::image::load(path)?;
+    let p = pixtral::image::preprocess(&img, cfg);
+    ui.info(format!(
+        "image {}: {}x{} -> {}x{} patches ({} tokens)",
+        path.display(),
+        img.width,
+        img.height,
+        p.grid_w,
+        p.grid_h,
+        (p.grid_w + 1) * p.grid_h
+    ));
+    Ok(p)
+}
+
+/// Encode preprocessed images as one packed sequence, with a progress bar when it takes a while.
+fn encode_with_bar(
+    vm: &pixtral::model::vision::VisionModel,
+    pre: &[pixtral::image::Preprocessed],
+    ui: &Ui,
+) -> (Vec<f32>, f64) {
+    let n: usize = pre.iter().map(|p| p.n_patches()).sum();
+    let t0 = std::time::Instant::now();
+    // ~2 flops per weight and patch at a few tens of GFLOP/s: a bar when that is over a second
+    let slow = 2.0 * n as f64 * vm.n_params() as f64 > 3e10;
+    let bar = if slow { ui.bar(vm.cfg.n_layers as u64, &format!("encoding {n} patches")) } else { ui.bar(0, "") };
+    let embeds = vm.encode_with_progress(pre, &mut |done, _| bar.set_position(done as u64));
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    if slow {
+        ui.info(format!("encoded {n} patches in {secs:.2} s ({:.1} patches/s)", n as f64 / secs.max(1e-9)));
+    }
+    (embeds, secs)
+}
+
+/// Load, preprocess and encode the images.
 fn encode_images(
     vm: &pixtral::model::vision::VisionModel,
     a: &ImageArgs,
+    ui: &Ui,
 ) -> anyhow::Result<(Vec<pixtral::image::Preprocessed>, Vec<f32>, f64)> {
     let cfg = vm.preprocess_config(a.image_max_side);
-    let mut pre = Vec::new();
-    for path in &a.image {
-        let img = pixtral::image::load(path)?;
-        let p = pixtral::image::preprocess(&img, &cfg);
-        eprintln!(
-            "image {}: {}x{} -> {}x{} patches ({} tokens)",
-            path.display(),
-            img.width,
-            img.height,
-            p.grid_w,
-            p.grid_h,
-            (p.grid_w + 1) * p.grid_h
-        );
-        pre.push(p);
-    }
-    let t0 = std::time::Instant::now();
-    let embeds = vm.encode(&pre);
-    Ok((pre, embeds, t0.elapsed().as_secs_f64()))
+    let pre = a.image.iter().map(|path| prepare_image(&cfg, path, ui)).collect::<anyhow::Result<Vec<_>>>()?;
+    let (embeds, secs) = encode_with_bar(vm, &pre, ui);
+    Ok((pre, embeds, secs))
 }
 
-fn build_prompt(model: &pixtral::Model, model_path: &Path, p: &PromptArgs) -> anyhow::Result<Prompt> {
+fn build_prompt(model: &pixtral::Model, model_path: &Path, p: &PromptArgs, ui: &Ui) -> anyhow::Result<Prompt> {
     use pixtral::chat::{encode_chat, image_tokens, Chunk, Message};
     let tok = &model.tokenizer;
     let markers = p.prompt.matches("<image>").count();
     if markers != 0 && markers != p.images.image.len() {
-        anyhow::bail!("the prompt has {markers} <image> markers but {} --image were given", p.images.image.len());
+        usage!("the prompt has {markers} <image> markers but {} --image were given", p.images.image.len());
     }
     let (pre, embeds, image_seconds) = if p.images.image.is_empty() {
         (Vec::new(), Vec::new(), 0.0)
     } else {
-        encode_images(&load_vision(model_path, &p.images)?, &p.images)?
+        encode_images(&load_vision(model_path, &p.images)?, &p.images, ui)?
     };
     // text and images in order: `<image>` markers place them, else images come first
     let parts: Vec<&str> = p.prompt.split("<image>").collect();
@@ -422,6 +505,7 @@ fn build_prompt(model: &pixtral::Model, model_path: &Path, p: &PromptArgs) -> an
             match c {
                 Chunk::Text(t) => ids.extend(tok.encode(t)),
                 Chunk::Image { grid_w, grid_h } => ids.extend(image_tokens(tok, *grid_w, *grid_h)?),
+                Chunk::Tokens(t) => ids.extend_from_slice(t),
             }
         }
         ids
@@ -440,10 +524,10 @@ fn build_prompt(model: &pixtral::Model, model_path: &Path, p: &PromptArgs) -> an
 
 fn encode_image(model: PathBuf, a: ImageArgs, out: PathBuf, pixels_out: Option<PathBuf>) -> anyhow::Result<()> {
     if a.image.is_empty() {
-        anyhow::bail!("give at least one --image");
+        usage!("give at least one --image");
     }
     let vm = load_vision(&model, &a)?;
-    let (pre, embeds, secs) = encode_images(&vm, &a)?;
+    let (pre, embeds, secs) = encode_images(&vm, &a, &Ui::new(UiArgs::default()))?;
     let n: usize = pre.iter().map(|p| p.n_patches()).sum();
     pixtral::npy::write_f32(&out, &[n, vm.text_dim], &embeds)?;
     if let Some(px) = pixels_out {
@@ -454,40 +538,69 @@ fn encode_image(model: PathBuf, a: ImageArgs, out: PathBuf, pixels_out: Option<P
     Ok(())
 }
 
-fn run(m: ModelArgs, p: PromptArgs, n_predict: usize, sp: SamplingArgs) -> anyhow::Result<()> {
-    use std::io::Write;
-    let l = load(&m)?;
-    let model = &l.model;
-    let Prompt { ids, embeds, keep, image_seconds } = build_prompt(model, &m.model, &p)?;
+fn sampler_params(sp: &SamplingArgs, eos: u32) -> pixtral::SamplerParams {
     let seed = sp.seed.unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
     });
-    let params = pixtral::SamplerParams {
+    pixtral::SamplerParams {
         temp: sp.temp,
         top_k: sp.top_k,
         top_p: sp.top_p,
         min_p: sp.min_p,
         repeat_penalty: sp.repeat_penalty,
         seed,
+        banned: if sp.ignore_eos { vec![eos] } else { Vec::new() },
         ..Default::default()
-    };
-    let c = &model.cfg;
-    eprintln!(
-        "model: {} ({} layers, dim {}, {} weights), ISA {}, threads {}, ctx {}{}, seed {seed}, prompt {} tokens",
-        m.model.display(),
-        c.n_layers,
-        c.dim,
-        model.weight_type,
-        pixtral::quant::isa::selected().name(),
-        threads_in_use(),
-        m.ctx_size,
-        if m.context_shift { " (context shift)" } else { "" },
-        ids.len()
-    );
+    }
+}
+
+/// A prefill progress bar for prompts that take a while (~2 flops per weight and token).
+fn prefill_bar(session: &mut pixtral::Session<'_>, model: &pixtral::Model, ui: &Ui) {
+    let ui = *ui;
+    let params = pixtral::bench::weight_params(model) as f64;
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    session.set_prefill_progress(Some(Box::new(move |done, total| {
+        if 2.0 * params * total as f64 <= 3e10 {
+            return;
+        }
+        let b = bar.get_or_insert_with(|| ui.bar(total as u64, "prompt"));
+        b.set_position(done as u64);
+        if done == total {
+            b.finish_and_clear();
+            bar = None;
+        }
+    })));
+}
+
+/// The timing line after an answer.
+fn timings(load_s: f64, image_s: f64, g: &pixtral::Generation) -> String {
+    format!(
+        "load {load_s:.2} s | image encode {image_s:.2} s | prompt {} tokens in {:.2} s ({:.1} tok/s) | generation {} tokens in {:.2} s ({:.1} tok/s)",
+        g.prompt_tokens,
+        g.prompt_seconds,
+        g.prompt_tokens as f64 / g.prompt_seconds.max(1e-9),
+        g.tokens.len(),
+        g.gen_seconds,
+        g.tokens.len() as f64 / g.gen_seconds.max(1e-9),
+    )
+}
+
+fn run(m: ModelArgs, p: PromptArgs, n_predict: usize, sp: SamplingArgs, ui: Ui) -> anyhow::Result<()> {
+    use std::io::Write;
+    let l = load(&m, &ui)?;
+    let model = &l.model;
+    let Prompt { ids, embeds, keep, image_seconds } = build_prompt(model, &l.path, &p, &ui)?;
+    let params = sampler_params(&sp, model.tokenizer.eos);
+    ui.info(format!("prompt: {} tokens, seed {}, temperature {}", ids.len(), params.seed, params.temp));
+    ui.detail(format!("prompt ids: {ids:?}"));
     let mut session = pixtral::Session::new(model, session_options(&m, keep));
+    prefill_bar(&mut session, model, &ui);
     let mut sampler = pixtral::Sampler::new(params);
+    // Ctrl-C stops the answer; the timings still print
+    pixtral::convert::os::install_sigint_handler();
+    let cancel = pixtral::convert::os::interrupt_flag();
     let stdout = std::io::stdout();
-    let g = session.generate_with_images(&ids, &embeds, &mut sampler, n_predict, None, |piece| {
+    let g = session.generate_with_images(&ids, &embeds, &mut sampler, n_predict, Some(cancel), |piece| {
         let mut o = stdout.lock();
         let _ = o.write_all(piece.as_bytes());
         let _ = o.flush();
@@ -500,25 +613,21 @@ fn run(m: ModelArgs, p: PromptArgs, n_predict: usize, sp: SamplingArgs) -> anyho
             format!("length: the context of {} tokens is full (use --ctx-size or --context-shift)", m.ctx_size)
         }
         (pixtral::FinishReason::Length, false) => format!("length: {n_predict} tokens (-n)"),
-        (pixtral::FinishReason::Cancelled, _) => "cancelled".to_string(),
+        (pixtral::FinishReason::Cancelled, _) => "cancelled (Ctrl-C)".to_string(),
     };
-    eprintln!(
-        "finish: {finish}\nload {:.2} s | image encode {image_seconds:.2} s | prompt {} tokens in {:.2} s ({:.1} tok/s) | generation {} tokens in {:.2} s ({:.1} tok/s)",
-        l.seconds,
-        g.prompt_tokens,
-        g.prompt_seconds,
-        g.prompt_tokens as f64 / g.prompt_seconds.max(1e-9),
-        g.tokens.len(),
-        g.gen_seconds,
-        g.tokens.len() as f64 / g.gen_seconds.max(1e-9),
-    );
+    ui.detail(format!("answer ids: {:?}", g.tokens));
+    ui.info(format!("finish: {finish}\n{}", timings(l.seconds, image_seconds, &g)));
+    if g.finish == pixtral::FinishReason::Cancelled {
+        return Err(pixtral::Error::Cancelled.into());
+    }
     Ok(())
 }
 
 fn logits(m: ModelArgs, p: PromptArgs, out: PathBuf, ids_out: Option<PathBuf>) -> anyhow::Result<()> {
-    let l = load(&m)?;
+    let ui = Ui::new(UiArgs::default());
+    let l = load(&m, &ui)?;
     let model = &l.model;
-    let Prompt { ids, embeds, keep, .. } = build_prompt(model, &m.model, &p)?;
+    let Prompt { ids, embeds, keep, .. } = build_prompt(model, &l.path, &p, &ui)?;
     let mut session = pixtral::Session::new(model, session_options(&m, keep));
     let mut all = Vec::new();
     session.eval_with_images(&ids, &embeds, Some(&mut all), None)?;

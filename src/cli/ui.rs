@@ -1,0 +1,119 @@
+//! What the CLI prints besides answers: header and timing lines, progress bars, exit codes.
+//!
+//! Everything goes to stderr, so stdout carries only the answer (`pixtral run … > answer.txt`). Progress bars
+//! show only when stderr is a terminal and `--quiet` is off.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct UiArgs {
+    /// Print only the answer (no header, timings or progress).
+    #[arg(short, long, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Also print token ids, KV cache size and per-phase details.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Ui {
+    pub quiet: bool,
+    pub verbose: bool,
+    tty: bool,
+}
+
+impl Ui {
+    pub fn new(a: UiArgs) -> Ui {
+        Ui { quiet: a.quiet, verbose: a.verbose, tty: std::io::stderr().is_terminal() }
+    }
+
+    /// A header or timing line (not with --quiet).
+    pub fn info(&self, msg: impl std::fmt::Display) {
+        if !self.quiet {
+            eprintln!("{msg}");
+        }
+    }
+
+    /// A detail line (only with --verbose).
+    pub fn detail(&self, msg: impl std::fmt::Display) {
+        if self.verbose {
+            eprintln!("{msg}");
+        }
+    }
+
+    /// A progress bar of `len` steps, or a hidden one when nobody watches.
+    pub fn bar(&self, len: u64, what: &str) -> ProgressBar {
+        if !self.tty || self.quiet {
+            return ProgressBar::hidden();
+        }
+        let b = ProgressBar::new(len);
+        b.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        b.set_message(what.to_string());
+        b
+    }
+}
+
+/// Exit codes: 0 ok, 1 runtime failure, 2 usage (bad flags, a prompt that does not fit the context),
+/// 3 bad input (a file that is missing, unreadable or not a valid model/image/checkpoint), 130 interrupted.
+pub fn exit_code(e: &anyhow::Error) -> ExitCode {
+    use pixtral::convert::error::ConvertError as C;
+    use pixtral::Error as E;
+    for cause in e.chain() {
+        if cause.downcast_ref::<Usage>().is_some() {
+            return ExitCode::from(2);
+        }
+        if let Some(e) = cause.downcast_ref::<E>() {
+            return ExitCode::from(match e {
+                E::Gguf(_) | E::Model { .. } | E::ShapeMismatch { .. } | E::Io { .. } | E::Invalid(_) => 3,
+                E::ContextFull { .. } => 2,
+                E::Cancelled => 130,
+                E::NonFinite { .. } => 1,
+            });
+        }
+        if let Some(e) = cause.downcast_ref::<C>() {
+            return ExitCode::from(match e {
+                C::Interrupted => 130,
+                C::Usage(_) | C::Exists { .. } => 2,
+                C::DiskSpace { .. } | C::Write { .. } => 1,
+                _ => 3,
+            });
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return ExitCode::from(3);
+        }
+    }
+    ExitCode::from(1)
+}
+
+/// The error and its causes as one sentence, each cause once (our errors already print their source).
+pub fn report(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&c);
+        }
+    }
+    out
+}
+
+/// A usage error raised by the CLI itself (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Usage(pub String);
+
+/// `anyhow::bail!` for usage errors.
+macro_rules! usage {
+    ($($t:tt)*) => { return Err(anyhow::Error::new($crate::ui::Usage(format!($($t)*)))) };
+}
+pub(crate) use usage;
