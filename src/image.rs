@@ -13,6 +13,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 /// An RGB image with float samples in [0, 255], row-major `(h, w, 3)`.
+#[derive(Debug, Clone)]
 pub struct RgbF32 {
     pub width: usize,
     pub height: usize,
@@ -81,17 +82,89 @@ pub fn to_rgb(img: image::DynamicImage) -> RgbF32 {
     RgbF32 { width: w, height: h, data }
 }
 
-/// Read and decode an image file, refusing what a decoder should never be asked to hold.
-pub fn load(path: &Path) -> Result<RgbF32> {
+/// What an image file may ask of us; checked before any pixel is decoded.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageLimits {
+    /// encoded file size
+    pub max_bytes: u64,
+    /// width × height, from the header
+    pub max_pixels: u64,
+    /// either side, from the header
+    pub max_side: u32,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits { max_bytes: 20 << 20, max_pixels: 40_000_000, max_side: 16384 }
+    }
+}
+
+/// Read an image file (at most `max_bytes`) and its dimensions from the header alone.
+fn open_checked(path: &Path, lim: &ImageLimits) -> Result<(Vec<u8>, u32, u32)> {
+    use std::io::Read;
     let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let reader = image::ImageReader::open(path).map_err(io)?.with_guessed_format().map_err(io)?;
-    let mut limits = image::Limits::default();
-    limits.max_image_width = Some(16384);
-    limits.max_image_height = Some(16384);
-    limits.max_alloc = Some(512 << 20);
-    let mut reader = reader;
-    reader.limits(limits);
-    let img = reader.decode().map_err(|e| Error::Invalid(format!("{}: cannot decode image: {e}", path.display())))?;
+    let file = std::fs::File::open(path).map_err(io)?;
+    // read one byte past the limit to tell "at the limit" from "over it" without trusting metadata
+    let mut bytes = Vec::new();
+    file.take(lim.max_bytes + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > lim.max_bytes {
+        return Err(Error::Invalid(format!(
+            "{}: the image file is larger than the {} MB limit",
+            path.display(),
+            lim.max_bytes >> 20
+        )));
+    }
+    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..])).with_guessed_format().map_err(io)?;
+    if reader.format().is_none() {
+        return Err(Error::Invalid(format!("{}: not a PNG, JPEG, WebP or GIF image", path.display())));
+    }
+    let (w, h) = reader
+        .into_dimensions()
+        .map_err(|e| Error::Invalid(format!("{}: cannot read the image header: {e}", path.display())))?;
+    if w == 0 || h == 0 {
+        return Err(Error::Invalid(format!("{}: the image is {w}x{h}: it has no pixels", path.display())));
+    }
+    if w > lim.max_side || h > lim.max_side || w as u64 * h as u64 > lim.max_pixels {
+        return Err(Error::Invalid(format!(
+            "{}: the image is {w}x{h} ({:.1} MP); the limit is {} px a side and {:.0} MP",
+            path.display(),
+            w as f64 * h as f64 / 1e6,
+            lim.max_side,
+            lim.max_pixels as f64 / 1e6
+        )));
+    }
+    Ok((bytes, w, h))
+}
+
+/// The dimensions `(width, height)` of an image file from its header, within `limits`, without decoding
+/// pixels (to count an image's tokens before paying for it).
+pub fn dimensions(path: &Path, limits: &ImageLimits) -> Result<(usize, usize)> {
+    let (_, w, h) = open_checked(path, limits)?;
+    Ok((w as usize, h as usize))
+}
+
+/// Read and decode an image file with the default [`ImageLimits`].
+pub fn load(path: &Path) -> Result<RgbF32> {
+    load_with_limits(path, &ImageLimits::default())
+}
+
+/// Read and decode an image file: size and dimensions checked first, the decoder's allocations capped, and a
+/// decoder panic turned into an error. Animated images give their first frame.
+pub fn load_with_limits(path: &Path, limits: &ImageLimits) -> Result<RgbF32> {
+    let (bytes, w, h) = open_checked(path, limits)?;
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..])).with_guessed_format().map_err(io)?;
+    let mut l = image::Limits::default();
+    l.max_image_width = Some(w);
+    l.max_image_height = Some(h);
+    // the decoded buffer (up to 16-bit RGBA) and the decoder's working memory
+    l.max_alloc = Some(w as u64 * h as u64 * 8 + (64 << 20));
+    reader.limits(l);
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.decode()));
+    let img = match decoded {
+        Ok(r) => r.map_err(|e| Error::Invalid(format!("{}: cannot decode image: {e}", path.display())))?,
+        Err(_) => return Err(Error::Invalid(format!("{}: the image decoder failed on this file", path.display()))),
+    };
     if img.width() == 0 || img.height() == 0 {
         return Err(Error::Invalid(format!("{}: image has no pixels", path.display())));
     }

@@ -469,24 +469,36 @@ fn encode_images(
     Ok((pre, embeds, secs))
 }
 
-fn build_prompt(model: &pixtral::Model, model_path: &Path, p: &PromptArgs, ui: &Ui) -> anyhow::Result<Prompt> {
+/// The prompt's ids and image features. Images are counted from their headers first: a prompt that cannot fit
+/// the context is refused before any pixel is decoded.
+fn build_prompt(
+    model: &pixtral::Model,
+    model_path: &Path,
+    m: &ModelArgs,
+    p: &PromptArgs,
+    ui: &Ui,
+) -> anyhow::Result<Prompt> {
     use pixtral::chat::{encode_chat, image_tokens, Chunk, Message};
     let tok = &model.tokenizer;
     let markers = p.prompt.matches("<image>").count();
     if markers != 0 && markers != p.images.image.len() {
         usage!("the prompt has {markers} <image> markers but {} --image were given", p.images.image.len());
     }
-    let (pre, embeds, image_seconds) = if p.images.image.is_empty() {
-        (Vec::new(), Vec::new(), 0.0)
-    } else {
-        encode_images(&load_vision(model_path, &p.images)?, &p.images, ui)?
-    };
+    let vm = if p.images.image.is_empty() { None } else { Some(load_vision(model_path, &p.images)?) };
+    let mut grids = Vec::new();
+    if let Some(vm) = &vm {
+        let cfg = vm.preprocess_config(p.images.image_max_side);
+        for path in &p.images.image {
+            let (w, h) = pixtral::image::dimensions(path, &pixtral::image::ImageLimits::default())?;
+            grids.push(pixtral::image::grid(w, h, cfg.max_side, cfg.patch));
+        }
+    }
     // text and images in order: `<image>` markers place them, else images come first
     let parts: Vec<&str> = p.prompt.split("<image>").collect();
     let mut chunks = Vec::new();
-    let image = |i: usize| Chunk::Image { grid_w: pre[i].grid_w, grid_h: pre[i].grid_h };
+    let image = |i: usize| Chunk::Image { grid_w: grids[i].0, grid_h: grids[i].1 };
     if parts.len() == 1 {
-        chunks.extend((0..pre.len()).map(image));
+        chunks.extend((0..grids.len()).map(image));
         chunks.push(Chunk::Text(p.prompt.clone()));
     } else {
         for (i, part) in parts.iter().enumerate() {
@@ -509,11 +521,28 @@ fn build_prompt(model: &pixtral::Model, model_path: &Path, p: &PromptArgs, ui: &
             }
         }
         ids
-    } else if pre.is_empty() {
+    } else if grids.is_empty() {
         encode_chat(tok, system, &[Message::user(p.prompt.clone())])?
     } else {
         encode_chat(tok, system, &[Message::user_chunks(chunks)])?
     };
+    if ids.len() > m.ctx_size && !m.context_shift {
+        let img: usize = grids.iter().map(|(w, h)| (w + 1) * h).sum();
+        usage!(
+            "the prompt has {} tokens ({img} for images) but the context holds {}: use a larger --ctx-size, \
+             a smaller --image-max-side, or --context-shift",
+            ids.len(),
+            m.ctx_size
+        );
+    }
+    let (pre, embeds, image_seconds) = match &vm {
+        None => (Vec::new(), Vec::new(), 0.0),
+        Some(vm) => encode_images(vm, &p.images, ui)?,
+    };
+    let got: Vec<(usize, usize)> = pre.iter().map(|p| (p.grid_w, p.grid_h)).collect();
+    if got != grids {
+        anyhow::bail!("decoded image grids {got:?} differ from the headers' {grids:?}");
+    }
     // the sink kept by --context-shift: BOS, [INST] and the system part
     let keep = match (p.raw, system) {
         (false, Some(s)) => 2 + tok.encode(&format!("{s}\n\n")).len(),
@@ -589,7 +618,7 @@ fn run(m: ModelArgs, p: PromptArgs, n_predict: usize, sp: SamplingArgs, ui: Ui) 
     use std::io::Write;
     let l = load(&m, &ui)?;
     let model = &l.model;
-    let Prompt { ids, embeds, keep, image_seconds } = build_prompt(model, &l.path, &p, &ui)?;
+    let Prompt { ids, embeds, keep, image_seconds } = build_prompt(model, &l.path, &m, &p, &ui)?;
     let params = sampler_params(&sp, model.tokenizer.eos);
     ui.info(format!("prompt: {} tokens, seed {}, temperature {}", ids.len(), params.seed, params.temp));
     ui.detail(format!("prompt ids: {ids:?}"));
@@ -627,7 +656,7 @@ fn logits(m: ModelArgs, p: PromptArgs, out: PathBuf, ids_out: Option<PathBuf>) -
     let ui = Ui::new(UiArgs::default());
     let l = load(&m, &ui)?;
     let model = &l.model;
-    let Prompt { ids, embeds, keep, .. } = build_prompt(model, &l.path, &p, &ui)?;
+    let Prompt { ids, embeds, keep, .. } = build_prompt(model, &l.path, &m, &p, &ui)?;
     let mut session = pixtral::Session::new(model, session_options(&m, keep));
     let mut all = Vec::new();
     session.eval_with_images(&ids, &embeds, Some(&mut all), None)?;

@@ -252,6 +252,21 @@ impl Repl<'_> {
             )
         };
         let cfg = vm.preprocess_config(self.image_max_side);
+        // counted from the header before any pixel is decoded
+        let (w, h) = pixtral::image::dimensions(path, &pixtral::image::ImageLimits::default())?;
+        let (gw, gh) = pixtral::image::grid(w, h, cfg.max_side, cfg.patch);
+        let need = (gw + 1) * gh;
+        let have = self.conv.prompt_tokens(&self.model.tokenizer)?
+            + self.attached.iter().map(|a| (a.grid_w + 1) * a.grid_h).sum::<usize>();
+        if have + need > self.ctx {
+            anyhow::bail!(
+                "{}: {w}x{h} needs {need} tokens ({gw}x{gh} patches) but only {} of the context's {} are free: \
+                 /reset, or restart with a smaller --image-max-side or a larger --ctx-size",
+                path.display(),
+                self.ctx.saturating_sub(have),
+                self.ctx
+            );
+        }
         let pre = crate::prepare_image(&cfg, path, &self.ui)?;
         let (embeds, _) = crate::encode_with_bar(vm, std::slice::from_ref(&pre), &self.ui);
         Ok(EncodedImage { path: Some(path.to_path_buf()), grid_w: pre.grid_w, grid_h: pre.grid_h, embeds })

@@ -147,8 +147,17 @@ pub fn text_config(h: &Header) -> Result<TextConfig> {
     if head_dim % 2 != 0 || head_dim > 1024 {
         return bad(keys::LLAMA_KEY_LENGTH, format!("head_dim {head_dim} must be even and at most 1024"));
     }
-    if dim > 1 << 16 || cfg.ffn_dim > 1 << 18 || cfg.n_layers > 1024 || n_heads > 1024 || vocab_size > 1 << 22 {
-        return bad(keys::LLAMA_EMBEDDING_LENGTH, format!("implausible sizes {cfg:?}"));
+    // ceilings far above any real model, so a corrupted count cannot size a huge buffer
+    for (key, v, max) in [
+        (keys::LLAMA_EMBEDDING_LENGTH, dim, 1 << 16),
+        (keys::LLAMA_FEED_FORWARD_LENGTH, cfg.ffn_dim, 1 << 18),
+        (keys::LLAMA_BLOCK_COUNT, cfg.n_layers, 1024),
+        (keys::LLAMA_HEAD_COUNT, n_heads, 1024),
+        (keys::LLAMA_VOCAB_SIZE, vocab_size, 1 << 22),
+    ] {
+        if v > max {
+            return bad(key, format!("{v} is implausible (at most {max})"));
+        }
     }
     if n_vocab_tokens != 0 && n_vocab_tokens != vocab_size {
         return bad(keys::TOKENIZER_TOKENS, format!("{n_vocab_tokens} tokens for vocab_size {vocab_size}"));

@@ -111,8 +111,15 @@ pub fn vision_config(h: &Header) -> Result<(VisionConfig, usize)> {
             format!("image_size {} / patch_size {} are implausible", cfg.image_size, cfg.patch_size),
         );
     }
-    if cfg.dim > 1 << 14 || cfg.ffn_dim > 1 << 16 || cfg.n_layers > 256 || text_dim > 1 << 16 {
-        return bad(keys::CLIP_VISION_EMBEDDING_LENGTH, format!("implausible sizes {cfg:?}"));
+    for (key, v, max) in [
+        (keys::CLIP_VISION_EMBEDDING_LENGTH, cfg.dim, 1 << 14),
+        (keys::CLIP_VISION_FEED_FORWARD_LENGTH, cfg.ffn_dim, 1 << 16),
+        (keys::CLIP_VISION_BLOCK_COUNT, cfg.n_layers, 256),
+        (keys::CLIP_VISION_PROJECTION_DIM, text_dim, 1 << 16),
+    ] {
+        if v > max {
+            return bad(key, format!("{v} is implausible (at most {max})"));
+        }
     }
     if cfg.image_std.iter().any(|s| *s <= 0.0) {
         return bad(keys::CLIP_VISION_IMAGE_STD, "must be positive".into());

@@ -144,9 +144,13 @@ impl Conversation {
         Ok(Encoded { ids, keys, rows })
     }
 
-    /// Tokens the next [`Conversation::respond`] would hold in total (prompt only).
+    /// Tokens the conversation takes in the context, with the frame of one more (empty) user message.
     pub fn prompt_tokens(&self, tok: &Tokenizer) -> Result<usize> {
-        Ok(encode_chat(tok, self.system.as_deref(), &self.messages)?.len())
+        let mut m = self.messages.clone();
+        if m.last().map(|m| m.role) != Some(Role::User) {
+            m.push(Message::user(""));
+        }
+        Ok(encode_chat(tok, self.system.as_deref(), &m)?.len())
     }
 
     /// Answer the last user message: rewind `session` to the prefix it shares with this conversation,

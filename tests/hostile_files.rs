@@ -1,0 +1,263 @@
+//! Hostile model files (docs/SECURITY.md): every byte of a real GGUF header corrupted or cut, and files that
+//! parse but describe nonsense. Each must give `Ok` or a typed error quickly, naming what is wrong, and
+//! without allocating more than a few MB. A thread-local peak counter in the global allocator measures that
+//! (other test threads do not disturb it).
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{fixtures, TempDir};
+use pixtral::gguf::{GgufFile, GgufWriter, Header, TensorSpec, Value};
+use pixtral::quant::GgmlType;
+
+struct PeakCounting;
+
+thread_local! {
+    static TRACK: Cell<bool> = const { Cell::new(false) };
+    static LIVE: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn note(delta: isize) {
+    // try_with: allocations during thread teardown find the slots gone; they are not ours to count
+    let _ = TRACK.try_with(|t| {
+        if t.get() {
+            let live = LIVE.with(|l| {
+                l.set(l.get() + delta);
+                l.get()
+            });
+            PEAK.with(|p| p.set(p.get().max(live)));
+        }
+    });
+}
+
+unsafe impl GlobalAlloc for PeakCounting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        note(l.size() as isize);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        note(-(l.size() as isize));
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        note(n as isize - l.size() as isize);
+        unsafe { System.realloc(p, l, n) }
+    }
+}
+
+#[global_allocator]
+static A: PeakCounting = PeakCounting;
+
+/// Run `f`, returning its result and the peak of bytes it held on this thread.
+fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    LIVE.with(|l| l.set(0));
+    PEAK.with(|p| p.set(0));
+    TRACK.with(|t| t.set(true));
+    let r = f();
+    TRACK.with(|t| t.set(false));
+    (r, PEAK.with(|p| p.get()).max(0) as usize)
+}
+
+/// The tiny model converted once: (text GGUF, mmproj).
+fn tiny() -> (PathBuf, PathBuf) {
+    static DIR: OnceLock<TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let d = TempDir::new("hostile-files");
+        let opts = pixtral::convert::Options {
+            src: fixtures().join("tiny/hf"),
+            out: d.join("m.gguf"),
+            outtype: GgmlType::Q8_0,
+            vision_type: GgmlType::F16,
+            force: true,
+            progress: false,
+        };
+        pixtral::convert::convert(&opts).unwrap();
+        d
+    });
+    (dir.join("m.gguf"), dir.join("m.mmproj.gguf"))
+}
+
+#[test]
+fn every_corrupted_or_truncated_header_byte_gives_ok_or_an_error_quickly_and_cheaply() {
+    let (text, _) = tiny();
+    let good = std::fs::read(&text).unwrap();
+    let region = Header::parse(&good).unwrap().data_offset as usize;
+    eprintln!("header + metadata + tensor infos: {region} bytes of {}", good.len());
+    let mut b = good.clone();
+    let (mut n_ok, mut n_err, mut slowest, mut heaviest) = (0usize, 0usize, Duration::ZERO, 0usize);
+    let mut check = |bytes: &[u8], what: &dyn Fn() -> String| {
+        let t0 = Instant::now();
+        let (r, peak) = peak_of(|| Header::parse(bytes).map(|h| h.tensors.len()));
+        let dt = t0.elapsed();
+        assert!(dt < Duration::from_millis(100), "{}: {dt:?}", what());
+        // the tiny file's parsed header holds ~0.5 MB; a corrupted count must not buy more than a few MB
+        assert!(peak < 4 << 20, "{}: {peak} bytes", what());
+        slowest = slowest.max(dt);
+        heaviest = heaviest.max(peak);
+        match r {
+            Ok(_) => n_ok += 1,
+            Err(_) => n_err += 1,
+        }
+    };
+    for i in 0..region {
+        let orig = b[i];
+        for v in [0x00, 0xFF, 0x7F, orig ^ (1 << (i % 8))] {
+            b[i] = v;
+            check(&b, &|| format!("byte {i} = {v:#04x}"));
+        }
+        b[i] = orig;
+        check(&good[..i], &|| format!("truncated at {i}"));
+    }
+    eprintln!("{n_ok} ok, {n_err} errors; slowest {slowest:?}, peak {heaviest} bytes");
+    assert!(n_err > region, "most corruptions of structure must be caught ({n_err} of {})", 5 * region);
+}
+
+/// Copy `src` with its metadata edited by `edit` (tensor data copied by name; a new tensor gets zeros).
+fn rewrite(src: &Path, dst: &Path, edit: impl FnOnce(&mut Vec<(String, Value)>, &mut Vec<TensorSpec>)) {
+    let f = GgufFile::open(src).unwrap();
+    let mut meta = f.header.metadata.clone();
+    let mut specs: Vec<TensorSpec> =
+        f.header.tensors.iter().map(|t| TensorSpec { name: t.name.clone(), ty: t.ty, ne: t.ne.clone() }).collect();
+    edit(&mut meta, &mut specs);
+    let mut w = GgufWriter::new(std::fs::File::create(dst).unwrap(), &meta, &specs).unwrap();
+    for s in &specs {
+        let n = s.n_bytes().unwrap() as usize;
+        match f.header.tensor(&s.name) {
+            Some(t) if t.n_bytes as usize == n => w.write_data(f.data(t)).unwrap(),
+            _ => w.write_data(&vec![0u8; n]).unwrap(),
+        }
+    }
+    w.finish().unwrap();
+}
+
+fn set(meta: &mut Vec<(String, Value)>, key: &str, v: Value) {
+    match meta.iter_mut().find(|(k, _)| k == key) {
+        Some(kv) => kv.1 = v,
+        None => meta.push((key.to_string(), v)),
+    }
+}
+
+fn remove(meta: &mut Vec<(String, Value)>, key: &str) {
+    meta.retain(|(k, _)| k != key);
+}
+
+type Edit = Box<dyn FnOnce(&mut Vec<(String, Value)>, &mut Vec<TensorSpec>)>;
+
+#[test]
+fn nonsense_hyper_parameters_fail_at_load_naming_the_key_before_allocating() {
+    let (text, mmproj) = tiny();
+    let dir = TempDir::new("schema");
+    let text_cases: Vec<(&str, &str, Edit)> = vec![
+        (
+            "kv heads not dividing heads",
+            "llama.attention.head_count_kv",
+            Box::new(|m, _| set(m, "llama.attention.head_count_kv", Value::U32(3))),
+        ),
+        (
+            "zero heads",
+            "llama.attention.head_count",
+            Box::new(|m, _| set(m, "llama.attention.head_count", Value::U32(0))),
+        ),
+        ("zero dim", "llama.embedding_length", Box::new(|m, _| set(m, "llama.embedding_length", Value::U32(0)))),
+        ("a billion layers", "llama.block_count", Box::new(|m, _| set(m, "llama.block_count", Value::U32(1 << 30)))),
+        ("missing layer count", "llama.block_count", Box::new(|m, _| remove(m, "llama.block_count"))),
+        (
+            "huge head_dim",
+            "llama.attention.key_length",
+            Box::new(|m, _| set(m, "llama.attention.key_length", Value::U32(1 << 30))),
+        ),
+        (
+            "NaN rope base",
+            "llama.rope.freq_base",
+            Box::new(|m, _| set(m, "llama.rope.freq_base", Value::F32(f32::NAN))),
+        ),
+        (
+            "wrong type",
+            "llama.embedding_length",
+            Box::new(|m, _| set(m, "llama.embedding_length", Value::String("64".into()))),
+        ),
+        (
+            "vocab != embedding rows",
+            "tokenizer.ggml.tokens",
+            Box::new(|m, _| {
+                let Some((_, Value::Array(t, items))) = m.iter().find(|(k, _)| k == "tokenizer.ggml.tokens").cloned()
+                else {
+                    panic!()
+                };
+                set(m, "tokenizer.ggml.tokens", Value::Array(t, items[..items.len() - 1].to_vec()));
+                let Some((_, Value::Array(t, items))) =
+                    m.iter().find(|(k, _)| k == "tokenizer.ggml.token_type").cloned()
+                else {
+                    panic!()
+                };
+                set(m, "tokenizer.ggml.token_type", Value::Array(t, items[..items.len() - 1].to_vec()));
+            }),
+        ),
+        ("missing tensor", "blk.1.ffn_down.weight", Box::new(|_, t| t.retain(|s| s.name != "blk.1.ffn_down.weight"))),
+        (
+            "wrong tensor shape",
+            "blk.0.attn_q.weight",
+            Box::new(|_, t| {
+                let s = t.iter_mut().find(|s| s.name == "blk.0.attn_q.weight").unwrap();
+                s.ne[1] += 32;
+            }),
+        ),
+    ];
+    for (what, key, edit) in text_cases {
+        let p = dir.join("t.gguf");
+        rewrite(&text, &p, edit);
+        let (r, peak) = peak_of(|| pixtral::Model::load(&p).map(|_| ()));
+        let e = r.expect_err(what).to_string();
+        assert!(e.contains(key), "{what}: {e:?} does not name {key}");
+        assert!(peak < 8 << 20, "{what}: {peak} bytes before the error");
+    }
+    let vision_cases: Vec<(&str, &str, Edit)> = vec![
+        ("patch size 0", "clip.vision.patch_size", Box::new(|m, _| set(m, "clip.vision.patch_size", Value::U32(0)))),
+        (
+            "image size 100000",
+            "clip.vision.image_size",
+            Box::new(|m, _| set(m, "clip.vision.image_size", Value::U32(100_000))),
+        ),
+        (
+            "heads not dividing dim",
+            "clip.vision.attention.head_count",
+            Box::new(|m, _| set(m, "clip.vision.attention.head_count", Value::U32(3))),
+        ),
+        ("missing block count", "clip.vision.block_count", Box::new(|m, _| remove(m, "clip.vision.block_count"))),
+        // (a missing mean/std defaults to Pixtral's constants; a malformed one is an error)
+        (
+            "image mean of 2 values",
+            "clip.vision.image_mean",
+            Box::new(|m, _| set(m, "clip.vision.image_mean", Value::f32_array(&[0.5, 0.5]))),
+        ),
+        (
+            "negative image std",
+            "clip.vision.image_std",
+            Box::new(|m, _| set(m, "clip.vision.image_std", Value::f32_array(&[0.5, -0.5, 0.5]))),
+        ),
+        (
+            "huge dim",
+            "clip.vision.embedding_length",
+            Box::new(|m, _| set(m, "clip.vision.embedding_length", Value::U32(1 << 24))),
+        ),
+        (
+            "missing patch embedding",
+            "v.patch_embd.weight",
+            Box::new(|_, t| t.retain(|s| s.name != "v.patch_embd.weight")),
+        ),
+    ];
+    for (what, key, edit) in vision_cases {
+        let p = dir.join("v.gguf");
+        rewrite(&mmproj, &p, edit);
+        let (r, peak) = peak_of(|| pixtral::model::vision::VisionModel::load(&p).map(|_| ()));
+        let e = r.expect_err(what).to_string();
+        assert!(e.contains(key), "{what}: {e:?} does not name {key}");
+        assert!(peak < 8 << 20, "{what}: {peak} bytes before the error");
+    }
+}
