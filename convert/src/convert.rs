@@ -389,24 +389,83 @@ fn write_tensor<W: Write>(
     Ok(())
 }
 
+/// Write one output to its `.partial` and verify it. A failed write (full disk, file size limit, I/O error)
+/// reports what the file needs and what there was room for; the `.partial` goes when the guard drops.
 fn write_file(o: &Output, src: &SourceSet, progress: &Progress, done: &mut usize, total: usize) -> Result<Partial> {
-    let (path, meta, items) = (&o.path, &o.meta, &o.items);
-    let tmp = partial_path(path);
+    let (meta, items) = (&o.meta, &o.items);
+    let tmp = partial_path(&o.path);
     let file = File::create(&tmp).map_err(io_err(&tmp))?;
     let guard = Partial { path: tmp.clone(), committed: false };
     let specs: Vec<TensorSpec> = items.iter().map(Item::spec).collect();
-    let werr = |source| ConvertError::Write { path: tmp.clone(), source };
-    let mut w = GgufWriter::new(BufWriter::with_capacity(8 << 20, file), meta, &specs).map_err(werr)?;
-    let mut buf = Buffers::default();
-    for item in items {
-        progress.tensor(*done, total, &item.entry.name);
-        write_tensor(&mut w, src, item, &mut buf, progress, &tmp)?;
-        *done += 1;
+    let write = || -> Result<()> {
+        let werr = |source| ConvertError::Write { path: tmp.clone(), source };
+        let mut w = GgufWriter::new(BufWriter::with_capacity(8 << 20, file), meta, &specs).map_err(werr)?;
+        let mut buf = Buffers::default();
+        for item in items {
+            progress.tensor(*done, total, &item.entry.name);
+            write_tensor(&mut w, src, item, &mut buf, progress, &tmp)?;
+            *done += 1;
+        }
+        let bw = w.finish().map_err(werr)?;
+        let file = bw.into_inner().map_err(|e| ConvertError::Io { path: tmp.clone(), source: e.into_error() })?;
+        file.sync_all().map_err(io_err(&tmp))
+    };
+    match write() {
+        Ok(()) => {}
+        Err(e @ ConvertError::Write { .. }) => return Err(write_failed(o, &tmp, e)),
+        Err(e @ ConvertError::Io { .. }) if matches!(&e, ConvertError::Io { path, .. } if *path == tmp) => {
+            return Err(write_failed(o, &tmp, e))
+        }
+        Err(e) => return Err(e),
     }
-    let bw = w.finish().map_err(werr)?;
-    let file = bw.into_inner().map_err(|e| ConvertError::Io { path: tmp.clone(), source: e.into_error() })?;
-    file.sync_all().map_err(io_err(&tmp))?;
+    verify(&tmp, meta, &specs)?;
     Ok(guard)
+}
+
+fn write_failed(o: &Output, tmp: &Path, e: ConvertError) -> ConvertError {
+    let dir = match tmp.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    ConvertError::WriteFailed {
+        path: tmp.to_path_buf(),
+        need: size_bound(&o.meta, &o.items),
+        written: std::fs::metadata(tmp).map(|m| m.len()).unwrap_or(0),
+        available: crate::os::available_space(&dir).unwrap_or(0),
+        msg: e.to_string(),
+    }
+}
+
+/// Re-read a finished output with the strict reader before it is renamed into place: every key present,
+/// every tensor where it belongs, as large and as typed as planned.
+fn verify(path: &Path, meta: &[(String, Value)], specs: &[TensorSpec]) -> Result<()> {
+    let bad = |msg: String| ConvertError::Input {
+        path: path.into(),
+        msg: format!("the written file fails verification: {msg}"),
+    };
+    let f = crate::gguf_reader::GgufFile::open(path).map_err(|e| bad(e.to_string()))?;
+    let h = &f.header;
+    if let Some((k, _)) = meta.iter().find(|(k, _)| h.get(k).is_none()) {
+        return Err(bad(format!("metadata key {k:?} is missing")));
+    }
+    if h.tensors.len() != specs.len() {
+        return Err(bad(format!("{} tensors, {} written", h.tensors.len(), specs.len())));
+    }
+    for (t, s) in h.tensors.iter().zip(specs) {
+        if t.name != s.name || t.ty != s.ty || t.ne != s.ne || Some(t.n_bytes) != s.n_bytes() {
+            return Err(bad(format!(
+                "tensor {:?} reads back as {:?} {:?} {} bytes, written as {:?} {:?} {:?} bytes",
+                s.name,
+                t.ty,
+                t.ne,
+                t.n_bytes,
+                s.ty,
+                s.ne,
+                s.n_bytes()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Convert `opts.src` to `opts.out` (+ `mmproj_path(opts.out)` when the checkpoint has a vision tower).

@@ -21,6 +21,8 @@ pub enum ConvertError {
     Exists { path: PathBuf },
     #[error("not enough disk space in {dir}: {need} bytes needed, {available} available")]
     DiskSpace { dir: PathBuf, need: u64, available: u64 },
+    #[error("{msg}: the output needs {need} bytes, {written} were written, {available} bytes are free there; nothing was kept")]
+    WriteFailed { path: PathBuf, need: u64, written: u64, available: u64, msg: String },
     #[error("interrupted; no output was written")]
     Interrupted,
     #[error("{0}")]

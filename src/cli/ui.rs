@@ -81,7 +81,7 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
             return ExitCode::from(match e {
                 C::Interrupted => 130,
                 C::Usage(_) | C::Exists { .. } => 2,
-                C::DiskSpace { .. } | C::Write { .. } => 1,
+                C::DiskSpace { .. } | C::Write { .. } | C::WriteFailed { .. } => 1,
                 _ => 3,
             });
         }

@@ -2,9 +2,10 @@
 //!
 //! Every count and length read from the file is checked against the bytes left before anything is sized
 //! from it; every size is computed with checked arithmetic; each failure is a [`GgufError`] naming the key or
-//! tensor. Format facts, keys and the writer are in [`pixtral_convert::gguf`] (re-exported here).
-
-mod reader;
+//! tensor. Reader, format facts, keys and the writer live in [`pixtral_convert`] (re-exported here) so the
+//! converter can verify its output with the same reader.
 
 pub use pixtral_convert::gguf::{keys, GgufWriter, TensorSpec, Value, ValueType, DEFAULT_ALIGNMENT, MAGIC};
-pub use reader::{GgufError, GgufFile, Header, TensorInfo, MAX_KEY_LEN, MAX_STRING_LEN, MAX_TENSOR_NAME_LEN};
+pub use pixtral_convert::gguf_reader::{
+    GgufError, GgufFile, Header, TensorInfo, MAX_KEY_LEN, MAX_STRING_LEN, MAX_TENSOR_NAME_LEN,
+};
