@@ -13,6 +13,8 @@ pub enum Error {
     ShapeMismatch { name: String, want: Vec<u64>, got: Vec<u64> },
     #[error("the prompt has {prompt} tokens but the context holds {ctx} ({used} already used); use a larger --ctx-size or --context-shift")]
     ContextFull { prompt: usize, ctx: usize, used: usize },
+    #[error("{what} needs {} MB but only {} MB of memory are available (MemAvailable and the cgroup limit); {hint}", need / 1_000_000, available / 1_000_000)]
+    Memory { what: String, need: u64, available: u64, hint: String },
     #[error("non-finite logits at decode step {step} (token position {pos})")]
     NonFinite { step: usize, pos: usize },
     #[error("cancelled")]

@@ -16,6 +16,8 @@
 
 pub mod bench;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod gguf;
 pub mod image;
 pub mod mmap;

@@ -124,3 +124,50 @@ fn image_prompts_and_encode_image_from_the_command_line() {
     let out = pixtral(&["run", "-m", m, "--image", m, "-p", "x"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot decode image"));
 }
+
+#[test]
+fn exit_codes_tell_usage_input_and_success_apart_and_errors_say_what_to_do() {
+    let dir = TempDir::new("cli-exit");
+    let model = dir.join("tiny.gguf");
+    let m = model.to_str().unwrap();
+    let src = fixtures().join("tiny/hf");
+    assert!(pixtral(&["convert", src.to_str().unwrap(), "-o", m]).status.success());
+    let code = |args: &[&str]| {
+        let o = pixtral(args);
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    };
+    // usage: an unknown flag, a prompt that cannot fit, a context the memory cannot hold, marker mismatch
+    assert_eq!(code(&["run", "--no-such-flag"]).0, Some(2));
+    let (c, e, _) = code(&["run", "-m", m, "-c", "4", "-p", "a prompt longer than four tokens"]);
+    assert_eq!(c, Some(2), "{e}");
+    assert!(e.contains("but the context holds 4") && e.contains("--ctx-size"), "{e}");
+    let (c, e, _) = code(&["run", "-m", m, "-c", "2000000000", "-p", "hi"]);
+    assert_eq!(c, Some(2), "{e}");
+    assert!(e.contains("MB of memory are available") && e.contains("smaller --ctx-size"), "{e}");
+    let img = fixtures().join("images/rgb_100x60.png");
+    let (c, e, _) = code(&["run", "-m", m, "--image", img.to_str().unwrap(), "-p", "<image> and <image>"]);
+    assert_eq!(c, Some(2), "{e}");
+    // input: a missing model, a file that is not GGUF, a missing image, a missing mmproj
+    let (c, e, _) = code(&["run", "-m", "/nonexistent/m.gguf", "-p", "hi"]);
+    assert_eq!(c, Some(3), "{e}");
+    assert!(e.contains("/nonexistent/m.gguf"), "{e}");
+    let (c, e, _) = code(&["run", "-m", img.to_str().unwrap(), "-p", "hi"]);
+    assert_eq!(c, Some(3), "{e}");
+    assert!(e.contains("not a GGUF file"), "{e}");
+    let (c, e, _) = code(&["run", "-m", m, "--image", "/nonexistent.png", "-p", "hi"]);
+    assert_eq!(c, Some(3), "{e}");
+    let (c, e, _) =
+        code(&["run", "-m", m, "--mmproj", "/nonexistent.mmproj.gguf", "--image", img.to_str().unwrap(), "-p", "hi"]);
+    assert_eq!(c, Some(2), "{e}");
+    assert!(e.contains("no mmproj found") && e.contains("pass --mmproj"), "{e}");
+    // success, and --quiet prints the answer only
+    let (c, e, out) = code(&["run", "-m", m, "-p", "Describe a red circle in one word.", "--temp", "0", "--quiet"]);
+    assert_eq!(c, Some(0), "{e}");
+    assert_eq!((out.as_str(), e.as_str()), ("Round.\n", ""));
+    let (_, e, _) = code(&["run", "-m", m, "-p", "Describe a red circle in one word.", "--temp", "0", "--verbose"]);
+    assert!(e.contains("prompt ids: [1, 3,") && e.contains("ISA") && e.contains("KV"), "{e}");
+}

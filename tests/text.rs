@@ -340,12 +340,20 @@ fn results_do_not_depend_on_the_thread_count() {
 fn one_model_serves_sessions_on_several_threads() {
     let model = Model::load(tiny_gguf("hf", GgmlType::Q8_0)).unwrap();
     let c = case("chat_one");
-    let alone = greedy(&model, &c.ids, 8, KvType::F16);
+    // sampled, not greedy: the seed must be all that decides the draws
+    let sampled = |seed: u64| {
+        let mut s = Session::new(&model, opts(KvType::F16));
+        let p = SamplerParams { seed, temp: 3.0, top_k: 0, top_p: 1.0, min_p: 0.0, ..Default::default() };
+        let mut sampler = Sampler::new(p);
+        s.generate(&c.ids, &mut sampler, 24, None, |_| true).unwrap().tokens
+    };
+    let alone: Vec<Vec<u32>> = (0..8).map(sampled).collect();
     let outs: Vec<Vec<u32>> = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..4).map(|_| s.spawn(|| greedy(&model, &c.ids, 8, KvType::F16))).collect();
+        let hs: Vec<_> = (0..8).map(|i| s.spawn(move || sampled(i))).collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    assert!(outs.iter().all(|o| *o == alone));
+    assert_eq!(outs, alone, "eight concurrent sessions on one model = one at a time");
+    assert!(alone.iter().any(|o| *o != alone[0]), "different seeds should differ somewhere");
 }
 
 // ---- context limits, cancellation ----

@@ -1,5 +1,5 @@
-//! The converter's two touches of the operating system that std does not offer: free disk space
-//! (`statvfs`) and a SIGINT/SIGTERM flag.
+//! The touches of the operating system that std does not offer: free disk space (`statvfs`), available
+//! memory (`/proc/meminfo` and the cgroup limit) and a SIGINT/SIGTERM flag.
 //!
 //! Safety contract: `statvfs` gets a NUL-terminated path and a zeroed out-struct it fills; the signal
 //! handler only stores to an atomic (async-signal-safe).
@@ -65,4 +65,30 @@ pub fn available_space(dir: &Path) -> std::io::Result<u64> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+/// Memory this process may still take: Linux's `MemAvailable`, lowered to what the cgroup (v2 `memory.max`
+/// − `memory.current`, or v1 `limit_in_bytes` − `usage_in_bytes`) leaves. `None` where neither is readable.
+pub fn available_memory() -> Option<u64> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let num = |s: Option<String>| s.and_then(|s| s.trim().parse::<u64>().ok());
+    let meminfo = read("/proc/meminfo").and_then(|m| {
+        let line = m.lines().find(|l| l.starts_with("MemAvailable:"))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kb| kb * 1024)
+    });
+    let cgroup = match (num(read("/sys/fs/cgroup/memory.max")), num(read("/sys/fs/cgroup/memory.current"))) {
+        (Some(max), Some(cur)) => Some(max.saturating_sub(cur)),
+        _ => match (
+            num(read("/sys/fs/cgroup/memory/memory.limit_in_bytes")),
+            num(read("/sys/fs/cgroup/memory/memory.usage_in_bytes")),
+        ) {
+            // v1 reports "no limit" as a huge number
+            (Some(max), Some(cur)) if max < 1 << 60 => Some(max.saturating_sub(cur)),
+            _ => None,
+        },
+    };
+    match (meminfo, cgroup) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
 }

@@ -622,7 +622,7 @@ fn run(m: ModelArgs, p: PromptArgs, n_predict: usize, sp: SamplingArgs, ui: Ui) 
     let params = sampler_params(&sp, model.tokenizer.eos);
     ui.info(format!("prompt: {} tokens, seed {}, temperature {}", ids.len(), params.seed, params.temp));
     ui.detail(format!("prompt ids: {ids:?}"));
-    let mut session = pixtral::Session::new(model, session_options(&m, keep));
+    let mut session = pixtral::Session::try_new(model, session_options(&m, keep))?;
     prefill_bar(&mut session, model, &ui);
     let mut sampler = pixtral::Sampler::new(params);
     // Ctrl-C stops the answer; the timings still print
@@ -657,7 +657,7 @@ fn logits(m: ModelArgs, p: PromptArgs, out: PathBuf, ids_out: Option<PathBuf>) -
     let l = load(&m, &ui)?;
     let model = &l.model;
     let Prompt { ids, embeds, keep, .. } = build_prompt(model, &l.path, &m, &p, &ui)?;
-    let mut session = pixtral::Session::new(model, session_options(&m, keep));
+    let mut session = pixtral::Session::try_new(model, session_options(&m, keep))?;
     let mut all = Vec::new();
     session.eval_with_images(&ids, &embeds, Some(&mut all), None)?;
     pixtral::npy::write_f32(&out, &[ids.len(), model.cfg.vocab_size], &all)?;

@@ -458,7 +458,7 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
     };
     let params = crate::sampler_params(&a.sampling, model.tokenizer.eos);
     ui.info(format!("sampling: temperature {}, seed {}; type /help for commands", params.temp, params.seed));
-    let mut session = pixtral::Session::new(model, crate::session_options(&a.m, 1));
+    let mut session = pixtral::Session::try_new(model, crate::session_options(&a.m, 1))?;
     crate::prefill_bar(&mut session, model, &ui);
     let mut repl = Repl {
         ui,

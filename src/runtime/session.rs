@@ -76,6 +76,36 @@ pub struct Session<'m> {
 }
 
 impl<'m> Session<'m> {
+    /// Bytes a session with `opts` allocates: the KV cache and the activations of a prefill chunk.
+    pub fn bytes_needed(model: &Model, opts: &SessionOptions) -> u64 {
+        let c = &model.cfg;
+        let kv = KvCache::bytes_for(c.n_layers, c.n_heads_kv * c.head_dim, opts.ctx_size, opts.kv_type) as u64;
+        let batch = opts.batch.clamp(1, opts.ctx_size.max(1)) as u64;
+        // x, residual, q, k, v, attention out, gate, up, logits: f32 per token of the chunk
+        let per_token = 4 * (6 * c.dim + 2 * c.ffn_dim + c.n_heads * c.head_dim + c.vocab_size) as u64;
+        kv + batch * per_token
+    }
+
+    /// [`Session::new`], refused with both numbers when the memory cannot hold it (instead of the kernel's
+    /// OOM killer deciding later).
+    pub fn try_new(model: &'m Model, opts: SessionOptions) -> Result<Session<'m>> {
+        let need = Self::bytes_needed(model, &opts);
+        if let Some(available) = pixtral_convert::os::available_memory() {
+            if need > available {
+                return Err(Error::Memory {
+                    what: format!("a context of {} tokens ({:?} KV cache)", opts.ctx_size, opts.kv_type),
+                    need,
+                    available,
+                    hint: match opts.kv_type {
+                        KvType::F32 => "use a smaller --ctx-size, or --kv-type f16 (half the memory)".into(),
+                        KvType::F16 => "use a smaller --ctx-size".into(),
+                    },
+                });
+            }
+        }
+        Ok(Session::new(model, opts))
+    }
+
     pub fn new(model: &'m Model, opts: SessionOptions) -> Session<'m> {
         let c = &model.cfg;
         let batch = opts.batch.clamp(1, opts.ctx_size.max(1));
