@@ -182,3 +182,35 @@ fn conversation_reuse_equals_a_fresh_evaluation() {
     let r6 = conv.respond(&mut session, &mut greedy, 16, None, |_| true).unwrap();
     assert_eq!(r6.reused, fed + 1);
 }
+
+#[test]
+fn piped_input_with_invalid_utf8_is_replaced_with_a_warning() {
+    use std::io::Write;
+    let tmp = TempDir::new("chat-pipe");
+    let m = tmp.join("tiny.gguf");
+    let opts = pixtral::convert::Options {
+        src: common::fixtures().join("tiny/hf"),
+        out: m.clone(),
+        outtype: pixtral::quant::GgmlType::Q8_0,
+        vision_type: pixtral::quant::GgmlType::F16,
+        force: true,
+        progress: false,
+    };
+    pixtral::convert::convert(&opts).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pixtral"))
+        .args(["chat", "-m", m.to_str().unwrap(), "--temp", "0", "-n", "4", "--no-history"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"caf\xc3 \xff\xfe hello\n/stats\n\"\"\"\nline one\nline two\n\"\"\"\n/stats\n").unwrap();
+    drop(stdin);
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("not valid UTF-8") && err.contains("U+FFFD"), "{err}");
+    // two messages answered (the second a """ block), four messages in the conversation
+    assert!(err.contains("conversation: 2 messages") && err.contains("conversation: 4 messages"), "{err}");
+}

@@ -578,3 +578,47 @@ fn existing_output_needs_force() {
     convert(&o).unwrap();
     assert!(GgufFile::open(mmproj_path(&out)).is_ok());
 }
+
+/// `consolidated.safetensors` replaced by a header-length prefix, a header and `data` bytes.
+fn raw_safetensors(s: &Path, header_len: u64, header: &str, data: usize) {
+    let mut b = header_len.to_le_bytes().to_vec();
+    b.extend_from_slice(header.as_bytes());
+    b.extend(std::iter::repeat_n(0u8, data));
+    std::fs::write(s.join(CONSOLIDATED), b).unwrap();
+}
+
+#[test]
+fn hostile_safetensors_headers_are_refused_naming_the_file() {
+    let h = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+        // a header length of 2^60: must not allocate it
+        ("oversized header length", Box::new(move |s| raw_safetensors(s, 1 << 60, h, 8))),
+        ("header longer than the file", Box::new(move |s| raw_safetensors(s, h.len() as u64 + 100, h, 8))),
+        (
+            "offsets past the end",
+            Box::new(|s| {
+                let h = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8000]}}"#;
+                raw_safetensors(s, h.len() as u64, h, 8)
+            }),
+        ),
+        (
+            "size != shape x dtype",
+            Box::new(|s| {
+                let h = r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#;
+                raw_safetensors(s, h.len() as u64, h, 8)
+            }),
+        ),
+        ("header not JSON", Box::new(|s| raw_safetensors(s, 5, "{nope", 0))),
+        ("empty file", Box::new(|s| std::fs::write(s.join(CONSOLIDATED), b"").unwrap())),
+    ];
+    for (what, f) in cases {
+        let (_, msg) = broken("mistral", f);
+        assert!(msg.contains(CONSOLIDATED), "{what}: {msg}");
+    }
+}
+
+#[test]
+fn a_missing_shard_is_named() {
+    let (_, msg) = broken("hf-sharded", |s| std::fs::remove_file(s.join("model-00002-of-00002.safetensors")).unwrap());
+    assert!(msg.contains("model-00002-of-00002.safetensors"), "{msg}");
+}

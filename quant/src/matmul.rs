@@ -15,6 +15,8 @@ pub struct Acts {
     n: usize,
     f32: Vec<f32>,
     q8: Vec<BlockQ8_0>,
+    /// the scales of `q8` as f32 (converted once here, not once per weight row)
+    q8_d: Vec<f32>,
 }
 
 impl Acts {
@@ -28,6 +30,8 @@ impl Acts {
                 debug_assert_eq!(k % 32, 0);
                 self.q8.resize(n * k / 32, BlockQ8_0 { d: half::f16::ZERO, qs: [0; 32] });
                 crate::q8_0::quantize_row_q8_0_ref(x, &mut self.q8);
+                self.q8_d.clear();
+                self.q8_d.extend(self.q8.iter().map(|b| b.d.to_f32()));
             }
             _ => {
                 self.f32.clear();
@@ -43,6 +47,11 @@ impl Acts {
     /// Activation row `t` as Q8_0 blocks (after `prepare` for a Q4_0/Q8_0 weight).
     pub fn q8_row(&self, t: usize) -> &[BlockQ8_0] {
         &self.q8[t * self.k / 32..(t + 1) * self.k / 32]
+    }
+
+    /// The block scales of activation row `t` as f32.
+    pub fn q8_scales(&self, t: usize) -> &[f32] {
+        &self.q8_d[t * self.k / 32..(t + 1) * self.k / 32]
     }
 
     /// Activation row `t` as f32 (after `prepare` for an F32/F16/BF16 weight).
@@ -75,6 +84,11 @@ pub fn matmul_rows(k: &crate::Kernels, ty: GgmlType, w: &[u8], acts: &Acts, out:
     let n = acts.n;
     let n_rows = out.len() / n;
     let widen_rows = n >= WIDEN_MIN_TOKENS && matches!(ty, GgmlType::F16 | GgmlType::BF16);
+    let gemm4 = match ty {
+        GgmlType::Q8_0 => k.gemm4_q8_0,
+        GgmlType::Q4_0 => k.gemm4_q4_0,
+        _ => None,
+    };
     ROWS.with(|rows| {
         let mut rows = rows.borrow_mut();
         if widen_rows {
@@ -94,7 +108,23 @@ pub fn matmul_rows(k: &crate::Kernels, ty: GgmlType, w: &[u8], acts: &Acts, out:
                     }
                 } else {
                     let row = &w[r * row_bytes..(r + 1) * row_bytes];
-                    for (t, v) in o.iter_mut().enumerate().take(t1).skip(t0) {
+                    let mut t = t0;
+                    if let Some(g) = gemm4 {
+                        while t + 4 <= t1 {
+                            let mut o4 = [0f32; 4];
+                            let y = [acts.q8_row(t), acts.q8_row(t + 1), acts.q8_row(t + 2), acts.q8_row(t + 3)];
+                            let d = [
+                                acts.q8_scales(t),
+                                acts.q8_scales(t + 1),
+                                acts.q8_scales(t + 2),
+                                acts.q8_scales(t + 3),
+                            ];
+                            g(row, y, d, &mut o4);
+                            o[t..t + 4].copy_from_slice(&o4);
+                            t += 4;
+                        }
+                    }
+                    for (t, v) in o.iter_mut().enumerate().take(t1).skip(t) {
                         *v = k.dot(ty, row, acts, t);
                     }
                 }

@@ -83,6 +83,45 @@ pub fn kernels_match_ref() -> usize {
                 checked += 1;
                 assert!((got - want).abs() <= tol, "{isa:?} {ty} blocks={nb}: {got} vs {want} (tol {tol})");
             }
+            // gemm4: one row against four tokens = four scalar dots
+            let ys: Vec<Vec<BlockQ8_0>> = (0..4)
+                .map(|j| {
+                    q8_blocks(
+                        &x.iter()
+                            .enumerate()
+                            .map(|(i, v)| v * (1.0 + j as f32) - (i % 3) as f32 * 0.1)
+                            .collect::<Vec<_>>(),
+                    )
+                })
+                .collect();
+            let ds: Vec<Vec<f32>> = ys.iter().map(|y| y.iter().map(|b| b.d.to_f32()).collect()).collect();
+            for (ty, g, reff) in [
+                (GgmlType::Q8_0, k.gemm4_q8_0, scalar::dot_q8_0_ref as fn(&[u8], &[BlockQ8_0]) -> f32),
+                (GgmlType::Q4_0, k.gemm4_q4_0, scalar::dot_q4_0_ref),
+            ] {
+                let Some(g) = g else { continue };
+                let wb = bytes_of(ty, &w);
+                let mut got = [0f32; 4];
+                g(&wb, [&ys[0], &ys[1], &ys[2], &ys[3]], [&ds[0], &ds[1], &ds[2], &ds[3]], &mut got);
+                for j in 0..4 {
+                    let want = reff(&wb, &ys[j]);
+                    let yd: Vec<f32> = ys[j]
+                        .iter()
+                        .flat_map(|b| {
+                            let mut o = [0f32; 32];
+                            b.dequantize_ref(&mut o);
+                            o
+                        })
+                        .collect();
+                    let tol = bound(&dequant(ty, &wb, n), &yd);
+                    checked += 1;
+                    assert!(
+                        (got[j] - want).abs() <= tol,
+                        "{isa:?} gemm4 {ty} blocks={nb} token {j}: {} vs {want}",
+                        got[j]
+                    );
+                }
+            }
             for (ty, f, reff) in [
                 (GgmlType::F16, k.dot_f16, scalar::dot_f16_ref as fn(&[u8], &[f32]) -> f32),
                 (GgmlType::BF16, k.dot_bf16, scalar::dot_bf16_ref),

@@ -17,6 +17,9 @@ pub static KERNELS: Kernels = Kernels {
     dot_f16: |w, x| unsafe { dot_f16(w, x) },
     dot_bf16: |w, x| unsafe { dot_bf16(w, x) },
     dot_f32: |w, x| unsafe { dot_f32(w, x) },
+    // the AVX2 gemms: wider registers do not help a kernel bound by per-block scale handling
+    gemm4_q8_0: Some(|w, y, d, o| unsafe { avx2::gemm4_q8_0(w, y, d, o) }),
+    gemm4_q4_0: Some(|w, y, d, o| unsafe { avx2::gemm4_q4_0(w, y, d, o) }),
 };
 
 use super::avx2::{f16_at, f16_bits};

@@ -11,6 +11,9 @@ pub mod avx512;
 pub mod neon;
 pub mod scalar;
 
+/// One weight row times four activation rows (tokens): the Q8_0 blocks and their scales as f32, per token.
+pub type Gemm4 = fn(&[u8], [&[BlockQ8_0]; 4], [&[f32]; 4], &mut [f32; 4]);
+
 /// Row dot products of one tier.
 pub struct Kernels {
     pub isa: Isa,
@@ -24,6 +27,10 @@ pub struct Kernels {
     pub dot_bf16: fn(&[u8], &[f32]) -> f32,
     /// F32 weight row · f32.
     pub dot_f32: fn(&[u8], &[f32]) -> f32,
+    /// Prefill: a Q8_0 / Q4_0 weight row against four tokens at once, each weight block unpacked once and its
+    /// scale converted once for the four (defined as four `dot_q8_0` / `dot_q4_0`; `None`: the tier uses the dots).
+    pub gemm4_q8_0: Option<Gemm4>,
+    pub gemm4_q4_0: Option<Gemm4>,
 }
 
 pub(crate) fn has(isa: Isa) -> bool {

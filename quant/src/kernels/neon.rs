@@ -19,6 +19,8 @@ pub static KERNELS: Kernels = Kernels {
     dot_f16: |w, x| unsafe { dot_f16(w, x) },
     dot_bf16: |w, x| unsafe { dot_bf16(w, x) },
     dot_f32: |w, x| unsafe { dot_f32(w, x) },
+    gemm4_q8_0: None,
+    gemm4_q4_0: None,
 };
 
 fn f16_at(b: &[u8]) -> f32 {

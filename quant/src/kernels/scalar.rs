@@ -10,6 +10,9 @@ pub static KERNELS: Kernels = Kernels {
     dot_f16: dot_f16_ref,
     dot_bf16: dot_bf16_ref,
     dot_f32: dot_f32_ref,
+    // the definition of a gemm4 is four dots: the scalar tier runs exactly that
+    gemm4_q8_0: None,
+    gemm4_q4_0: None,
 };
 
 pub fn dot_q8_0_ref(w: &[u8], y: &[BlockQ8_0]) -> f32 {

@@ -1,0 +1,36 @@
+//! Prefill matmul, one thread: a 1024 × 5120 weight against 64 tokens, with the tier's gemm4 kernels and with
+//! its dots only; prints GFLOP/s of each (2 flops per weight and token).
+use pixtral_quant::kernels::{kernels, Kernels};
+use pixtral_quant::{matmul_rows, Acts, GgmlType, Isa};
+use std::time::Instant;
+
+fn main() {
+    let (rows, k, n) = (1024, 5120, 64);
+    let w: Vec<f32> = (0..rows * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+    let x: Vec<f32> = (0..n * k).map(|i| ((i * 104729) % 997) as f32 / 498.0 - 1.0).collect();
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        let mut wb = vec![0u8; ty.row_bytes(rows * k).unwrap()];
+        pixtral_quant::quantize_row_ref(ty, &w, &mut wb).unwrap();
+        let mut acts = Acts::default();
+        acts.prepare(ty, &x, n, k);
+        for isa in Isa::available().into_iter().filter(|i| *i != Isa::Scalar) {
+            let with = kernels(isa);
+            let without = Kernels { gemm4_q8_0: None, gemm4_q4_0: None, ..*with };
+            for (what, kt) in [("dots ", &without), ("gemm4", with)] {
+                let mut out = vec![0f32; rows * n];
+                matmul_rows(kt, ty, &wb, &acts, &mut out); // warm
+                let reps = 5;
+                let t = Instant::now();
+                for _ in 0..reps {
+                    matmul_rows(kt, ty, &wb, &acts, &mut out);
+                }
+                let dt = t.elapsed().as_secs_f64() / reps as f64;
+                println!(
+                    "{ty} {isa:?} {what}: {:.1} GFLOP/s ({:.1} ms)",
+                    2.0 * (rows * k * n) as f64 / dt / 1e9,
+                    dt * 1e3
+                );
+            }
+        }
+    }
+}
