@@ -16,6 +16,9 @@ use pixtral::{Error, Model, Sampler, SamplerParams, Session, SessionOptions};
 /// Converted tiny models, made once per test binary: (layout, outtype) → path.
 fn tiny_gguf(layout: &str, outtype: GgmlType) -> PathBuf {
     static DIR: OnceLock<TempDir> = OnceLock::new();
+    // one conversion at a time: two tests asking for the same file must not write the same .partial
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = DIR.get_or_init(|| TempDir::new("text"));
     let out = dir.join(&format!("{layout}-{outtype}.gguf"));
     if !out.exists() {

@@ -16,6 +16,9 @@ use pixtral::{Model, Session, SessionOptions};
 
 fn tiny(outtype: GgmlType, vision_type: GgmlType) -> (PathBuf, PathBuf) {
     static DIR: OnceLock<TempDir> = OnceLock::new();
+    // one conversion at a time: two tests asking for the same file must not write the same .partial
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let dir = DIR.get_or_init(|| TempDir::new("vision"));
     let out = dir.join(&format!("{outtype}-{vision_type}.gguf"));
     let mmproj = pixtral::convert::mmproj_path(&out);

@@ -83,6 +83,18 @@ pub fn kernels_match_ref() -> usize {
                 checked += 1;
                 assert!((got - want).abs() <= tol, "{isa:?} {ty} blocks={nb}: {got} vs {want} (tol {tol})");
             }
+            // axpy_f16: out += a·row, odd lengths too (head_dim 128 in practice)
+            for len in [n, n - 1, n.saturating_sub(13).max(1)] {
+                let wb = bytes_of(GgmlType::F16, &w[..len]);
+                let (mut got, mut want) = (x[..len].to_vec(), x[..len].to_vec());
+                (k.axpy_f16)(-0.37, &wb, &mut got);
+                scalar::axpy_f16_ref(-0.37, &wb, &mut want);
+                checked += 1;
+                for (g, w) in got.iter().zip(&want) {
+                    // one FMA (one rounding) against a multiply and an add: within an ulp or two
+                    assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "{isa:?} axpy_f16 len={len}: {g} vs {w}");
+                }
+            }
             // gemm4: one row against four tokens = four scalar dots
             let ys: Vec<Vec<BlockQ8_0>> = (0..4)
                 .map(|j| {

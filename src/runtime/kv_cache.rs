@@ -29,29 +29,33 @@ impl KvType {
     }
 }
 
+/// f16 values are kept as little-endian bytes, the layout the quant kernels read (`dot_f16`, `axpy_f16`).
 enum Store {
-    F16(Vec<f16>),
+    F16(Vec<u8>),
     F32(Vec<f32>),
 }
 
 /// One cached row (or a head's part of it).
 #[derive(Clone, Copy)]
 pub enum Row<'a> {
-    F16(&'a [f16]),
+    /// f16 values as little-endian bytes
+    F16(&'a [u8]),
     F32(&'a [f32]),
 }
 
 impl<'a> Row<'a> {
+    /// Elements `r` of the row.
     pub fn slice(self, r: std::ops::Range<usize>) -> Row<'a> {
         match self {
-            Row::F16(x) => Row::F16(&x[r]),
+            Row::F16(x) => Row::F16(&x[2 * r.start..2 * r.end]),
             Row::F32(x) => Row::F32(&x[r]),
         }
     }
 
+    /// `row · q`, with the selected tier's kernels (F16C / NEON widening for f16).
     pub fn dot(self, q: &[f32]) -> f32 {
         match self {
-            Row::F16(x) => q.iter().zip(x).map(|(a, b)| a * b.to_f32()).sum(),
+            Row::F16(x) => (pixtral_quant::kernels::selected().dot_f16)(x, q),
             Row::F32(x) => crate::model::ops::dot_f32(q, x),
         }
     }
@@ -59,14 +63,14 @@ impl<'a> Row<'a> {
     /// `out += w · row`
     pub fn axpy(self, w: f32, out: &mut [f32]) {
         match self {
-            Row::F16(x) => out.iter_mut().zip(x).for_each(|(o, v)| *o += w * v.to_f32()),
+            Row::F16(x) => (pixtral_quant::kernels::selected().axpy_f16)(w, x, out),
             Row::F32(x) => out.iter_mut().zip(x).for_each(|(o, v)| *o += w * v),
         }
     }
 
     fn to_vec(self, out: &mut Vec<f32>) {
         match self {
-            Row::F16(x) => out.extend(x.iter().map(|v| v.to_f32())),
+            Row::F16(x) => out.extend(x.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())),
             Row::F32(x) => out.extend_from_slice(x),
         }
     }
@@ -75,21 +79,24 @@ impl<'a> Row<'a> {
 impl Store {
     fn new(ty: KvType, n: usize) -> Store {
         match ty {
-            KvType::F16 => Store::F16(vec![f16::ZERO; n]),
+            KvType::F16 => Store::F16(vec![0; 2 * n]),
             KvType::F32 => Store::F32(vec![0.0; n]),
         }
     }
 
     fn row(&self, o: usize, n: usize) -> Row<'_> {
         match self {
-            Store::F16(x) => Row::F16(&x[o..o + n]),
+            Store::F16(x) => Row::F16(&x[2 * o..2 * (o + n)]),
             Store::F32(x) => Row::F32(&x[o..o + n]),
         }
     }
 
     fn set(&mut self, o: usize, src: &[f32]) {
         match self {
-            Store::F16(x) => x[o..o + src.len()].iter_mut().zip(src).for_each(|(d, s)| *d = f16::from_f32(*s)),
+            Store::F16(x) => x[2 * o..2 * (o + src.len())]
+                .chunks_exact_mut(2)
+                .zip(src)
+                .for_each(|(d, s)| d.copy_from_slice(&f16::from_f32(*s).to_le_bytes())),
             Store::F32(x) => x[o..o + src.len()].copy_from_slice(src),
         }
     }

@@ -19,6 +19,7 @@ pub static KERNELS: Kernels = Kernels {
     dot_f32: |w, x| unsafe { dot_f32(w, x) },
     gemm4_q8_0: Some(|w, y, d, o| unsafe { gemm4_q8_0(w, y, d, o) }),
     gemm4_q4_0: Some(|w, y, d, o| unsafe { gemm4_q4_0(w, y, d, o) }),
+    axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
 };
 
 #[inline]
@@ -219,3 +220,19 @@ unsafe fn load_f32(p: *const u8) -> __m256 {
 float_dot!(dot_f16, 2, load_f16, super::scalar::dot_f16_ref);
 float_dot!(dot_bf16, 2, load_bf16, super::scalar::dot_bf16_ref);
 float_dot!(dot_f32, 4, load_f32, super::scalar::dot_f32_ref);
+
+/// `out += a · w` for an F16 row: 8 lanes per step (F16C widening), a scalar tail.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn axpy_f16(a: f32, w: &[u8], out: &mut [f32]) {
+    debug_assert_eq!(w.len(), out.len() * 2);
+    let n = out.len();
+    let (wp, op) = (w.as_ptr(), out.as_mut_ptr());
+    let av = _mm256_set1_ps(a);
+    let mut i = 0;
+    while i + 8 <= n {
+        let o = _mm256_fmadd_ps(av, load_f16(wp.add(2 * i)), _mm256_loadu_ps(op.add(i)));
+        _mm256_storeu_ps(op.add(i), o);
+        i += 8;
+    }
+    super::scalar::axpy_f16_ref(a, &w[2 * i..], &mut out[i..]);
+}

@@ -20,6 +20,7 @@ pub static KERNELS: Kernels = Kernels {
     // the AVX2 gemms: wider registers do not help a kernel bound by per-block scale handling
     gemm4_q8_0: Some(|w, y, d, o| unsafe { avx2::gemm4_q8_0(w, y, d, o) }),
     gemm4_q4_0: Some(|w, y, d, o| unsafe { avx2::gemm4_q4_0(w, y, d, o) }),
+    axpy_f16: |a, w, o| unsafe { avx2::axpy_f16(a, w, o) },
 };
 
 use super::avx2::{f16_at, f16_bits};

@@ -31,6 +31,8 @@ pub struct Kernels {
     /// scale converted once for the four (defined as four `dot_q8_0` / `dot_q4_0`; `None`: the tier uses the dots).
     pub gemm4_q8_0: Option<Gemm4>,
     pub gemm4_q4_0: Option<Gemm4>,
+    /// `out += a · row` for an F16 row (attention's weighted sum over an f16 KV cache).
+    pub axpy_f16: fn(f32, &[u8], &mut [f32]),
 }
 
 pub(crate) fn has(isa: Isa) -> bool {

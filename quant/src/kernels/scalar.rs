@@ -13,6 +13,7 @@ pub static KERNELS: Kernels = Kernels {
     // the definition of a gemm4 is four dots: the scalar tier runs exactly that
     gemm4_q8_0: None,
     gemm4_q4_0: None,
+    axpy_f16: axpy_f16_ref,
 };
 
 pub fn dot_q8_0_ref(w: &[u8], y: &[BlockQ8_0]) -> f32 {
@@ -49,4 +50,10 @@ pub fn dot_bf16_ref(w: &[u8], x: &[f32]) -> f32 {
 
 pub fn dot_f32_ref(w: &[u8], x: &[f32]) -> f32 {
     w.chunks_exact(4).zip(x).map(|(b, x)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * x).sum()
+}
+
+pub fn axpy_f16_ref(a: f32, w: &[u8], out: &mut [f32]) {
+    for (b, o) in w.chunks_exact(2).zip(out) {
+        *o += a * half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+    }
 }
