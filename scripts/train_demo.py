@@ -9,10 +9,12 @@ positions, 1-4 copies to count, and printed digits. Questions and answers:
     shape     "What shape is this?"            -> "A circle."
     colour    "What colour is the shape?"      -> "Red."
     describe  "Describe the image."            -> "A red circle."
-    position  "Where is the shape?"            -> "Top left."
     count     "How many shapes are there?"     -> "3"
     digit     "What number is written?"        -> "7"
     (text)    "Hello"                          -> a greeting that says what it can do
+
+Absolute positions ("top left") were tried and dropped: the ViT has no absolute position signal (RoPE-2D is
+relative), and a tiny one did not learn them from borders in minutes (4-5 of 8 right after 2000 steps).
 
 A quarter of the training conversations have a second turn about the same image (the REPL's case).
 Tokens and pixels come from mistral-common, as at inference: the real Tekken file cut to 1000 specials + 1048
@@ -46,7 +48,7 @@ SEED = 2024
 EVAL_SEED = 999
 MAX_SIDE = 128
 VOCAB = 2048
-STEPS = int(os.environ.get("DEMO_STEPS", 3000))
+STEPS = int(os.environ.get("DEMO_STEPS", 3500))
 BATCH = 32
 
 TEXT = dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
@@ -58,16 +60,14 @@ VISION = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=4, num_a
 COLOURS = {"red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 70, 220), "yellow": (235, 200, 20),
            "purple": (140, 50, 180), "orange": (245, 130, 20)}
 SHAPES = ["circle", "square", "triangle", "star"]
-CORNERS = ["top left", "top right", "bottom left", "bottom right"]
 QUESTIONS = {
     "shape": ["What shape is this?", "What shape is it?", "Which shape is in the image?", "Name the shape."],
     "colour": ["What colour is the shape?", "What color is it?", "Which colour is this shape?"],
     "describe": ["Describe the image.", "What is in the picture?", "Describe this image in a few words."],
-    "position": ["Where is the shape?", "In which corner is the shape?"],
     "count": ["How many shapes are there?", "Count the shapes.", "How many are there?"],
     "digit": ["What number is written?", "Which digit is this?", "Read the number."],
 }
-GREETING = "Hello! Show me an image and ask about its shapes, colours, positions, counts or digits."
+GREETING = "Hello! Show me an image and ask about its shape, colour, count or digit."
 TEXT_ONLY = [("Hi", GREETING), ("Hello", GREETING), ("Hello!", GREETING), ("Who are you?", GREETING),
              ("What can you do?", GREETING), ("Thanks!", "You are welcome.")]
 
@@ -92,37 +92,32 @@ def jitter(rng, c):
     return tuple(max(0, min(255, v + rng.randint(-20, 20))) for v in c)
 
 
-def canvas(rng, lo=40, hi=200):
+def canvas(rng, lo=48, hi=192):
     w = rng.randint(lo, hi)
-    h = max(lo, min(hi, int(w * math.exp(rng.uniform(-0.9, 0.9)))))
+    h = max(lo, min(hi, int(w * math.exp(rng.uniform(-0.5, 0.5)))))
     bg = tuple(rng.randint(215, 255) for _ in range(3))
     im = Image.new("RGB", (w, h), bg)
     return im, ImageDraw.Draw(im), w, h
 
 
+def single_shape(rng):
+    im, d, w, h = canvas(rng)
+    kind, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
+    r = min(w, h) * rng.uniform(0.28, 0.45)
+    draw_shape(d, kind, rng.uniform(r, w - r), rng.uniform(r, h - r), r, jitter(rng, COLOURS[colour]))
+    return im, kind, colour
+
+
 def sample_image(rng, task):
     """(image, answer) for one task."""
-    if task in ("shape", "colour", "describe", "position"):
-        im, d, w, h = canvas(rng)
-        kind, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
-        if task == "position":
-            corner = rng.randrange(4)
-            r = min(w, h) * rng.uniform(0.12, 0.2)
-            fx = rng.uniform(0.2, 0.3) if corner % 2 == 0 else rng.uniform(0.7, 0.8)
-            fy = rng.uniform(0.2, 0.3) if corner < 2 else rng.uniform(0.7, 0.8)
-            cx, cy = fx * w, fy * h
-        else:
-            r = min(w, h) * rng.uniform(0.2, 0.42)
-            cx, cy = rng.uniform(r, w - r), rng.uniform(r, h - r)
-        draw_shape(d, kind, cx, cy, r, jitter(rng, COLOURS[colour]))
-        answer = {"shape": f"A {kind}.", "colour": f"{colour.capitalize()}.", "describe": f"A {colour} {kind}.",
-                  "position": f"{CORNERS[corner].capitalize()}." if task == "position" else None}[task]
-        return im, answer
+    if task in ("shape", "colour", "describe"):
+        im, kind, colour = single_shape(rng)
+        return im, {"shape": f"A {kind}.", "colour": f"{colour.capitalize()}.", "describe": f"A {colour} {kind}."}[task]
     if task == "count":
         while True:
-            im, d, w, h = canvas(rng, 64, 200)
+            im, d, w, h = canvas(rng, 80, 192)
             n = rng.randint(1, 4)
-            r = min(w, h) * rng.uniform(0.1, 0.16)
+            r = min(w, h) * rng.uniform(0.12, 0.17)
             centres = []
             for _ in range(200):
                 if len(centres) == n:
@@ -193,10 +188,7 @@ def training_sample(rng, enc):
     task = rng.choice(TASKS)
     if task in ("shape", "colour", "describe") and rng.random() < 0.35:
         # two turns about one single-shape image: two of shape / colour / describe
-        im, d, w, h = canvas(rng)
-        kind, colour = rng.choice(SHAPES), rng.choice(list(COLOURS))
-        r = min(w, h) * rng.uniform(0.2, 0.42)
-        draw_shape(d, kind, rng.uniform(r, w - r), rng.uniform(r, h - r), r, jitter(rng, COLOURS[colour]))
+        im, kind, colour = single_shape(rng)
         answers = {"shape": f"A {kind}.", "colour": f"{colour.capitalize()}.", "describe": f"A {colour} {kind}."}
         t1, t2 = rng.sample(list(answers), 2)
         return enc.conversation([(rng.choice(QUESTIONS[t1]), answers[t1]), (rng.choice(QUESTIONS[t2]), answers[t2])], im)
@@ -273,18 +265,23 @@ def main():
     need_venv()
     torch.set_num_threads(os.cpu_count())
     scratch = os.path.join(ROOT, "scratch", "demo-hf")
-    shutil.rmtree(scratch, ignore_errors=True)
-    os.makedirs(scratch)
+    # DEMO_RESUME=1: continue from the model in scratch/demo-hf (more steps at DEMO_LR) instead of from scratch
+    resume = os.environ.get("DEMO_RESUME") == "1"
+    if not resume:
+        shutil.rmtree(scratch, ignore_errors=True)
+        os.makedirs(scratch)
     tekken = os.path.join(scratch, "tekken.json")
     tiny_tekken(tekken, VOCAB, MAX_SIDE)
     enc = Encoder(tekken)
-    model = build_model().train()
+    model = (LlavaForConditionalGeneration.from_pretrained(scratch, torch_dtype=torch.float32) if resume
+             else build_model()).train()
     items = eval_set()
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01, betas=(0.9, 0.98))
-    warm = 150
+    opt = torch.optim.AdamW(model.parameters(), lr=float(os.environ.get("DEMO_LR", 5e-4)), weight_decay=0.01,
+                            betas=(0.9, 0.98))
+    warm = 200
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / STEPS)))))
-    rng = random.Random(SEED)
+    rng = random.Random(SEED + 1 if resume else SEED)  # a resumed run sees new images
     t0 = time.time()
     for step in range(STEPS):
         ids, labels, pv, sizes = collate([training_sample(rng, enc) for _ in range(BATCH)])
@@ -297,9 +294,12 @@ def main():
         sched.step()
         if step % 50 == 0:
             print(f"step {step}: loss {loss.item():.4f}  {time.time() - t0:.0f} s", flush=True)
-        if step % 1000 == 999:
-            _, acc, per = evaluate(model, enc, items[:48])
-            print(f"  held-out (48): {acc:.3f} {per}", flush=True)
+        if step % 500 == 499:
+            _, acc, per = evaluate(model, enc, items[:50])
+            print(f"  held-out (50): {acc:.3f} {per}", flush=True)
+            if acc == 1.0 and step + 1 >= STEPS // 2:
+                print("  all right: stopping early", flush=True)
+                break
     model.eval()
     answers, acc, per = evaluate(model, enc, items)
     print(f"held-out accuracy (PyTorch, F32): {acc:.3f} {per}")
@@ -324,17 +324,16 @@ def main():
         json.dump({"accuracy_torch": acc, "items": records}, f, indent=1)
 
     ex = os.path.join(ROOT, "examples")
-    demo_rng = random.Random(7)
     for name, kind, colour, w, h in [("red-circle.png", "circle", "red", 160, 120),
                                      ("blue-triangle.png", "triangle", "blue", 120, 160),
                                      ("green-star.png", "star", "green", 200, 200)]:
         im = Image.new("RGB", (w, h), (245, 245, 245))
         draw_shape(ImageDraw.Draw(im), kind, w / 2, h / 2, min(w, h) * 0.35, COLOURS[colour])
         im.save(os.path.join(ex, name), optimize=True)
-    im, _ = canvas(demo_rng, 160, 160)
+    im = Image.new("RGB", (160, 160), (245, 245, 245))
     d = ImageDraw.Draw(im)
-    for cx, cy in [(40, 40), (120, 50), (80, 120)]:
-        draw_shape(d, "square", cx, cy, 18, COLOURS["orange"])
+    for cx, cy in [(38, 40), (118, 46), (74, 118)]:
+        draw_shape(d, "square", cx, cy, 22, COLOURS["orange"])
     im.save(os.path.join(ex, "three-squares.png"), optimize=True)
 
     out = os.path.join(ROOT, "examples", "demo", "pixtral-demo.gguf")
