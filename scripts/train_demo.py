@@ -21,7 +21,7 @@ Tokens and pixels come from mistral-common, as at inference: the real Tekken fil
 BPE ranks (vocab 2048), images at most 128 px a side (8x8 patches of 16).
 
 Writes
-    scratch/demo-hf/                       the trained model, HF Llava layout, F32 (input of `pixtral convert`)
+    scratch/pixtral-demo/                      the trained model, HF Llava layout, F32 (input of `pixtral convert`)
     examples/demo/pixtral-demo.gguf        Q8_0 text + pixtral-demo.mmproj.gguf (F16 vision), via the Rust converter
     examples/*.png                         a few example images
     tests/fixtures/demo/eval/NNN.png       100 held-out images (another seed) and eval.json with the questions,
@@ -264,8 +264,8 @@ def evaluate(model, enc, items):
 def main():
     need_venv()
     torch.set_num_threads(os.cpu_count())
-    scratch = os.path.join(ROOT, "scratch", "demo-hf")
-    # DEMO_RESUME=1: continue from the model in scratch/demo-hf (more steps at DEMO_LR) instead of from scratch
+    scratch = os.path.join(ROOT, "scratch", "pixtral-demo")
+    # DEMO_RESUME=1: continue from the model in scratch/pixtral-demo (more steps at DEMO_LR) instead of from scratch
     resume = os.environ.get("DEMO_RESUME") == "1"
     if not resume:
         shutil.rmtree(scratch, ignore_errors=True)
