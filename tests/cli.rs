@@ -122,7 +122,9 @@ fn image_prompts_and_encode_image_from_the_command_line() {
     let out = pixtral(&["run", "-m", m, "--image", i1, "--mmproj", dir.join("none.gguf").to_str().unwrap(), "-p", "x"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no mmproj found"));
     let out = pixtral(&["run", "-m", m, "--image", m, "-p", "x"]);
-    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("cannot decode image"));
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not a PNG, JPEG, WebP or GIF image")
+    );
 }
 
 #[test]

@@ -590,7 +590,8 @@ fn raw_safetensors(s: &Path, header_len: u64, header: &str, data: usize) {
 #[test]
 fn hostile_safetensors_headers_are_refused_naming_the_file() {
     let h = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
-    let cases: Vec<(&str, Box<dyn Fn(&Path)>)> = vec![
+    type Break = Box<dyn Fn(&Path)>;
+    let cases: Vec<(&str, Break)> = vec![
         // a header length of 2^60: must not allocate it
         ("oversized header length", Box::new(move |s| raw_safetensors(s, 1 << 60, h, 8))),
         ("header longer than the file", Box::new(move |s| raw_safetensors(s, h.len() as u64 + 100, h, 8))),
