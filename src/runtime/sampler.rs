@@ -164,6 +164,17 @@ mod tests {
     }
 
     #[test]
+    fn banned_ids_are_never_drawn() {
+        // id 2 dominates; banned (--ignore-eos), neither greedy nor a hot sampler ever picks it
+        let logits = [0.0, 1.0, 50.0, 0.5];
+        let mut g = Sampler::new(SamplerParams { banned: vec![2], ..SamplerParams::greedy() });
+        assert_eq!(g.sample(&logits, &[]), Ok(1));
+        let p = SamplerParams { temp: 5.0, top_k: 0, top_p: 1.0, min_p: 0.0, banned: vec![2], ..Default::default() };
+        let mut s = Sampler::new(p);
+        assert!((0..500).all(|_| s.sample(&logits, &[]) != Ok(2)));
+    }
+
+    #[test]
     fn same_seed_same_draws_and_filters_apply() {
         let logits: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
         let draw = |seed| {
