@@ -59,7 +59,7 @@ pub(super) unsafe fn f16_bits(b: u16) -> f32 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn block_q8(b: *const u8, by: &BlockQ8_0, acc: __m256) -> __m256 {
-    let qx = _mm256_loadu_si256(b.add(2) as *const __m256i);
+    let qx = unpack_q8(b);
     let qy = _mm256_loadu_si256(by.qs.as_ptr() as *const __m256i);
     let d = _mm256_set1_ps(f16_at(b) * f16_bits(by.d.to_bits()));
     _mm256_fmadd_ps(d, mul_sum_i8(qx, qy), acc)
@@ -68,10 +68,7 @@ unsafe fn block_q8(b: *const u8, by: &BlockQ8_0, acc: __m256) -> __m256 {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn block_q4(b: *const u8, by: &BlockQ8_0, acc: __m256) -> __m256 {
-    let packed = _mm_loadu_si128(b.add(2) as *const __m128i);
-    // low nibbles are elements 0..16, high nibbles 16..32
-    let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-    let qx = _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8));
+    let qx = unpack_q4(b);
     let qy = _mm256_loadu_si256(by.qs.as_ptr() as *const __m256i);
     let d = _mm256_set1_ps(f16_at(b) * f16_bits(by.d.to_bits()));
     _mm256_fmadd_ps(d, mul_sum_i8(qx, qy), acc)
@@ -122,15 +119,16 @@ block_dot!(dot_q4_0, 18, block_q4);
 /// A Q4_0 block's 32 weights as signed bytes (low nibbles are elements 0..16, high nibbles 16..32).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unpack_q4(b: *const u8) -> __m256i {
+pub(super) unsafe fn unpack_q4(b: *const u8) -> __m256i {
     let packed = _mm_loadu_si128(b.add(2) as *const __m128i);
     let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
     _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8))
 }
 
+/// A Q8_0 block's 32 weights.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn unpack_q8(b: *const u8) -> __m256i {
+pub(super) unsafe fn unpack_q8(b: *const u8) -> __m256i {
     _mm256_loadu_si256(b.add(2) as *const __m256i)
 }
 

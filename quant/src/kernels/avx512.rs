@@ -41,7 +41,7 @@ fn vnni() -> bool {
 /// [`avx2`]'s gemm4 with `vpdpbusd` summing four u8·i8 products into each i32 lane in one instruction (no i16
 /// intermediate, so no saturation either). Reached only when [`vnni`] said yes.
 macro_rules! gemm4_vnni {
-    ($name:ident, $bytes:expr, $unpack:ident) => {
+    ($name:ident, $bytes:expr, $unpack:path) => {
         #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
         unsafe fn $name(w: &[u8], y: [&[BlockQ8_0]; 4], d: [&[f32]; 4], out: &mut [f32; 4]) {
             let nb = w.len() / $bytes;
@@ -70,7 +70,7 @@ macro_rules! gemm4_vnni {
     };
 }
 
-gemm4_vnni!(gemm4_q4_0_vnni, 18, unpack_q4);
+gemm4_vnni!(gemm4_q4_0_vnni, 18, avx2::unpack_q4);
 
 /// Σ qx·qy of 64 signed bytes (two blocks) as 16 f32 lanes: lanes 0..8 block 0, 8..16 block 1.
 #[inline]
@@ -89,26 +89,12 @@ unsafe fn scales(d0: f32, d1: f32) -> __m512 {
     _mm512_mask_blend_ps(0xFF00, _mm512_set1_ps(d0), _mm512_set1_ps(d1))
 }
 
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn load_q8(b: *const u8) -> __m256i {
-    _mm256_loadu_si256(b.add(2) as *const __m256i)
-}
-
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn unpack_q4(b: *const u8) -> __m256i {
-    let packed = _mm_loadu_si128(b.add(2) as *const __m128i);
-    let both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
-    _mm256_sub_epi8(_mm256_and_si256(both, _mm256_set1_epi8(0x0F)), _mm256_set1_epi8(8))
-}
-
 /// Blocks `i` and `i + 1` into `acc`.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn pair<const Q4: bool>(p: *const u8, bytes: usize, y: &[BlockQ8_0], i: usize, acc: __m512) -> __m512 {
     let (b0, b1) = (p.add(i * bytes), p.add((i + 1) * bytes));
-    let load = |b| if Q4 { unpack_q4(b) } else { load_q8(b) };
+    let load = |b| if Q4 { avx2::unpack_q4(b) } else { avx2::unpack_q8(b) };
     let qx = _mm512_inserti64x4(_mm512_castsi256_si512(load(b0)), load(b1), 1);
     let qy = _mm512_inserti64x4(
         _mm512_castsi256_si512(_mm256_loadu_si256(y[i].qs.as_ptr() as *const __m256i)),

@@ -60,8 +60,11 @@ pub fn kernels(isa: Isa) -> &'static Kernels {
 }
 
 /// The table of the selected tier.
+/// Cached: callers in hot loops (attention calls it per KV row) pay one atomic load, not the feature checks
+/// of [`kernels`].
 pub fn selected() -> &'static Kernels {
-    kernels(crate::isa::selected())
+    static SEL: std::sync::OnceLock<&'static Kernels> = std::sync::OnceLock::new();
+    SEL.get_or_init(|| kernels(crate::isa::selected()))
 }
 
 impl Kernels {
