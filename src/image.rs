@@ -99,22 +99,14 @@ impl Default for ImageLimits {
     }
 }
 
-/// Read an image file (at most `max_bytes`) and its dimensions from the header alone.
-fn open_checked(path: &Path, lim: &ImageLimits) -> Result<(Vec<u8>, u32, u32)> {
-    use std::io::Read;
+fn too_large(path: &Path, lim: &ImageLimits) -> Error {
+    Error::Invalid(format!("{}: the image file is larger than the {} MB limit", path.display(), lim.max_bytes >> 20))
+}
+
+/// The format and dimensions from an image's header, checked against `lim` (nothing decoded).
+fn header_checked<R: std::io::BufRead + std::io::Seek>(path: &Path, r: R, lim: &ImageLimits) -> Result<(u32, u32)> {
     let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).map_err(io)?;
-    // read one byte past the limit to tell "at the limit" from "over it" without trusting metadata
-    let mut bytes = Vec::new();
-    file.take(lim.max_bytes + 1).read_to_end(&mut bytes).map_err(io)?;
-    if bytes.len() as u64 > lim.max_bytes {
-        return Err(Error::Invalid(format!(
-            "{}: the image file is larger than the {} MB limit",
-            path.display(),
-            lim.max_bytes >> 20
-        )));
-    }
-    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..])).with_guessed_format().map_err(io)?;
+    let reader = image::ImageReader::new(r).with_guessed_format().map_err(io)?;
     if reader.format().is_none() {
         return Err(Error::Invalid(format!("{}: not a PNG, JPEG, WebP or GIF image", path.display())));
     }
@@ -133,13 +125,34 @@ fn open_checked(path: &Path, lim: &ImageLimits) -> Result<(Vec<u8>, u32, u32)> {
             lim.max_pixels as f64 / 1e6
         )));
     }
+    Ok((w, h))
+}
+
+/// Read a whole image file (at most `max_bytes`) and check its header.
+fn open_checked(path: &Path, lim: &ImageLimits) -> Result<(Vec<u8>, u32, u32)> {
+    use std::io::Read;
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    // read one byte past the limit to tell "at the limit" from "over it" without trusting metadata
+    let mut bytes = Vec::new();
+    file.take(lim.max_bytes + 1).read_to_end(&mut bytes).map_err(io)?;
+    if bytes.len() as u64 > lim.max_bytes {
+        return Err(too_large(path, lim));
+    }
+    let (w, h) = header_checked(path, std::io::Cursor::new(&bytes[..]), lim)?;
     Ok((bytes, w, h))
 }
 
 /// The dimensions `(width, height)` of an image file from its header, within `limits`, without decoding
-/// pixels (to count an image's tokens before paying for it).
+/// pixels (to count an image's tokens before paying for it). Reads only as far as the header; the file size is
+/// taken from the file system here (the decode in [`load_with_limits`] reads with a bound).
 pub fn dimensions(path: &Path, limits: &ImageLimits) -> Result<(usize, usize)> {
-    let (_, w, h) = open_checked(path, limits)?;
+    let io = |source| Error::Io { path: path.to_path_buf(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    if file.metadata().map_err(io)?.len() > limits.max_bytes {
+        return Err(too_large(path, limits));
+    }
+    let (w, h) = header_checked(path, std::io::BufReader::new(file), limits)?;
     Ok((w as usize, h as usize))
 }
 
