@@ -187,17 +187,7 @@ fn conversation_reuse_equals_a_fresh_evaluation() {
 #[test]
 fn piped_input_with_invalid_utf8_is_replaced_with_a_warning() {
     use std::io::Write;
-    let tmp = TempDir::new("chat-pipe");
-    let m = tmp.join("tiny.gguf");
-    let opts = pixtral::convert::Options {
-        src: common::fixtures().join("tiny/hf"),
-        out: m.clone(),
-        outtype: pixtral::quant::GgmlType::Q8_0,
-        vision_type: pixtral::quant::GgmlType::F16,
-        force: true,
-        progress: false,
-    };
-    pixtral::convert::convert(&opts).unwrap();
+    let (m, _) = common::tiny_gguf("hf", pixtral::quant::GgmlType::Q8_0, pixtral::quant::GgmlType::F16);
     let mut child = Command::new(env!("CARGO_BIN_EXE_pixtral"))
         .args(["chat", "-m", m.to_str().unwrap(), "--temp", "0", "-n", "4", "--no-history"])
         .stdin(std::process::Stdio::piped())

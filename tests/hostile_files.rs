@@ -8,10 +8,9 @@ mod common;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::{fixtures, TempDir};
+use common::TempDir;
 use pixtral::gguf::{GgufFile, GgufWriter, Header, TensorSpec, Value};
 use pixtral::quant::GgmlType;
 
@@ -66,21 +65,7 @@ fn peak_of<T>(f: impl FnOnce() -> T) -> (T, usize) {
 
 /// The tiny model converted once: (text GGUF, mmproj).
 fn tiny() -> (PathBuf, PathBuf) {
-    static DIR: OnceLock<TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let d = TempDir::new("hostile-files");
-        let opts = pixtral::convert::Options {
-            src: fixtures().join("tiny/hf"),
-            out: d.join("m.gguf"),
-            outtype: GgmlType::Q8_0,
-            vision_type: GgmlType::F16,
-            force: true,
-            progress: false,
-        };
-        pixtral::convert::convert(&opts).unwrap();
-        d
-    });
-    (dir.join("m.gguf"), dir.join("m.mmproj.gguf"))
+    common::tiny_gguf("hf", GgmlType::Q8_0, GgmlType::F16)
 }
 
 #[test]

@@ -5,7 +5,6 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::OnceLock;
 
 use common::{fixtures, TempDir};
 use pixtral::chat::{encode_chat, Message};
@@ -15,26 +14,7 @@ use pixtral::{Error, Model, Sampler, SamplerParams, Session, SessionOptions};
 
 /// Converted tiny models, made once per test binary: (layout, outtype) → path.
 fn tiny_gguf(layout: &str, outtype: GgmlType) -> PathBuf {
-    static DIR: OnceLock<TempDir> = OnceLock::new();
-    // one conversion at a time: two tests asking for the same file must not write the same .partial
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = DIR.get_or_init(|| TempDir::new("text"));
-    let out = dir.join(&format!("{layout}-{outtype}.gguf"));
-    if !out.exists() {
-        let tmp = dir.join(&format!("{layout}-{outtype}.tmp.gguf"));
-        let opts = pixtral::convert::Options {
-            src: fixtures().join("tiny").join(layout),
-            out: tmp.clone(),
-            outtype,
-            vision_type: GgmlType::F16,
-            force: true,
-            progress: false,
-        };
-        pixtral::convert::convert(&opts).unwrap();
-        std::fs::rename(&tmp, &out).unwrap();
-    }
-    out
+    common::tiny_gguf(layout, outtype, GgmlType::F16).0
 }
 
 struct Case {

@@ -4,9 +4,8 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 
-use common::{fixtures, TempDir};
+use common::fixtures;
 use pixtral::chat::{encode_chat, Chunk, Message};
 use pixtral::image::{load, preprocess, Preprocessed};
 use pixtral::model::vision::VisionModel;
@@ -15,28 +14,7 @@ use pixtral::runtime::kv_cache::KvType;
 use pixtral::{Model, Session, SessionOptions};
 
 fn tiny(outtype: GgmlType, vision_type: GgmlType) -> (PathBuf, PathBuf) {
-    static DIR: OnceLock<TempDir> = OnceLock::new();
-    // one conversion at a time: two tests asking for the same file must not write the same .partial
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = DIR.get_or_init(|| TempDir::new("vision"));
-    let out = dir.join(&format!("{outtype}-{vision_type}.gguf"));
-    let mmproj = pixtral::convert::mmproj_path(&out);
-    if !out.exists() {
-        let tmp = dir.join(&format!("{outtype}-{vision_type}.tmp.gguf"));
-        let opts = pixtral::convert::Options {
-            src: fixtures().join("tiny/hf"),
-            out: tmp.clone(),
-            outtype,
-            vision_type,
-            force: true,
-            progress: false,
-        };
-        pixtral::convert::convert(&opts).unwrap();
-        std::fs::rename(pixtral::convert::mmproj_path(&tmp), &mmproj).unwrap();
-        std::fs::rename(&tmp, &out).unwrap();
-    }
-    (out, mmproj)
+    common::tiny_gguf("hf", outtype, vision_type)
 }
 
 struct Case {

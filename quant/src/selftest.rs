@@ -64,14 +64,7 @@ pub fn kernels_match_ref() -> usize {
             w[rng.next_u64() as usize % n] = 9.0;
             let x: Vec<f32> = (0..n).map(|i| rng.f32() * if i % 7 == 0 { 10.0 } else { 1.0 }).collect();
             let xq = q8_blocks(&x);
-            let xd: Vec<f32> = xq
-                .iter()
-                .flat_map(|b| {
-                    let mut o = [0f32; 32];
-                    b.dequantize_ref(&mut o);
-                    o
-                })
-                .collect();
+            let xd = q8_values(&xq);
 
             for (ty, f, reff) in [
                 (GgmlType::Q8_0, k.dot_q8_0, scalar::dot_q8_0_ref as fn(&[u8], &[BlockQ8_0]) -> f32),
@@ -117,15 +110,7 @@ pub fn kernels_match_ref() -> usize {
                 g(&wb, [&ys[0], &ys[1], &ys[2], &ys[3]], [&ds[0], &ds[1], &ds[2], &ds[3]], &mut got);
                 for j in 0..4 {
                     let want = reff(&wb, &ys[j]);
-                    let yd: Vec<f32> = ys[j]
-                        .iter()
-                        .flat_map(|b| {
-                            let mut o = [0f32; 32];
-                            b.dequantize_ref(&mut o);
-                            o
-                        })
-                        .collect();
-                    let tol = bound(&dequant(ty, &wb, n), &yd);
+                    let tol = bound(&dequant(ty, &wb, n), &q8_values(&ys[j]));
                     checked += 1;
                     assert!(
                         (got[j] - want).abs() <= tol,
@@ -152,6 +137,18 @@ pub fn kernels_match_ref() -> usize {
     }
 
     checked
+}
+
+/// The values Q8_0 blocks stand for.
+fn q8_values(blocks: &[BlockQ8_0]) -> Vec<f32> {
+    blocks
+        .iter()
+        .flat_map(|b| {
+            let mut o = [0f32; 32];
+            b.dequantize_ref(&mut o);
+            o
+        })
+        .collect()
 }
 
 /// Q4_0 nibble order on every tier: one-hot activations pick single weights.

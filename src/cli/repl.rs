@@ -132,12 +132,11 @@ impl Input {
 
     /// One message: a line, lines joined by a trailing `\`, or a `"""` block.
     fn message(&mut self) -> Line {
-        let first = match self.line(">>> ") {
+        let mut text = match self.line(">>> ") {
             Line::Text(s) => s,
             other => return other,
         };
-        let mut text = first.clone();
-        if first.trim() == "\"\"\"" {
+        if text.trim() == "\"\"\"" {
             text.clear();
             loop {
                 match self.line("... ") {

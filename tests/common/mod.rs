@@ -37,6 +37,30 @@ impl Drop for TempDir {
     }
 }
 
+/// The tiny fixture checkpoint `tests/fixtures/tiny/LAYOUT` converted to GGUF, once per test binary and
+/// (layout, types): `(text, mmproj)`. One conversion at a time, so two tests asking for the same file never
+/// race on it (the converter writes the mmproj first, so an existing text file means both are complete).
+pub fn tiny_gguf(
+    layout: &str,
+    outtype: pixtral::quant::GgmlType,
+    vision_type: pixtral::quant::GgmlType,
+) -> (PathBuf, PathBuf) {
+    use std::sync::{Mutex, OnceLock};
+    static DIR: OnceLock<TempDir> = OnceLock::new();
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = DIR.get_or_init(|| TempDir::new("tiny"));
+    let out = dir.join(&format!("{layout}-{outtype}-{vision_type}.gguf"));
+    if !out.exists() {
+        let src = fixtures().join("tiny").join(layout);
+        let opts =
+            pixtral::convert::Options { src, out: out.clone(), outtype, vision_type, force: true, progress: false };
+        pixtral::convert::convert(&opts).unwrap();
+    }
+    let mmproj = pixtral::convert::mmproj_path(&out);
+    (out, mmproj)
+}
+
 /// Copy a fixture checkpoint folder (flat) into `dst`.
 pub fn copy_dir(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
