@@ -2,7 +2,8 @@
 # pixtral vs llama.cpp on the SAME full-shape Pixtral-12B GGUF files (random weights), same threads, same prompt
 # length, alternating runs; prints a table with the ratio ours / llama.cpp.
 #   usage: scripts/bench-vs-llamacpp.sh [PP=512] [TG=128] [RUNS=3] [THREADS=2]
-# Needs ~40 GB of disk under scratch/ (the 25 GB random checkpoint, Q4_0 and Q8_0 conversions) and the venv.
+# Needs ~45 GB of disk under scratch/ while it converts (the 25 GB random checkpoint, removed afterwards, and the
+# 8 + 14 GB Q4_0 / Q8_0 files) and the venv.
 # llama.cpp comes from PyPI's llama-cpp-python (built from source for this CPU). Its 0.3.36 native build crashes
 # evaluating Q4_0/Q8_0 on AVX-512/AMX CPUs; set LLAMA_CMAKE_ARGS to build it differently (the AVX2-only flags below
 # are the default on such CPUs).
@@ -20,10 +21,13 @@ fi
 cargo build --release --bin pixtral
 mkdir -p scratch
 CK=scratch/pixtral-12b-random
-[ -f $CK/consolidated.safetensors ] || $PY scripts/make_random_checkpoint.py $CK
 for t in q4_0 q8_0; do
-    [ -f scratch/p12b-$t.gguf ] || target/release/pixtral convert $CK --outtype $t -o scratch/p12b-$t.gguf
+    [ -f scratch/p12b-$t.gguf ] && continue
+    [ -f $CK/consolidated.safetensors ] || $PY scripts/make_random_checkpoint.py $CK
+    target/release/pixtral convert $CK --outtype $t -o scratch/p12b-$t.gguf
 done
+# the 25 GB checkpoint is only a source for the conversions; KEEP_CHECKPOINT=1 keeps it
+[ "${KEEP_CHECKPOINT:-0}" = 1 ] || rm -rf $CK
 cat > scratch/llama_bench.py <<'PYEOF'
 import json, statistics, sys, time, llama_cpp
 path, pp, tg, runs, threads = sys.argv[1], *map(int, sys.argv[2:6])

@@ -46,10 +46,20 @@ pub fn tiny_gguf(
     vision_type: pixtral::quant::GgmlType,
 ) -> (PathBuf, PathBuf) {
     use std::sync::{Mutex, OnceLock};
+    // A static is never dropped, so the folder goes at process exit (the harness returns from main or calls exit).
     static DIR: OnceLock<TempDir> = OnceLock::new();
     static LOCK: Mutex<()> = Mutex::new(());
+    extern "C" fn remove_dir() {
+        if let Some(d) = DIR.get() {
+            let _ = std::fs::remove_dir_all(d.path());
+        }
+    }
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = DIR.get_or_init(|| TempDir::new("tiny"));
+    let dir = DIR.get_or_init(|| {
+        // SAFETY: registers a plain function with no captured state.
+        unsafe { libc::atexit(remove_dir) };
+        TempDir::new("tiny")
+    });
     let out = dir.join(&format!("{layout}-{outtype}-{vision_type}.gguf"));
     if !out.exists() {
         let src = fixtures().join("tiny").join(layout);
