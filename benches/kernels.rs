@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pixtral::quant::kernels::kernels;
-use pixtral::quant::{matmul_rows, Acts, GgmlType, Isa};
+use pixtral::quant::{matmul_rows, repack, Acts, GgmlType, Isa, Layout};
 
 struct Peaks {
     read_gbs_1t: f64,
@@ -75,6 +75,17 @@ fn probe() -> Peaks {
     p
 }
 
+/// The layouts a tier runs `ty` in: plain, and R16 (interleaved copy of `w`) where the tier has a kernel for it.
+fn layouts(kt: &pixtral::quant::Kernels, ty: GgmlType, cols: usize, w: &[u8]) -> Vec<(&'static str, Layout, Vec<u8>)> {
+    let mut v = vec![("", Layout::Plain, w.to_vec())];
+    if kt.gemm_r16(ty).is_some() {
+        let mut p = w.to_vec();
+        repack::repack_matrix(ty, cols, &mut p);
+        v.push(("-r16", Layout::R16, p));
+    }
+    v
+}
+
 fn quantized(ty: GgmlType, n: usize) -> Vec<u8> {
     let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
     let mut wb = vec![0u8; ty.row_bytes(n).unwrap()];
@@ -96,15 +107,19 @@ fn benches(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(w.len() as u64));
         for isa in Isa::available() {
             let kt = kernels(isa);
-            let mut out = vec![0f32; rows];
-            let t0 = Instant::now();
-            matmul_rows(kt, ty, &w, &acts, &mut out);
-            let gbs = w.len() as f64 / t0.elapsed().as_secs_f64() / 1e9;
-            println!(
-                "decode {ty} {isa:?}: ~{gbs:.1} GB/s = {:.0}% of one thread's read bandwidth",
-                100.0 * gbs / peaks.read_gbs_1t
-            );
-            g.bench_function(format!("{isa:?}"), |b| b.iter(|| matmul_rows(kt, ty, black_box(&w), &acts, &mut out)));
+            for (tag, layout, w) in layouts(kt, ty, k_dim, &w) {
+                let mut out = vec![0f32; rows];
+                let t0 = Instant::now();
+                matmul_rows(kt, ty, layout, &w, &acts, &mut out);
+                let gbs = w.len() as f64 / t0.elapsed().as_secs_f64() / 1e9;
+                println!(
+                    "decode {ty} {isa:?}{tag}: ~{gbs:.1} GB/s = {:.0}% of one thread's read bandwidth",
+                    100.0 * gbs / peaks.read_gbs_1t
+                );
+                g.bench_function(format!("{isa:?}{tag}"), |b| {
+                    b.iter(|| matmul_rows(kt, ty, layout, black_box(&w), &acts, &mut out))
+                });
+            }
         }
         g.finish();
     }
@@ -120,17 +135,21 @@ fn benches(c: &mut Criterion) {
         g.throughput(Throughput::Elements(flops as u64)); // elements = flops: criterion's Gelem/s is GFLOP/s
         for isa in Isa::available() {
             let kt = kernels(isa);
-            let mut out = vec![0f32; rows * n];
-            let t0 = Instant::now();
-            matmul_rows(kt, ty, &w, &acts, &mut out);
-            let gf = flops as f64 / t0.elapsed().as_secs_f64() / 1e9;
-            if peaks.fma_gflops_1t > 0.0 {
-                println!(
-                    "prefill {ty} {isa:?}: ~{gf:.1} GFLOP/s = {:.0}% of the FP32 FMA peak",
-                    100.0 * gf / peaks.fma_gflops_1t
-                );
+            for (tag, layout, w) in layouts(kt, ty, k_dim, &w) {
+                let mut out = vec![0f32; rows * n];
+                let t0 = Instant::now();
+                matmul_rows(kt, ty, layout, &w, &acts, &mut out);
+                let gf = flops as f64 / t0.elapsed().as_secs_f64() / 1e9;
+                if peaks.fma_gflops_1t > 0.0 {
+                    println!(
+                        "prefill {ty} {isa:?}{tag}: ~{gf:.1} GFLOP/s = {:.0}% of the FP32 FMA peak",
+                        100.0 * gf / peaks.fma_gflops_1t
+                    );
+                }
+                g.bench_function(format!("{isa:?}{tag}"), |b| {
+                    b.iter(|| matmul_rows(kt, ty, layout, black_box(&w), &acts, &mut out))
+                });
             }
-            g.bench_function(format!("{isa:?}"), |b| b.iter(|| matmul_rows(kt, ty, black_box(&w), &acts, &mut out)));
         }
         g.finish();
     }

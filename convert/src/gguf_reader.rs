@@ -432,6 +432,11 @@ impl GgufFile {
         self.map.bytes()
     }
 
+    /// Drop this process's pages of a byte range of the map (see [`crate::mmap::Map::release`]).
+    pub fn release(&self, start: usize, len: usize) {
+        self.map.release(start, len)
+    }
+
     /// The bytes of the tensor called `name`.
     pub fn tensor_data(&self, name: &str) -> Result<(&TensorInfo, &[u8]), GgufError> {
         let t = self.header.tensor(name).ok_or_else(|| GgufError::MissingTensor { name: name.to_owned() })?;

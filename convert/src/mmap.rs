@@ -23,4 +23,17 @@ impl Map {
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
     }
+
+    /// Drop this process's pages of `start..start + len` (whole pages inside it): resident memory falls, the page
+    /// cache keeps them, and a later read maps them again from the file. For bytes read once (a loader that
+    /// copied them elsewhere).
+    pub fn release(&self, start: usize, len: usize) {
+        let Some(m) = &self.map else { return };
+        let page = 4096;
+        let (a, b) = (start.div_ceil(page) * page, ((start + len) / page * page).min(m.len()));
+        if a < b {
+            // SAFETY: a read-only shared file map: dropped pages read back the file's bytes (module contract).
+            let _ = unsafe { m.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, a, b - a) };
+        }
+    }
 }

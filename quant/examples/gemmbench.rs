@@ -1,7 +1,8 @@
-//! Prefill matmul, one thread: a 1024 × 5120 weight against 64 tokens, with the tier's gemm4 kernels and with
-//! its dots only; prints GFLOP/s of each (2 flops per weight and token).
+//! Prefill matmul, one thread: a 1024 × 5120 weight against 64 tokens, with the tier's dots only, its gemm4
+//! kernels, and (where the tier has one) its R16 kernel on the interleaved layout; prints GFLOP/s of each (2 flops
+//! per weight and token).
 use pixtral_quant::kernels::{kernels, Kernels};
-use pixtral_quant::{matmul_rows, Acts, GgmlType, Isa};
+use pixtral_quant::{matmul_rows, repack, Acts, GgmlType, Isa, Layout};
 use std::time::Instant;
 
 fn main() {
@@ -11,18 +12,24 @@ fn main() {
     for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
         let mut wb = vec![0u8; ty.row_bytes(rows * k).unwrap()];
         pixtral_quant::quantize_row_ref(ty, &w, &mut wb).unwrap();
+        let mut r16 = wb.clone();
+        repack::repack_matrix(ty, k, &mut r16);
         let mut acts = Acts::default();
         acts.prepare(ty, &x, n, k);
         for isa in Isa::available().into_iter().filter(|i| *i != Isa::Scalar) {
             let with = kernels(isa);
             let without = Kernels { gemm4_q8_0: None, gemm4_q4_0: None, ..*with };
-            for (what, kt) in [("dots ", &without), ("gemm4", with)] {
+            let mut runs = vec![("dots ", &without, Layout::Plain, &wb), ("gemm4", with, Layout::Plain, &wb)];
+            if with.gemm_r16(ty).is_some() {
+                runs.push(("r16  ", with, Layout::R16, &r16));
+            }
+            for (what, kt, layout, wb) in runs {
                 let mut out = vec![0f32; rows * n];
-                matmul_rows(kt, ty, &wb, &acts, &mut out); // warm
+                matmul_rows(kt, ty, layout, wb, &acts, &mut out); // warm
                 let reps = 5;
                 let t = Instant::now();
                 for _ in 0..reps {
-                    matmul_rows(kt, ty, &wb, &acts, &mut out);
+                    matmul_rows(kt, ty, layout, wb, &acts, &mut out);
                 }
                 let dt = t.elapsed().as_secs_f64() / reps as f64;
                 println!(

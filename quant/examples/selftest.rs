@@ -3,6 +3,7 @@ fn main() {
     let tiers = pixtral_quant::Isa::available();
     let n = pixtral_quant::selftest::kernels_match_ref();
     pixtral_quant::selftest::q4_0_nibble_order();
-    println!("kernel self-test on {tiers:?}: {n} comparisons");
-    println!("2 passed, 0 failed");
+    let r = pixtral_quant::selftest::r16_matches_ref();
+    println!("kernel self-test on {tiers:?}: {n} comparisons, R16 layout: {r}");
+    println!("3 passed, 0 failed");
 }

@@ -17,6 +17,7 @@ pub mod kernels;
 pub mod matmul;
 pub mod q4_0;
 pub mod q8_0;
+pub mod repack;
 #[doc(hidden)]
 pub mod selftest;
 mod types;
@@ -27,6 +28,7 @@ pub use kernels::Kernels;
 pub use matmul::{dot_row_ref, matmul_rows, matmul_rows_ref, Acts};
 pub use q4_0::BlockQ4_0;
 pub use q8_0::BlockQ8_0;
+pub use repack::Layout;
 pub use types::{GgmlType, TypeInfo};
 
 /// Errors of the row-level entry points: the only checks are lengths against the type's block size.

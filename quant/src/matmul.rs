@@ -6,6 +6,7 @@
 //! on the weight's raw bytes. This file is the scalar spec; SIMD kernels will sit behind the same functions.
 //! Cost: `2·m·k·n` flops, `m·row_bytes` bytes of weights read once per call.
 
+use crate::repack::{Layout, R16};
 use crate::{BlockQ8_0, GgmlType};
 
 /// Activations in the form a weight type's dot product wants.
@@ -17,6 +18,8 @@ pub struct Acts {
     q8: Vec<BlockQ8_0>,
     /// the scales of `q8` as f32 (converted once here, not once per weight row)
     q8_d: Vec<f32>,
+    /// Σ qs of each block of `q8` (the R16 kernels' offset correction)
+    q8_s: Vec<i32>,
 }
 
 impl Acts {
@@ -32,6 +35,8 @@ impl Acts {
                 crate::q8_0::quantize_row_q8_0_ref(x, &mut self.q8);
                 self.q8_d.clear();
                 self.q8_d.extend(self.q8.iter().map(|b| b.d.to_f32()));
+                self.q8_s.clear();
+                self.q8_s.extend(self.q8.iter().map(|b| b.qs.iter().map(|&q| q as i32).sum::<i32>()));
             }
             _ => {
                 self.f32.clear();
@@ -52,6 +57,11 @@ impl Acts {
     /// The block scales of activation row `t` as f32.
     pub fn q8_scales(&self, t: usize) -> &[f32] {
         &self.q8_d[t * self.k / 32..(t + 1) * self.k / 32]
+    }
+
+    /// Σ qs of each block of activation row `t`.
+    pub fn q8_sums(&self, t: usize) -> &[i32] {
+        &self.q8_s[t * self.k / 32..(t + 1) * self.k / 32]
     }
 
     /// Activation row `t` as f32 (after `prepare` for an F32/F16/BF16 weight).
@@ -79,7 +89,21 @@ const TOKEN_TILE: usize = 64;
 /// [`matmul_rows_ref`] with the kernels of one ISA tier. Tokens go in tiles over all the task's rows, so
 /// activations are read from cache, not memory, once per row; with several tokens an F16/BF16 row is widened to
 /// f32 once (the per-element conversion otherwise dominates).
-pub fn matmul_rows(k: &crate::Kernels, ty: GgmlType, w: &[u8], acts: &Acts, out: &mut [f32]) {
+/// `layout` is the weights' ([`Layout::R16`]: whole groups of 16 rows, each through the tier's R16 kernel or,
+/// where it has none, the scalar twin).
+pub fn matmul_rows(k: &crate::Kernels, ty: GgmlType, layout: Layout, w: &[u8], acts: &Acts, out: &mut [f32]) {
+    if layout == Layout::R16 {
+        let n = acts.n;
+        let gb = ty.row_bytes(acts.k).expect("checked at load") * R16;
+        let kernel = k.gemm_r16(ty);
+        for (g, o) in w.chunks_exact(gb).zip(out.chunks_exact_mut(R16 * n)) {
+            match kernel {
+                Some(f) => f(g, acts, 0, n, o),
+                None => crate::repack::gemm_r16_ref(ty, g, acts, 0, n, o),
+            }
+        }
+        return;
+    }
     let row_bytes = ty.row_bytes(acts.k).expect("checked at load");
     let n = acts.n;
     let n_rows = out.len() / n;
@@ -144,6 +168,6 @@ fn widen(ty: GgmlType, src: &[u8], dst: &mut [u8]) {
 
 /// `out[(r - r0) * n + t]` for weight rows `r0..r0 + out.len() / n`: a row-major block of the transposed
 /// result, so threads can own disjoint row ranges. `w` holds exactly those rows. The scalar twins.
-pub fn matmul_rows_ref(ty: GgmlType, w: &[u8], acts: &Acts, out: &mut [f32]) {
-    matmul_rows(&crate::kernels::scalar::KERNELS, ty, w, acts, out)
+pub fn matmul_rows_ref(ty: GgmlType, layout: Layout, w: &[u8], acts: &Acts, out: &mut [f32]) {
+    matmul_rows(&crate::kernels::scalar::KERNELS, ty, layout, w, acts, out)
 }

@@ -173,3 +173,69 @@ pub fn q4_0_nibble_order() {
         }
     }
 }
+
+/// The R16 layout: repack / unpack round trip; the scalar twin against the plain reference dots (exact integer
+/// sums, so within the summation-order bound); every tier's R16 kernel against the twin, to the bit, over
+/// awkward block counts and token ranges (tiles of 8, 4 and 1). Returns the number of comparisons.
+pub fn r16_matches_ref() -> usize {
+    use crate::repack::{self, R16};
+    let mut checked = 0;
+    let mut rng = Rng(16);
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        for nb in [1, 2, 3, 7, 17, 33] {
+            let k = nb * 32;
+            let w: Vec<f32> = (0..R16 * k).map(|i| rng.f32() * if i % 11 == 0 { 5.0 } else { 1.0 }).collect();
+            let plain = bytes_of(ty, &w);
+            let mut packed = plain.clone();
+            repack::repack_matrix(ty, k, &mut packed);
+            assert_ne!(packed, plain, "{ty} nb={nb}: repacking changed nothing");
+            let mut back = vec![0u8; plain.len()];
+            repack::unpack_group(ty, k, &packed, &mut back);
+            assert_eq!(back, plain, "{ty} nb={nb}: unpack(repack(w)) != w");
+
+            let n = 19;
+            let x: Vec<f32> = (0..n * k).map(|i| rng.f32() * if i % 5 == 0 { 8.0 } else { 1.0 }).collect();
+            let mut acts = crate::Acts::default();
+            acts.prepare(ty, &x, n, k);
+            let mut want = vec![0f32; R16 * n];
+            repack::gemm_r16_ref(ty, &packed, &acts, 0, n, &mut want);
+            let rb = ty.row_bytes(k).unwrap();
+            for r in 0..R16 {
+                let row = &plain[r * rb..(r + 1) * rb];
+                for t in 0..n {
+                    let d = scalar::KERNELS.dot(ty, row, &acts, t);
+                    let tol = bound(&dequant(ty, row, k), &q8_values(acts.q8_row(t)));
+                    checked += 1;
+                    assert!(
+                        (want[r * n + t] - d).abs() <= tol,
+                        "{ty} nb={nb} row {r} token {t}: {} vs {d}",
+                        want[r * n + t]
+                    );
+                }
+            }
+            for isa in Isa::available() {
+                let Some(f) = kernels(isa).gemm_r16(ty) else { continue };
+                for (t0, t1) in [(0, n), (0, 1), (3, 12), (5, 9), (2, 19)] {
+                    let mut got = vec![f32::NAN; R16 * n];
+                    f(&packed, &acts, t0, t1, &mut got);
+                    for r in 0..R16 {
+                        for t in 0..n {
+                            let (g, w) = (got[r * n + t], want[r * n + t]);
+                            checked += 1;
+                            if (t0..t1).contains(&t) {
+                                assert_eq!(
+                                    g.to_bits(),
+                                    w.to_bits(),
+                                    "{isa:?} r16 {ty} nb={nb} row {r} token {t}: {g} vs {w}"
+                                );
+                            } else {
+                                assert!(g.is_nan(), "{isa:?} r16 {ty}: token {t} outside {t0}..{t1} written");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    checked
+}

@@ -15,6 +15,11 @@ fn q4_0_kernels_read_nibbles_in_ggml_order() {
 }
 
 #[test]
+fn r16_layout_round_trips_and_its_kernels_match_the_twin_to_the_bit() {
+    assert!(pixtral_quant::selftest::r16_matches_ref() > 1000);
+}
+
+#[test]
 fn pixtral_isa_names_round_trip() {
     for i in [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon] {
         assert_eq!(Isa::from_name(i.name()), Some(i));
@@ -24,9 +29,9 @@ fn pixtral_isa_names_round_trip() {
 
 #[test]
 fn matmul_rows_matches_the_reference_for_every_type_tier_and_token_count() {
-    use pixtral_quant::{kernels::kernels, matmul_rows, matmul_rows_ref, Acts, GgmlType};
+    use pixtral_quant::{kernels::kernels, matmul_rows, matmul_rows_ref, repack, Acts, GgmlType, Layout};
     let mut rng = pixtral_quant::selftest::Rng(3);
-    let (rows, k) = (5, 96);
+    let (rows, k) = (32, 96); // two R16 groups
     for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0] {
         let w: Vec<f32> = (0..rows * k).map(|_| rng.f32()).collect();
         let mut wb = vec![0u8; ty.row_bytes(rows * k).unwrap()];
@@ -36,12 +41,24 @@ fn matmul_rows_matches_the_reference_for_every_type_tier_and_token_count() {
             let mut acts = Acts::default();
             acts.prepare(ty, &x, n, k);
             let mut want = vec![0f32; rows * n];
-            matmul_rows_ref(ty, &wb, &acts, &mut want);
+            matmul_rows_ref(ty, Layout::Plain, &wb, &acts, &mut want);
+            // the same matrix interleaved, through each tier's R16 kernel (or the twin where it has none)
+            let packed = repack::fits(ty, rows, k).then(|| {
+                let mut p = wb.clone();
+                repack::repack_matrix(ty, k, &mut p);
+                p
+            });
             for isa in Isa::available() {
-                let mut got = vec![0f32; rows * n];
-                matmul_rows(kernels(isa), ty, &wb, &acts, &mut got);
-                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                    assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{isa:?} {ty} n={n} [{i}]: {a} vs {b}");
+                let runs = [(Layout::Plain, Some(&wb)), (Layout::R16, packed.as_ref())];
+                for (layout, w) in runs.into_iter().filter_map(|(l, w)| Some((l, w?))) {
+                    let mut got = vec![0f32; rows * n];
+                    matmul_rows(kernels(isa), ty, layout, w, &acts, &mut got);
+                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                        assert!(
+                            (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                            "{isa:?} {ty} {layout:?} n={n} [{i}]: {a} vs {b}"
+                        );
+                    }
                 }
             }
         }

@@ -372,8 +372,14 @@ fn load(m: &ModelArgs, ui: &Ui) -> anyhow::Result<Loaded> {
     };
     let kv =
         pixtral::runtime::kv_cache::KvCache::bytes_for(c.n_layers, c.n_heads_kv * c.head_dim, m.ctx_size, m.kv_type);
+    let r = l.model.repacked;
+    let layout = if r.bytes > 0 {
+        format!(", {:.0} MB re-laid out R16 in {:.2} s", r.bytes as f64 / 1e6, r.seconds)
+    } else {
+        String::new()
+    };
     ui.info(format!(
-        "model: {} ({name}{} layers, dim {}, {} weights), ISA {}, {} threads, context {} tokens{} ({:.0} MB {:?} KV), loaded in {:.2} s",
+        "model: {} ({name}{} layers, dim {}, {} weights{layout}), ISA {}, {} threads, context {} tokens{} ({:.0} MB {:?} KV), loaded in {:.2} s",
         l.path.display(),
         c.n_layers,
         c.dim,

@@ -35,8 +35,9 @@ pub fn for_each_chunk<T: Send>(data: &mut [T], chunk: usize, f: impl Fn(usize, &
     }
 }
 
-/// Output rows handed to one task: enough work to amortise the hand-off, small enough to balance 2–64 threads.
-const ROWS_PER_TASK: usize = 16;
+/// Output rows handed to one task: enough work to amortise the hand-off, small enough to balance 2–64 threads;
+/// one R16 group exactly, so a task never splits one.
+const ROWS_PER_TASK: usize = pixtral_quant::repack::R16;
 
 /// `out (n, w.rows) = x (n, w.cols) · Wᵀ`, threads over weight rows.
 pub fn matmul(bytes: &[u8], w: &Mat, x: &[f32], n: usize, out: &mut [f32], s: &mut MatmulScratch) {
@@ -49,7 +50,7 @@ pub fn matmul(bytes: &[u8], w: &Mat, x: &[f32], n: usize, out: &mut [f32], s: &m
     let k = pixtral_quant::kernels::selected(); // the ISA tier, chosen once per process
     for_each_chunk(&mut s.tr, ROWS_PER_TASK * n, |i, o| {
         let r0 = i * ROWS_PER_TASK;
-        matmul_rows(k, w.ty, &bytes[r0 * rb..(r0 + o.len() / n) * rb], acts, o);
+        matmul_rows(k, w.ty, w.layout, &bytes[r0 * rb..(r0 + o.len() / n) * rb], acts, o);
     });
     for t in 0..n {
         for r in 0..w.rows {

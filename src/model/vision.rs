@@ -37,7 +37,11 @@ pub struct VisionLayer {
 }
 
 pub struct VisionModel {
+    /// The mapped file (as on disk: R16 matrices live in `arena`).
     pub file: GgufFile,
+    arena: super::Arena,
+    /// the weights re-laid out at load
+    pub repacked: super::Repacked,
     pub cfg: VisionConfig,
     /// the text model's width (adapter output)
     pub text_dim: usize,
@@ -175,7 +179,7 @@ impl VisionModel {
                 msg: format!("{} rows of {}", patch_embd.ty, patch_embd.cols),
             });
         }
-        Ok(VisionModel {
+        let mut v = VisionModel {
             patch_embd,
             ln_pre: vec("v.pre_ln.weight")?,
             mm1: mat("mm.1.weight")?,
@@ -186,11 +190,21 @@ impl VisionModel {
             cfg,
             text_dim,
             file,
-        })
+            arena: Default::default(),
+            repacked: Default::default(),
+        };
+        let VisionModel { patch_embd, mm1, mm2, layers, file, .. } = &mut v;
+        let mut mats: Vec<&mut Mat> = layers
+            .iter_mut()
+            .flat_map(|l| [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down])
+            .chain([patch_embd, mm1, mm2])
+            .collect();
+        (v.arena, v.repacked) = super::repack(file, &mut mats)?;
+        Ok(v)
     }
 
     fn bytes(&self, m: &Mat) -> &[u8] {
-        &self.file.map_bytes()[m.start..m.start + m.len]
+        m.bytes(&self.file, &self.arena)
     }
 
     /// The `[IMG_BREAK]` embedding carried by the mmproj (row 12 of the text embedding).

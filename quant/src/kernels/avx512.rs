@@ -8,7 +8,8 @@ use std::arch::x86_64::*;
 
 use super::avx2;
 use super::Kernels;
-use crate::{BlockQ8_0, Isa};
+use crate::repack::R16;
+use crate::{Acts, BlockQ8_0, GgmlType, Isa};
 
 pub static KERNELS: Kernels = Kernels {
     isa: Isa::Avx512,
@@ -28,6 +29,11 @@ pub static KERNELS: Kernels = Kernels {
             avx2::gemm4_q4_0(w, y, d, o)
         }
     }),
+    r16: |ty| match ty {
+        GgmlType::Q4_0 if vnni() => Some(|g, a, t0, t1, o| unsafe { gemm_r16::<true>(g, a, t0, t1, o) }),
+        GgmlType::Q8_0 if vnni() => Some(|g, a, t0, t1, o| unsafe { gemm_r16::<false>(g, a, t0, t1, o) }),
+        _ => None,
+    },
     axpy_f16: |a, w, o| unsafe { avx2::axpy_f16(a, w, o) },
 };
 
@@ -186,4 +192,75 @@ fn tail_bf16(w: &[u8], x: &[f32]) -> f32 {
 }
 fn tail_f32(w: &[u8], x: &[f32]) -> f32 {
     (avx2::KERNELS.dot_f32)(w, x)
+}
+
+/// R16 ([`crate::repack`]): 16 interleaved weight rows × tokens `t0..t1`, eight tokens per pass over the group
+/// (then four, then one), so each weight vector loaded and unpacked serves up to eight tokens. Per block and
+/// token: eight `vpdpbusd` (16 rows × 4 columns each, the activation's 4 bytes broadcast), the offset correction
+/// as the accumulator's start value, one convert and one FMA with the 16 rows' scales. Bit-identical to
+/// [`crate::repack::gemm_r16_ref`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn gemm_r16<const Q4: bool>(g: &[u8], acts: &Acts, t0: usize, t1: usize, out: &mut [f32]) {
+    let mut t = t0;
+    while t + 8 <= t1 {
+        r16_tile::<8, Q4>(g, acts, t, out);
+        t += 8;
+    }
+    if t + 4 <= t1 {
+        r16_tile::<4, Q4>(g, acts, t, out);
+        t += 4;
+    }
+    while t < t1 {
+        r16_tile::<1, Q4>(g, acts, t, out);
+        t += 1;
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn r16_tile<const T: usize, const Q4: bool>(g: &[u8], acts: &Acts, t: usize, out: &mut [f32]) {
+    let (bb, off) = if Q4 { (288, -8) } else { (544, -128) };
+    let nb = g.len() / bb;
+    let n = acts.n();
+    let x: [&[BlockQ8_0]; T] = std::array::from_fn(|j| acts.q8_row(t + j));
+    let xd: [&[f32]; T] = std::array::from_fn(|j| acts.q8_scales(t + j));
+    let xs: [&[i32]; T] = std::array::from_fn(|j| acts.q8_sums(t + j));
+    debug_assert!(x.iter().all(|x| x.len() == nb) && g.len() == nb * bb);
+    let m4 = _mm512_set1_epi8(0x0F);
+    let mut acc = [_mm512_setzero_ps(); T];
+    let p = g.as_ptr();
+    for b in 0..nb {
+        let blk = p.add(b * bb);
+        avx2::prefetch_lines(blk.add(avx2::PREFETCH), bb);
+        let dw = _mm512_cvtph_ps(_mm256_loadu_si256(blk as *const __m256i));
+        let mut w = [_mm512_setzero_si512(); 8];
+        if Q4 {
+            for c in 0..4 {
+                let v = _mm512_loadu_si512(blk.add(32 + 64 * c) as *const _);
+                w[c] = _mm512_and_si512(v, m4);
+                w[c + 4] = _mm512_and_si512(_mm512_srli_epi16::<4>(v), m4);
+            }
+        } else {
+            for (c, w) in w.iter_mut().enumerate() {
+                *w = _mm512_loadu_si512(blk.add(32 + 64 * c) as *const _);
+            }
+        }
+        for j in 0..T {
+            let q = x[j].get_unchecked(b).qs.as_ptr();
+            let mut s = _mm512_set1_epi32(off * *xs[j].get_unchecked(b));
+            for (c, w) in w.iter().enumerate() {
+                let y = _mm512_set1_epi32((q.add(4 * c) as *const i32).read_unaligned());
+                s = _mm512_dpbusd_epi32(s, *w, y);
+            }
+            let d = _mm512_mul_ps(dw, _mm512_set1_ps(*xd[j].get_unchecked(b)));
+            acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[j]);
+        }
+    }
+    for (j, acc) in acc.iter().enumerate() {
+        let mut o = [0f32; R16];
+        _mm512_storeu_ps(o.as_mut_ptr(), *acc);
+        for (r, v) in o.iter().enumerate() {
+            out[r * n + t + j] = *v;
+        }
+    }
 }

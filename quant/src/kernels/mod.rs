@@ -14,6 +14,10 @@ pub mod scalar;
 /// One weight row times four activation rows (tokens): the Q8_0 blocks and their scales as f32, per token.
 pub type Gemm4 = fn(&[u8], [&[BlockQ8_0]; 4], [&[f32]; 4], &mut [f32; 4]);
 
+/// R16: one interleaved group of 16 weight rows ([`crate::repack`]) against tokens `t0..t1` of the Q8_0
+/// activations, into `out[r * n + t]` (`n = acts.n()`). Defined by [`crate::repack::gemm_r16_ref`], to the bit.
+pub type GemmR16 = fn(&[u8], &crate::Acts, usize, usize, &mut [f32]);
+
 /// Row dot products of one tier.
 pub struct Kernels {
     pub isa: Isa,
@@ -31,6 +35,9 @@ pub struct Kernels {
     /// scale converted once for the four (defined as four `dot_q8_0` / `dot_q4_0`; `None`: the tier uses the dots).
     pub gemm4_q8_0: Option<Gemm4>,
     pub gemm4_q4_0: Option<Gemm4>,
+    /// The tier's R16 kernel for a weight type, if it has one (asked at run time: it may depend on a CPU
+    /// feature within the tier). Loaders repack a matrix only when this is `Some`.
+    pub r16: fn(GgmlType) -> Option<GemmR16>,
     /// `out += a · row` for an F16 row (attention's weighted sum over an f16 KV cache).
     pub axpy_f16: fn(f32, &[u8], &mut [f32]),
 }
@@ -68,6 +75,11 @@ pub fn selected() -> &'static Kernels {
 }
 
 impl Kernels {
+    /// See [`Kernels::r16`].
+    pub fn gemm_r16(&self, ty: GgmlType) -> Option<GemmR16> {
+        (self.r16)(ty)
+    }
+
     /// Dot of one weight row of type `ty` with activation row `t` (see [`crate::Acts`]).
     pub fn dot(&self, ty: GgmlType, w: &[u8], acts: &crate::Acts, t: usize) -> f32 {
         match ty {

@@ -21,6 +21,7 @@ pub static KERNELS: Kernels = Kernels {
     dot_f32: |w, x| unsafe { dot_f32(w, x) },
     gemm4_q8_0: Some(|w, y, d, o| unsafe { gemm4_q8_0(w, y, d, o) }),
     gemm4_q4_0: Some(|w, y, d, o| unsafe { gemm4_q4_0(w, y, d, o) }),
+    r16: |_| None,
     axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
 };
 
