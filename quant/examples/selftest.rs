@@ -4,6 +4,8 @@ fn main() {
     let n = pixtral_quant::selftest::kernels_match_ref();
     pixtral_quant::selftest::q4_0_nibble_order();
     let r = pixtral_quant::selftest::r16_matches_ref();
-    println!("kernel self-test on {tiers:?}: {n} comparisons, R16 layout: {r}");
-    println!("3 passed, 0 failed");
+    let g = pixtral_quant::selftest::sgemm_matches_ref();
+    let s = pixtral_quant::selftest::softmax_matches_ref();
+    println!("kernel self-test on {tiers:?}: {n} comparisons, R16 layout: {r}, sgemm: {g}, softmax: {s}");
+    println!("5 passed, 0 failed");
 }

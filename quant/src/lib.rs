@@ -20,6 +20,8 @@ pub mod q8_0;
 pub mod repack;
 #[doc(hidden)]
 pub mod selftest;
+pub mod sgemm;
+pub mod softmax;
 mod types;
 
 pub use float::{bf16_from_f32_ref, bf16_to_f32};

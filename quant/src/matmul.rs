@@ -93,13 +93,14 @@ const TOKEN_TILE: usize = 64;
 /// where it has none, the scalar twin).
 pub fn matmul_rows(k: &crate::Kernels, ty: GgmlType, layout: Layout, w: &[u8], acts: &Acts, out: &mut [f32]) {
     if layout == Layout::R16 {
-        let n = acts.n;
+        let m = out.len() / acts.n;
         let gb = ty.row_bytes(acts.k).expect("checked at load") * R16;
         let kernel = k.gemm_r16(ty);
-        for (g, o) in w.chunks_exact(gb).zip(out.chunks_exact_mut(R16 * n)) {
+        for (i, g) in w.chunks_exact(gb).enumerate() {
+            let o = &mut out[i * R16..];
             match kernel {
-                Some(f) => f(g, acts, 0, n, o),
-                None => crate::repack::gemm_r16_ref(ty, g, acts, 0, n, o),
+                Some(f) => f(g, acts, 0, acts.n, o, m),
+                None => crate::repack::gemm_r16_ref(ty, g, acts, 0, acts.n, o, m),
             }
         }
         return;
@@ -107,6 +108,9 @@ pub fn matmul_rows(k: &crate::Kernels, ty: GgmlType, layout: Layout, w: &[u8], a
     let row_bytes = ty.row_bytes(acts.k).expect("checked at load");
     let n = acts.n;
     let n_rows = out.len() / n;
+    if let (Some(_), true) = (k.sgemm, n >= WIDEN_MIN_TOKENS && ty.is_float()) {
+        return float_gemm(k, ty, w, acts, out);
+    }
     let widen_rows = n >= WIDEN_MIN_TOKENS && matches!(ty, GgmlType::F16 | GgmlType::BF16);
     let gemm4 = match ty {
         GgmlType::Q8_0 => k.gemm4_q8_0,
@@ -124,11 +128,12 @@ pub fn matmul_rows(k: &crate::Kernels, ty: GgmlType, layout: Layout, w: &[u8], a
         for t0 in (0..n).step_by(TOKEN_TILE) {
             let t1 = (t0 + TOKEN_TILE).min(n);
             for r in 0..n_rows {
-                let o = &mut out[r * n..(r + 1) * n];
+                // out is (tokens, n_rows): this row's outputs are a column
+                let at = |t: usize| t * n_rows + r;
                 if widen_rows {
                     let row = &rows[r * acts.k * 4..(r + 1) * acts.k * 4];
-                    for (t, v) in o.iter_mut().enumerate().take(t1).skip(t0) {
-                        *v = (k.dot_f32)(row, acts.f32_row(t));
+                    for t in t0..t1 {
+                        out[at(t)] = (k.dot_f32)(row, acts.f32_row(t));
                     }
                 } else {
                     let row = &w[r * row_bytes..(r + 1) * row_bytes];
@@ -144,17 +149,46 @@ pub fn matmul_rows(k: &crate::Kernels, ty: GgmlType, layout: Layout, w: &[u8], a
                                 acts.q8_scales(t + 3),
                             ];
                             g(row, y, d, &mut o4);
-                            o[t..t + 4].copy_from_slice(&o4);
+                            for (j, v) in o4.iter().enumerate() {
+                                out[at(t + j)] = *v;
+                            }
                             t += 4;
                         }
                     }
-                    for (t, v) in o.iter_mut().enumerate().take(t1).skip(t) {
-                        *v = k.dot(ty, row, acts, t);
+                    for t in t..t1 {
+                        out[at(t)] = k.dot(ty, row, acts, t);
                     }
                 }
             }
         }
     });
+}
+
+std::thread_local! {
+    /// [`float_gemm`]'s widened, transposed weights.
+    static PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// F32/F16/BF16 weights against several tokens with the tier's f32 micro-kernel: the task's rows widened once
+/// into a transposed panel `Wᵀ (k, rows)`, then `out (n, rows) = X (n, k) · Wᵀ` ([`crate::sgemm`]).
+fn float_gemm(kern: &crate::Kernels, ty: GgmlType, w: &[u8], acts: &Acts, out: &mut [f32]) {
+    let (n, k) = (acts.n, acts.k);
+    let rows = out.len() / n;
+    let eb = ty.row_bytes(1).expect("float type");
+    PANEL.with(|p| {
+        let wt = &mut *p.borrow_mut();
+        wt.resize(k * rows, 0.0);
+        for (r, row) in w.chunks_exact(k * eb).enumerate() {
+            for (p, v) in row.chunks_exact(eb).enumerate() {
+                wt[p * rows + r] = match ty {
+                    GgmlType::F32 => f32::from_le_bytes([v[0], v[1], v[2], v[3]]),
+                    GgmlType::F16 => half::f16::from_le_bytes([v[0], v[1]]).to_f32(),
+                    _ => crate::bf16_to_f32(u16::from_le_bytes([v[0], v[1]])),
+                };
+            }
+        }
+        crate::sgemm::sgemm(kern, n, rows, k, &acts.f32, k, wt, rows, out, rows);
+    })
 }
 
 /// An F16/BF16 row as little-endian f32 bytes (exact).
@@ -166,8 +200,9 @@ fn widen(ty: GgmlType, src: &[u8], dst: &mut [u8]) {
     }
 }
 
-/// `out[(r - r0) * n + t]` for weight rows `r0..r0 + out.len() / n`: a row-major block of the transposed
-/// result, so threads can own disjoint row ranges. `w` holds exactly those rows. The scalar twins.
+/// `out[t * m + (r - r0)]` for weight rows `r0..r0 + m`, `m = out.len() / n`: the result's columns of those
+/// rows, as a `(n, m)` block of its own, so threads can own disjoint row ranges. `w` holds exactly those rows.
+/// The scalar twins.
 pub fn matmul_rows_ref(ty: GgmlType, layout: Layout, w: &[u8], acts: &Acts, out: &mut [f32]) {
     matmul_rows(&crate::kernels::scalar::KERNELS, ty, layout, w, acts, out)
 }

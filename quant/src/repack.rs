@@ -113,14 +113,13 @@ fn weight_u8(ty: GgmlType, block: &[u8], r: usize, i: usize) -> i32 {
     }
 }
 
-/// The scalar twin of every R16 kernel: `out[r * n + t]` for the group's 16 rows and tokens `t0..t1` of `acts`
-/// (prepared as Q8_0; `n = acts.n()`). Per block: the exact integer `Σ u·x − OFFSET·Σx`, then
+/// The scalar twin of every R16 kernel: `out[t * ldo + r]` for the group's 16 rows and tokens `t0..t1` of
+/// `acts` (prepared as Q8_0). Per block: the exact integer `Σ u·x − OFFSET·Σx`, then
 /// `acc = fma(isum, d_w · d_x, acc)` in block order; the SIMD kernels do the same operations, so they agree to
 /// the bit.
-pub fn gemm_r16_ref(ty: GgmlType, group: &[u8], acts: &crate::Acts, t0: usize, t1: usize, out: &mut [f32]) {
+pub fn gemm_r16_ref(ty: GgmlType, group: &[u8], acts: &crate::Acts, t0: usize, t1: usize, out: &mut [f32], ldo: usize) {
     let off = offset(ty).expect("Q4_0/Q8_0");
     let bb = block_bytes(ty);
-    let n = acts.n();
     for t in t0..t1 {
         let (x, xd, xs) = (acts.q8_row(t), acts.q8_scales(t), acts.q8_sums(t));
         for r in 0..R16 {
@@ -133,7 +132,7 @@ pub fn gemm_r16_ref(ty: GgmlType, group: &[u8], acts: &crate::Acts, t0: usize, t
                 }
                 acc = (isum as f32).mul_add(dw * xd[b], acc);
             }
-            out[r * n + t] = acc;
+            out[t * ldo + r] = acc;
         }
     }
 }

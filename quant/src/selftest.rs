@@ -197,8 +197,9 @@ pub fn r16_matches_ref() -> usize {
             let x: Vec<f32> = (0..n * k).map(|i| rng.f32() * if i % 5 == 0 { 8.0 } else { 1.0 }).collect();
             let mut acts = crate::Acts::default();
             acts.prepare(ty, &x, n, k);
-            let mut want = vec![0f32; R16 * n];
-            repack::gemm_r16_ref(ty, &packed, &acts, 0, n, &mut want);
+            let ldo = R16 + 3; // padding columns must stay untouched
+            let mut want = vec![0f32; ldo * n];
+            repack::gemm_r16_ref(ty, &packed, &acts, 0, n, &mut want, ldo);
             let rb = ty.row_bytes(k).unwrap();
             for r in 0..R16 {
                 let row = &plain[r * rb..(r + 1) * rb];
@@ -207,34 +208,99 @@ pub fn r16_matches_ref() -> usize {
                     let tol = bound(&dequant(ty, row, k), &q8_values(acts.q8_row(t)));
                     checked += 1;
                     assert!(
-                        (want[r * n + t] - d).abs() <= tol,
+                        (want[t * ldo + r] - d).abs() <= tol,
                         "{ty} nb={nb} row {r} token {t}: {} vs {d}",
-                        want[r * n + t]
+                        want[t * ldo + r]
                     );
                 }
             }
             for isa in Isa::available() {
                 let Some(f) = kernels(isa).gemm_r16(ty) else { continue };
                 for (t0, t1) in [(0, n), (0, 1), (3, 12), (5, 9), (2, 19)] {
-                    let mut got = vec![f32::NAN; R16 * n];
-                    f(&packed, &acts, t0, t1, &mut got);
-                    for r in 0..R16 {
+                    let mut got = vec![f32::NAN; ldo * n];
+                    f(&packed, &acts, t0, t1, &mut got, ldo);
+                    for r in 0..ldo {
                         for t in 0..n {
-                            let (g, w) = (got[r * n + t], want[r * n + t]);
+                            let (g, w) = (got[t * ldo + r], want[t * ldo + r]);
                             checked += 1;
-                            if (t0..t1).contains(&t) {
+                            if (t0..t1).contains(&t) && r < R16 {
                                 assert_eq!(
                                     g.to_bits(),
                                     w.to_bits(),
                                     "{isa:?} r16 {ty} nb={nb} row {r} token {t}: {g} vs {w}"
                                 );
                             } else {
-                                assert!(g.is_nan(), "{isa:?} r16 {ty}: token {t} outside {t0}..{t1} written");
+                                assert!(g.is_nan(), "{isa:?} r16 {ty}: token {t} row {r} outside {t0}..{t1} written");
                             }
                         }
                     }
                 }
             }
+        }
+    }
+    checked
+}
+
+/// Every tier's f32 matrix product against [`crate::sgemm::sgemm_ref`], to the bit, over awkward shapes and
+/// strides (tile and `KC` edges); the padding between rows of C must stay untouched. Returns the comparisons.
+pub fn sgemm_matches_ref() -> usize {
+    use crate::sgemm::{sgemm, sgemm_ref};
+    let mut checked = 0;
+    let mut rng = Rng(7);
+    for isa in Isa::available() {
+        let k_ = kernels(isa);
+        for &(m, n, k) in
+            &[(1, 1, 1), (5, 7, 3), (8, 32, 64), (13, 17, 255), (17, 33, 257), (6, 16, 600), (9, 100, 64), (3, 64, 512)]
+        {
+            let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
+            let a: Vec<f32> = (0..m * lda).map(|_| rng.f32()).collect();
+            let b: Vec<f32> = (0..k * ldb).map(|_| rng.f32()).collect();
+            let mut want = vec![f32::NAN; m * ldc];
+            sgemm_ref(m, n, k, &a, lda, &b, ldb, &mut want, ldc);
+            let mut got = vec![f32::NAN; m * ldc];
+            sgemm(k_, m, n, k, &a, lda, &b, ldb, &mut got, ldc);
+            for i in 0..m {
+                for j in 0..ldc {
+                    let (g, w) = (got[i * ldc + j], want[i * ldc + j]);
+                    checked += 1;
+                    if j < n {
+                        assert_eq!(g.to_bits(), w.to_bits(), "{isa:?} sgemm {m}x{n}x{k} [{i}][{j}]: {g} vs {w}");
+                    } else {
+                        assert!(g.is_nan(), "{isa:?} sgemm {m}x{n}x{k}: padding [{i}][{j}] written");
+                    }
+                }
+            }
+        }
+    }
+    checked
+}
+
+/// Every tier's softmax: equal to the twin to the bit, and within 1e-6 (relative, per element) of an f64
+/// softmax, over lengths around the 16-lane chunks and scores down to where exp underflows.
+pub fn softmax_matches_ref() -> usize {
+    let mut checked = 0;
+    let mut rng = Rng(5);
+    for len in [1, 2, 15, 16, 17, 33, 100, 1024, 4097] {
+        let x: Vec<f32> = (0..len).map(|i| rng.f32() * if i % 9 == 0 { 60.0 } else { 8.0 }).collect();
+        let scale = 0.125;
+        let mut want = x.clone();
+        crate::softmax::softmax_ref(&mut want, scale);
+        let max = x.iter().fold(f64::NEG_INFINITY, |m, v| m.max(*v as f64 * scale as f64));
+        let e: Vec<f64> = x.iter().map(|v| (*v as f64 * scale as f64 - max).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        for (w, e) in want.iter().zip(&e) {
+            let exact = e / sum;
+            checked += 1;
+            assert!((*w as f64 - exact).abs() <= 1e-6 * exact + 1e-37, "softmax len={len}: {w} vs {exact}");
+        }
+        for isa in Isa::available() {
+            let mut got = x.clone();
+            (kernels(isa).softmax)(&mut got, scale);
+            checked += 1;
+            assert!(
+                got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()),
+                "{isa:?} softmax len={len} differs from the twin"
+            );
         }
     }
     checked

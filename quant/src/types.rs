@@ -120,6 +120,11 @@ impl GgmlType {
         self.info().name
     }
 
+    /// F32, F16 or BF16: one value per element, no block scale.
+    pub fn is_float(self) -> bool {
+        matches!(self, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+    }
+
     pub fn block_size(self) -> usize {
         self.info().block_size
     }

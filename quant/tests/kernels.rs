@@ -20,6 +20,16 @@ fn r16_layout_round_trips_and_its_kernels_match_the_twin_to_the_bit() {
 }
 
 #[test]
+fn sgemm_tiles_match_the_twin_to_the_bit() {
+    assert!(pixtral_quant::selftest::sgemm_matches_ref() > 1000);
+}
+
+#[test]
+fn softmax_matches_the_twin_to_the_bit_and_f64_to_1e6() {
+    assert!(pixtral_quant::selftest::softmax_matches_ref() > 100);
+}
+
+#[test]
 fn pixtral_isa_names_round_trip() {
     for i in [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon] {
         assert_eq!(Isa::from_name(i.name()), Some(i));

@@ -9,7 +9,7 @@ use super::Mat;
 #[derive(Default)]
 pub struct MatmulScratch {
     acts: Acts,
-    /// (rows, n) transposed result
+    /// per task, its (n, rows) block of the result
     tr: Vec<f32>,
 }
 
@@ -35,6 +35,15 @@ pub fn for_each_chunk<T: Send>(data: &mut [T], chunk: usize, f: impl Fn(usize, &
     }
 }
 
+/// `f(item)` for every item, on the thread pool or, in serial mode, here.
+pub fn for_each<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync + Send) {
+    if serial() {
+        items.into_iter().for_each(f);
+    } else {
+        items.into_par_iter().for_each(f);
+    }
+}
+
 /// Output rows handed to one task: enough work to amortise the hand-off, small enough to balance 2–64 threads;
 /// one R16 group exactly, so a task never splits one.
 const ROWS_PER_TASK: usize = pixtral_quant::repack::R16;
@@ -48,13 +57,17 @@ pub fn matmul(bytes: &[u8], w: &Mat, x: &[f32], n: usize, out: &mut [f32], s: &m
     let rb = w.row_bytes();
     let acts = &s.acts;
     let k = pixtral_quant::kernels::selected(); // the ISA tier, chosen once per process
-    for_each_chunk(&mut s.tr, ROWS_PER_TASK * n, |i, o| {
-        let r0 = i * ROWS_PER_TASK;
+                                                // float weights against several tokens go through the f32 micro-kernel, whose tiles are 32 columns wide
+    let rows_per_task = if w.ty.is_float() && n > 1 { 2 * ROWS_PER_TASK } else { ROWS_PER_TASK };
+    for_each_chunk(&mut s.tr, rows_per_task * n, |i, o| {
+        let r0 = i * rows_per_task;
         matmul_rows(k, w.ty, w.layout, &bytes[r0 * rb..(r0 + o.len() / n) * rb], acts, o);
     });
-    for t in 0..n {
-        for r in 0..w.rows {
-            out[t * w.rows + r] = s.tr[r * n + t];
+    // each task's block is (n, rows_per_task): a contiguous run of every output row
+    for (i, block) in s.tr.chunks(rows_per_task * n).enumerate() {
+        let m = block.len() / n;
+        for (t, run) in block.chunks_exact(m).enumerate() {
+            out[t * w.rows + i * rows_per_task..][..m].copy_from_slice(run);
         }
     }
 }

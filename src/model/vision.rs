@@ -23,6 +23,7 @@ use super::Mat;
 use crate::error::{Error, Result};
 use crate::gguf::{keys, GgufFile, Header, Value};
 use crate::image::{PreprocessConfig, Preprocessed};
+use pixtral_quant::sgemm::sgemm;
 
 pub struct VisionLayer {
     pub ln1: Vec<f32>,
@@ -131,13 +132,78 @@ pub fn vision_config(h: &Header) -> Result<(VisionConfig, usize)> {
     Ok((cfg, text_dim))
 }
 
-thread_local! {
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
 /// Exact GELU: `x · Φ(x) = 0.5 x (1 + erf(x / √2))`.
 pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
+}
+
+/// Queries per attention task: a (64, image patches) score tile, 1 MB for a 1024² image.
+const QUERY_TILE: usize = 64;
+/// Kᵀ's row stride is `n + KT_PAD`: a power-of-two stride would put a tile's rows in the same cache sets.
+const KT_PAD: usize = 16;
+
+std::thread_local! {
+    /// one task's attention scores, (queries, keys)
+    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Block-diagonal multi-head attention of the packed sequence `(n, d)`: for each image, head and tile of
+/// queries, `S = Q·Kᵀ` and `O = softmax(S/√hd)·V` with the f32 micro-kernel ([`pixtral_quant::sgemm`]).
+/// `tiles`: (image start, image length, first query, queries), in order, covering `0..n`. `kt`/`vt` are scratch:
+/// each head's keys transposed, `(hd, n + KT_PAD)`, and values packed, `(n, hd)`, so the kernel reads unit-stride
+/// rows. Cost: `4·Σ len²·d` flops.
+#[allow(clippy::too_many_arguments)]
+fn attention(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    att: &mut [f32],
+    kt: &mut [f32],
+    vt: &mut [f32],
+    tiles: &[(usize, usize, usize, usize)],
+    n: usize,
+    d: usize,
+    n_heads: usize,
+) {
+    let hd = d / n_heads;
+    let ldk = n + KT_PAD;
+    let kern = pixtral_quant::kernels::selected();
+    super::ops::for_each_chunk(kt, hd * ldk, |h, kt| {
+        for (j, row) in k.chunks_exact(d).enumerate() {
+            for (p, x) in row[h * hd..(h + 1) * hd].iter().enumerate() {
+                kt[p * ldk + j] = *x;
+            }
+        }
+    });
+    super::ops::for_each_chunk(vt, n * hd, |h, vt| {
+        for (dst, row) in vt.chunks_exact_mut(hd).zip(v.chunks_exact(d)) {
+            dst.copy_from_slice(&row[h * hd..(h + 1) * hd]);
+        }
+    });
+    let (kt, vt) = (&*kt, &*vt);
+    let scale = 1.0 / (hd as f32).sqrt();
+    // one task per query tile: its output rows are one contiguous piece of `att`
+    let mut pieces = Vec::with_capacity(tiles.len());
+    let mut rest = att;
+    for &t in tiles {
+        let (piece, r) = std::mem::take(&mut rest).split_at_mut(t.3 * d);
+        pieces.push((t, piece));
+        rest = r;
+    }
+    super::ops::for_each(pieces, |((start, len, q0, m), out)| {
+        SCORES.with(|sc| {
+            let mut s = sc.borrow_mut();
+            s.resize(m * len, 0.0);
+            for h in 0..n_heads {
+                let qh = &q[q0 * d + h * hd..];
+                sgemm(kern, m, len, hd, qh, d, &kt[h * hd * ldk + start..], ldk, &mut s, len);
+                for row in s.chunks_exact_mut(len) {
+                    (kern.softmax)(row, scale);
+                }
+                sgemm(kern, m, hd, len, &s, len, &vt[h * n * hd + start * hd..], hd, &mut out[h * hd..], d);
+            }
+        })
+    });
 }
 
 impl VisionModel {
@@ -290,8 +356,15 @@ impl VisionModel {
 
         let (mut q, mut kk, mut v, mut att) =
             (vec![0f32; n * d], vec![0f32; n * d], vec![0f32; n * d], vec![0f32; n * d]);
+        let (mut kt, mut vt) = (vec![0f32; d * (n + KT_PAD)], vec![0f32; n * d]);
+        // query tiles: QUERY_TILE rows, never across two images
+        let tiles: Vec<(usize, usize, usize, usize)> = blocks
+            .iter()
+            .flat_map(|&(start, len)| {
+                (0..len).step_by(QUERY_TILE).map(move |q0| (start, len, start + q0, QUERY_TILE.min(len - q0)))
+            })
+            .collect();
         let (mut gate, mut up) = (vec![0f32; n * f], vec![0f32; n * f]);
-        let scale = 1.0 / (hd as f32).sqrt();
         for (li, layer) in self.layers.iter().enumerate() {
             progress(li, self.layers.len());
             // ---- attention, block-diagonal over images ----
@@ -303,28 +376,7 @@ impl VisionModel {
                 rope2d(&mut q[t * d..(t + 1) * d], rc);
                 rope2d(&mut kk[t * d..(t + 1) * d], rc);
             }
-            let (qr, kr, vr) = (&q, &kk, &v);
-            let block_of: Vec<(usize, usize)> =
-                blocks.iter().flat_map(|&(s, l)| std::iter::repeat_n((s, l), l)).collect();
-            super::ops::for_each_chunk(&mut att, hd, |i, out| {
-                let (t, h) = (i / c.n_heads, i % c.n_heads);
-                let (start, len) = block_of[t];
-                let qv = &qr[t * d + h * hd..][..hd];
-                SCORES.with(|sc| {
-                    let mut sc = sc.borrow_mut();
-                    sc.clear();
-                    sc.extend(
-                        (start..start + len).map(|j| super::ops::dot_f32(qv, &kr[j * d + h * hd..][..hd]) * scale),
-                    );
-                    super::ops::softmax(&mut sc);
-                    out.fill(0.0);
-                    for (w, j) in sc.iter().zip(start..start + len) {
-                        for (o, x) in out.iter_mut().zip(&vr[j * d + h * hd..][..hd]) {
-                            *o += w * x;
-                        }
-                    }
-                });
-            });
+            attention(&q, &kk, &v, &mut att, &mut kt, &mut vt, &tiles, n, d, c.n_heads);
             matmul(self.bytes(&layer.wo), &layer.wo, &att, n, &mut xb, &mut mm);
             x.iter_mut().zip(&xb).for_each(|(a, b)| *a += b);
 

@@ -8,6 +8,7 @@
 use std::arch::x86_64::*;
 
 use super::Kernels;
+use crate::sgemm::{Sgemm, Tile};
 use crate::{BlockQ8_0, Isa};
 
 pub static KERNELS: Kernels = Kernels {
@@ -21,6 +22,8 @@ pub static KERNELS: Kernels = Kernels {
     gemm4_q4_0: Some(|w, y, d, o| unsafe { gemm4_q4_0(w, y, d, o) }),
     r16: |_| None,
     axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
+    sgemm: Some(Sgemm { mr: 6, nr: 16, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
+    softmax: |x, s| unsafe { softmax(x, s) },
 };
 
 #[inline]
@@ -234,4 +237,59 @@ pub(super) unsafe fn axpy_f16(a: f32, w: &[u8], out: &mut [f32]) {
         i += 8;
     }
     super::scalar::axpy_f16_ref(a, &w[2 * i..], &mut out[i..]);
+}
+
+/// f32 micro-tile ([`crate::sgemm`]): up to 6 rows × 16 columns in 12 ymm sums (of 16 registers); per `p` two
+/// loads of B, one broadcast of A per row, two FMAs per row. Columns past `n` are masked (`vmaskmovps`
+/// suppresses faults there).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn sgemm_tile(t: &Tile, c: &mut [f32], ldc: usize) {
+    t.check(c, ldc);
+    macro_rules! go {
+        ($($m:literal)*) => {
+            match (t.m, t.n > 8) {
+                $(($m, false) => tile256::<$m, 1>(t, c, ldc),
+                  ($m, true) => tile256::<$m, 2>(t, c, ldc),)*
+                _ => unreachable!("tile of {} rows", t.m),
+            }
+        };
+    }
+    go!(1 2 3 4 5 6)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn tile256<const MR: usize, const NV: usize>(t: &Tile, c: &mut [f32], ldc: usize) {
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let m: [__m256i; NV] =
+        std::array::from_fn(|v| _mm256_cmpgt_epi32(_mm256_set1_epi32(t.n as i32 - 8 * v as i32), lanes));
+    let (a, b, cp) = (t.a.as_ptr(), t.b.as_ptr(), c.as_mut_ptr());
+    let mut acc = [[_mm256_setzero_ps(); NV]; MR];
+    if t.accumulate {
+        for (i, acc) in acc.iter_mut().enumerate() {
+            for v in 0..NV {
+                acc[v] = _mm256_maskload_ps(cp.wrapping_add(i * ldc + 8 * v), m[v]);
+            }
+        }
+    }
+    for p in 0..t.k {
+        let bv: [__m256; NV] = std::array::from_fn(|v| _mm256_maskload_ps(b.wrapping_add(p * t.ldb + 8 * v), m[v]));
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let av = _mm256_set1_ps(*a.add(i * t.lda + p));
+            for v in 0..NV {
+                acc[v] = _mm256_fmadd_ps(av, bv[v], acc[v]);
+            }
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        for v in 0..NV {
+            _mm256_maskstore_ps(cp.wrapping_add(i * ldc + 8 * v), m[v], acc[v]);
+        }
+    }
+}
+
+/// [`crate::softmax::softmax_generic`] compiled for this tier (the compiler vectorises it).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn softmax(x: &mut [f32], scale: f32) {
+    crate::softmax::softmax_generic(x, scale)
 }

@@ -9,6 +9,7 @@ use std::arch::x86_64::*;
 use super::avx2;
 use super::Kernels;
 use crate::repack::R16;
+use crate::sgemm::{Sgemm, Tile};
 use crate::{Acts, BlockQ8_0, GgmlType, Isa};
 
 pub static KERNELS: Kernels = Kernels {
@@ -30,11 +31,13 @@ pub static KERNELS: Kernels = Kernels {
         }
     }),
     r16: |ty| match ty {
-        GgmlType::Q4_0 if vnni() => Some(|g, a, t0, t1, o| unsafe { gemm_r16::<true>(g, a, t0, t1, o) }),
-        GgmlType::Q8_0 if vnni() => Some(|g, a, t0, t1, o| unsafe { gemm_r16::<false>(g, a, t0, t1, o) }),
+        GgmlType::Q4_0 if vnni() => Some(|g, a, t0, t1, o, ld| unsafe { gemm_r16::<true>(g, a, t0, t1, o, ld) }),
+        GgmlType::Q8_0 if vnni() => Some(|g, a, t0, t1, o, ld| unsafe { gemm_r16::<false>(g, a, t0, t1, o, ld) }),
         _ => None,
     },
     axpy_f16: |a, w, o| unsafe { avx2::axpy_f16(a, w, o) },
+    sgemm: Some(Sgemm { mr: 8, nr: 32, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
+    softmax: |x, s| unsafe { softmax(x, s) },
 };
 
 use super::avx2::{f16_at, f16_bits};
@@ -200,28 +203,28 @@ fn tail_f32(w: &[u8], x: &[f32]) -> f32 {
 /// as the accumulator's start value, one convert and one FMA with the 16 rows' scales. Bit-identical to
 /// [`crate::repack::gemm_r16_ref`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn gemm_r16<const Q4: bool>(g: &[u8], acts: &Acts, t0: usize, t1: usize, out: &mut [f32]) {
+unsafe fn gemm_r16<const Q4: bool>(g: &[u8], acts: &Acts, t0: usize, t1: usize, out: &mut [f32], ldo: usize) {
+    assert!(t1 <= t0 || out.len() >= (t1 - 1) * ldo + R16, "R16 output out of bounds");
     let mut t = t0;
     while t + 8 <= t1 {
-        r16_tile::<8, Q4>(g, acts, t, out);
+        r16_tile::<8, Q4>(g, acts, t, out, ldo);
         t += 8;
     }
     if t + 4 <= t1 {
-        r16_tile::<4, Q4>(g, acts, t, out);
+        r16_tile::<4, Q4>(g, acts, t, out, ldo);
         t += 4;
     }
     while t < t1 {
-        r16_tile::<1, Q4>(g, acts, t, out);
+        r16_tile::<1, Q4>(g, acts, t, out, ldo);
         t += 1;
     }
 }
 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn r16_tile<const T: usize, const Q4: bool>(g: &[u8], acts: &Acts, t: usize, out: &mut [f32]) {
+unsafe fn r16_tile<const T: usize, const Q4: bool>(g: &[u8], acts: &Acts, t: usize, out: &mut [f32], ldo: usize) {
     let (bb, off) = if Q4 { (288, -8) } else { (544, -128) };
     let nb = g.len() / bb;
-    let n = acts.n();
     let x: [&[BlockQ8_0]; T] = std::array::from_fn(|j| acts.q8_row(t + j));
     let xd: [&[f32]; T] = std::array::from_fn(|j| acts.q8_scales(t + j));
     let xs: [&[i32]; T] = std::array::from_fn(|j| acts.q8_sums(t + j));
@@ -256,11 +259,64 @@ unsafe fn r16_tile<const T: usize, const Q4: bool>(g: &[u8], acts: &Acts, t: usi
             acc[j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc[j]);
         }
     }
+    // the 16 rows of token t + j are 16 consecutive outputs (bounds asserted by the caller)
     for (j, acc) in acc.iter().enumerate() {
-        let mut o = [0f32; R16];
-        _mm512_storeu_ps(o.as_mut_ptr(), *acc);
-        for (r, v) in o.iter().enumerate() {
-            out[r * n + t + j] = *v;
+        _mm512_storeu_ps(out.as_mut_ptr().add((t + j) * ldo), *acc);
+    }
+}
+
+/// f32 micro-tile ([`crate::sgemm`]): up to 8 rows × 32 columns in 16 zmm sums; per `p` two loads of B, one
+/// broadcast of A per row, two FMAs per row. Columns past `n` are masked (loads suppress faults there).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn sgemm_tile(t: &Tile, c: &mut [f32], ldc: usize) {
+    t.check(c, ldc);
+    macro_rules! go {
+        ($($m:literal)*) => {
+            match (t.m, t.n > 16) {
+                $(($m, false) => tile512::<$m, 1>(t, c, ldc),
+                  ($m, true) => tile512::<$m, 2>(t, c, ldc),)*
+                _ => unreachable!("tile of {} rows", t.m),
+            }
+        };
+    }
+    go!(1 2 3 4 5 6 7 8)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn tile512<const MR: usize, const NV: usize>(t: &Tile, c: &mut [f32], ldc: usize) {
+    let mask = |from: usize| -> __mmask16 {
+        let n = t.n.saturating_sub(from).min(16);
+        ((1u32 << n) - 1) as __mmask16
+    };
+    let m: [__mmask16; NV] = std::array::from_fn(|v| mask(16 * v));
+    let (a, b, cp) = (t.a.as_ptr(), t.b.as_ptr(), c.as_mut_ptr());
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    if t.accumulate {
+        for (i, acc) in acc.iter_mut().enumerate() {
+            for v in 0..NV {
+                acc[v] = _mm512_maskz_loadu_ps(m[v], cp.wrapping_add(i * ldc + 16 * v));
+            }
         }
     }
+    for p in 0..t.k {
+        let bv: [__m512; NV] = std::array::from_fn(|v| _mm512_maskz_loadu_ps(m[v], b.wrapping_add(p * t.ldb + 16 * v)));
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let av = _mm512_set1_ps(*a.add(i * t.lda + p));
+            for v in 0..NV {
+                acc[v] = _mm512_fmadd_ps(av, bv[v], acc[v]);
+            }
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        for v in 0..NV {
+            _mm512_mask_storeu_ps(cp.wrapping_add(i * ldc + 16 * v), m[v], acc[v]);
+        }
+    }
+}
+
+/// [`crate::softmax::softmax_generic`] compiled for this tier (the compiler vectorises it).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn softmax(x: &mut [f32], scale: f32) {
+    crate::softmax::softmax_generic(x, scale)
 }

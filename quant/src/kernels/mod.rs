@@ -15,8 +15,9 @@ pub mod scalar;
 pub type Gemm4 = fn(&[u8], [&[BlockQ8_0]; 4], [&[f32]; 4], &mut [f32; 4]);
 
 /// R16: one interleaved group of 16 weight rows ([`crate::repack`]) against tokens `t0..t1` of the Q8_0
-/// activations, into `out[r * n + t]` (`n = acts.n()`). Defined by [`crate::repack::gemm_r16_ref`], to the bit.
-pub type GemmR16 = fn(&[u8], &crate::Acts, usize, usize, &mut [f32]);
+/// activations, into `out[t * ldo + r]` (the last argument is `ldo`). Defined by
+/// [`crate::repack::gemm_r16_ref`], to the bit.
+pub type GemmR16 = fn(&[u8], &crate::Acts, usize, usize, &mut [f32], usize);
 
 /// Row dot products of one tier.
 pub struct Kernels {
@@ -40,6 +41,10 @@ pub struct Kernels {
     pub r16: fn(GgmlType) -> Option<GemmR16>,
     /// `out += a · row` for an F16 row (attention's weighted sum over an f16 KV cache).
     pub axpy_f16: fn(f32, &[u8], &mut [f32]),
+    /// The f32 matrix micro-kernel ([`crate::sgemm`]); `None`: the scalar twin does the products.
+    pub sgemm: Option<crate::sgemm::Sgemm>,
+    /// `x = softmax(scale · x)` in place ([`crate::softmax`]; equal to its twin to the bit).
+    pub softmax: fn(&mut [f32], f32),
 }
 
 pub(crate) fn has(isa: Isa) -> bool {

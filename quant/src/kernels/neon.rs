@@ -23,6 +23,8 @@ pub static KERNELS: Kernels = Kernels {
     gemm4_q4_0: Some(|w, y, d, o| unsafe { gemm4_q4_0(w, y, d, o) }),
     r16: |_| None,
     axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
+    sgemm: None,
+    softmax: crate::softmax::softmax_ref,
 };
 
 fn f16_at(b: &[u8]) -> f32 {

@@ -15,6 +15,8 @@ pub static KERNELS: Kernels = Kernels {
     gemm4_q4_0: None,
     r16: |_| None,
     axpy_f16: axpy_f16_ref,
+    sgemm: None,
+    softmax: crate::softmax::softmax_ref,
 };
 
 pub fn dot_q8_0_ref(w: &[u8], y: &[BlockQ8_0]) -> f32 {
