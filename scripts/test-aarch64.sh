@@ -21,9 +21,14 @@ TARGET=aarch64-unknown-linux-gnu
 DIR=target/cross
 
 $CARGO build -p pixtral-quant --example selftest --target $TARGET --target-dir $DIR --release
-selftest=$(timeout 600 $CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER $DIR/$TARGET/release/examples/selftest)
-echo "$selftest"
-grep -q "Neon" <<<"$selftest" || { echo "aarch64: the NEON tier was not tested" >&2; exit 1; }
+# twice: qemu's default CPU ("max") has the dot-product extension, a Cortex-A53 (Armv8.0) has not
+for cpu in max cortex-a53; do
+    selftest=$(timeout 600 qemu-aarch64-static -cpu $cpu -L /usr/aarch64-linux-gnu $DIR/$TARGET/release/examples/selftest)
+    echo "[$cpu] $selftest"
+    grep -q "Neon" <<<"$selftest" || { echo "aarch64: the NEON tier was not tested" >&2; exit 1; }
+    want=$([ $cpu = max ] && echo true || echo false)
+    grep -q "aarch64 dotprod: $want" <<<"$selftest" || { echo "aarch64 $cpu: expected dotprod $want" >&2; exit 1; }
+done
 
 # end to end: the host converts, the aarch64 binary answers (greedy: the same words on every ISA)
 $CARGO build --release --bin pixtral --target $TARGET --target-dir $DIR
@@ -31,8 +36,9 @@ cargo build --release --bin pixtral
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 target/release/pixtral convert tests/fixtures/tiny/hf --outtype q4_0 -o "$tmp/tiny.gguf" >/dev/null 2>&1
-for isa in neon scalar; do
-    out=$(PIXTRAL_ISA=$isa timeout 300 $CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER $DIR/$TARGET/release/pixtral run -m "$tmp/tiny.gguf" \
+for isa_cpu in neon:max neon:cortex-a53 scalar:max; do
+    isa=${isa_cpu%:*} cpu=${isa_cpu#*:}
+    out=$(PIXTRAL_ISA=$isa timeout 300 qemu-aarch64-static -cpu $cpu -L /usr/aarch64-linux-gnu $DIR/$TARGET/release/pixtral run -m "$tmp/tiny.gguf" \
         -p "Describe a red circle in one word." --temp 0 -t 1 2>"$tmp/err")
     grep -q "ISA $isa" "$tmp/err" || { cat "$tmp/err"; echo "aarch64: ISA $isa was not used" >&2; exit 1; }
     if [ "$out" != "Round." ]; then
@@ -40,6 +46,6 @@ for isa in neon scalar; do
         echo "aarch64 $isa: expected 'Round.', got '$out'" >&2
         exit 1
     fi
-    echo "aarch64 $isa: end-to-end greedy answer ok ($out)"
+    echo "aarch64 $isa ($cpu): end-to-end greedy answer ok ($out)"
 done
 echo "aarch64: 1 passed, 0 failed"

@@ -1,6 +1,7 @@
-//! NEON (AArch64 baseline) kernels. Q8_0/Q4_0: each block's integer sum computed exactly with widening
-//! multiplies (`smull`/`smull2`, pairwise adds), scales applied in the scalar twin's order, so these two are
-//! bit-identical to it. F32/BF16: 4-wide FMAs; F16: widened with `fcvtl` (stable `asm!`: the f16 intrinsics are not
+//! NEON (AArch64 baseline) kernels. Q8_0/Q4_0: each block's integer sum computed exactly — with `sdot` where the
+//! CPU has the dot-product extension (`dotprod`, Armv8.2+; checked once per row), else widening multiplies
+//! (`smull`/`smull2`, pairwise adds) — and scales applied in the scalar twin's order, so these are bit-identical
+//! to it. f32 products (`sgemm`): 8 × 8 register tiles of fused multiply-adds, bit-identical too. F32/BF16: 4-wide FMAs; F16: widened with `fcvtl` (stable `asm!`: the f16 intrinsics are not
 //! stable Rust yet).
 //!
 //! Safety contract: NEON is part of every AArch64 CPU (`Isa::Neon.supported()` checks anyway); loads stay inside
@@ -10,20 +11,50 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 
 use super::Kernels;
+use crate::sgemm::{Sgemm, Tile};
 use crate::{BlockQ8_0, Isa};
+
+/// The dot-product extension (`sdot`); std caches the answer, so this is an atomic load.
+pub fn dotprod() -> bool {
+    std::arch::is_aarch64_feature_detected!("dotprod")
+}
 
 pub static KERNELS: Kernels = Kernels {
     isa: Isa::Neon,
-    dot_q8_0: |w, y| unsafe { dot_q8_0(w, y) },
-    dot_q4_0: |w, y| unsafe { dot_q4_0(w, y) },
+    dot_q8_0: |w, y| unsafe {
+        if dotprod() {
+            dot_q8_0::<true>(w, y)
+        } else {
+            dot_q8_0::<false>(w, y)
+        }
+    },
+    dot_q4_0: |w, y| unsafe {
+        if dotprod() {
+            dot_q4_0::<true>(w, y)
+        } else {
+            dot_q4_0::<false>(w, y)
+        }
+    },
     dot_f16: |w, x| unsafe { dot_f16(w, x) },
     dot_bf16: |w, x| unsafe { dot_bf16(w, x) },
     dot_f32: |w, x| unsafe { dot_f32(w, x) },
-    gemm4_q8_0: Some(|w, y, d, o| unsafe { gemm4_q8_0(w, y, d, o) }),
-    gemm4_q4_0: Some(|w, y, d, o| unsafe { gemm4_q4_0(w, y, d, o) }),
+    gemm4_q8_0: Some(|w, y, d, o| unsafe {
+        if dotprod() {
+            gemm4_q8_0::<true>(w, y, d, o)
+        } else {
+            gemm4_q8_0::<false>(w, y, d, o)
+        }
+    }),
+    gemm4_q4_0: Some(|w, y, d, o| unsafe {
+        if dotprod() {
+            gemm4_q4_0::<true>(w, y, d, o)
+        } else {
+            gemm4_q4_0::<false>(w, y, d, o)
+        }
+    }),
     r16: |_| None,
     axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
-    sgemm: None,
+    sgemm: Some(Sgemm { mr: 8, nr: 8, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
     softmax: crate::softmax::softmax_ref,
 };
 
@@ -31,10 +62,14 @@ fn f16_at(b: &[u8]) -> f32 {
     half::f16::from_le_bytes([b[0], b[1]]).to_f32()
 }
 
-/// Σ a·b of 32 signed bytes (two 16-byte halves each), exactly.
+/// Σ a·b of 32 signed bytes (two 16-byte halves each), exactly; `DOT`: with `sdot` (the caller checked
+/// [`dotprod`]).
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn sum_i8(a0: int8x16_t, a1: int8x16_t, b0: int8x16_t, b1: int8x16_t) -> i32 {
+unsafe fn sum_i8<const DOT: bool>(a0: int8x16_t, a1: int8x16_t, b0: int8x16_t, b1: int8x16_t) -> i32 {
+    if DOT {
+        return sum_i8_sdot(a0, a1, b0, b1);
+    }
     let p0 = vmull_s8(vget_low_s8(a0), vget_low_s8(b0));
     let p1 = vmull_high_s8(a0, b0);
     let p2 = vmull_s8(vget_low_s8(a1), vget_low_s8(b1));
@@ -44,21 +79,40 @@ unsafe fn sum_i8(a0: int8x16_t, a1: int8x16_t, b0: int8x16_t, b1: int8x16_t) -> 
     vaddvq_s32(s)
 }
 
+/// [`sum_i8`] with two `sdot`s (4 products per i32 lane each). `asm!`: the dotprod intrinsics are not stable
+/// Rust yet.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn sum_i8_sdot(a0: int8x16_t, a1: int8x16_t, b0: int8x16_t, b1: int8x16_t) -> i32 {
+    let mut acc = vdupq_n_s32(0);
+    asm!(
+        "sdot {acc:v}.4s, {a0:v}.16b, {b0:v}.16b",
+        "sdot {acc:v}.4s, {a1:v}.16b, {b1:v}.16b",
+        acc = inout(vreg) acc,
+        a0 = in(vreg) a0,
+        b0 = in(vreg) b0,
+        a1 = in(vreg) a1,
+        b1 = in(vreg) b1,
+        options(pure, nomem, nostack)
+    );
+    vaddvq_s32(acc)
+}
+
 #[target_feature(enable = "neon")]
-unsafe fn dot_q8_0(w: &[u8], y: &[BlockQ8_0]) -> f32 {
+unsafe fn dot_q8_0<const DOT: bool>(w: &[u8], y: &[BlockQ8_0]) -> f32 {
     debug_assert_eq!(w.len(), y.len() * 34);
     let mut sum = 0f32;
     for (b, by) in w.chunks_exact(34).zip(y) {
         let q = b.as_ptr().add(2) as *const i8;
         let a = by.qs.as_ptr();
-        let sumi = sum_i8(vld1q_s8(q), vld1q_s8(q.add(16)), vld1q_s8(a), vld1q_s8(a.add(16)));
+        let sumi = sum_i8::<DOT>(vld1q_s8(q), vld1q_s8(q.add(16)), vld1q_s8(a), vld1q_s8(a.add(16)));
         sum += sumi as f32 * (f16_at(b) * by.d.to_f32());
     }
     sum
 }
 
 #[target_feature(enable = "neon")]
-unsafe fn dot_q4_0(w: &[u8], y: &[BlockQ8_0]) -> f32 {
+unsafe fn dot_q4_0<const DOT: bool>(w: &[u8], y: &[BlockQ8_0]) -> f32 {
     debug_assert_eq!(w.len(), y.len() * 18);
     let mut sum = 0f32;
     let eight = vdupq_n_s8(8);
@@ -68,7 +122,7 @@ unsafe fn dot_q4_0(w: &[u8], y: &[BlockQ8_0]) -> f32 {
         let lo = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(packed, vdupq_n_u8(0x0F))), eight);
         let hi = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(packed, 4)), eight);
         let a = by.qs.as_ptr();
-        let sumi = sum_i8(lo, hi, vld1q_s8(a), vld1q_s8(a.add(16)));
+        let sumi = sum_i8::<DOT>(lo, hi, vld1q_s8(a), vld1q_s8(a.add(16)));
         sum += sumi as f32 * (f16_at(b) * by.d.to_f32());
     }
     sum
@@ -98,14 +152,14 @@ unsafe fn unpack_q8(b: &[u8]) -> (int8x16_t, int8x16_t) {
 macro_rules! gemm4 {
     ($name:ident, $bytes:expr, $unpack:ident) => {
         #[target_feature(enable = "neon")]
-        unsafe fn $name(w: &[u8], y: [&[BlockQ8_0]; 4], d: [&[f32]; 4], out: &mut [f32; 4]) {
+        unsafe fn $name<const DOT: bool>(w: &[u8], y: [&[BlockQ8_0]; 4], d: [&[f32]; 4], out: &mut [f32; 4]) {
             let mut sum = [0f32; 4];
             for (i, b) in w.chunks_exact($bytes).enumerate() {
                 let (x0, x1) = $unpack(b);
                 let dw = f16_at(b);
                 for j in 0..4 {
                     let a = y[j][i].qs.as_ptr();
-                    let sumi = sum_i8(x0, x1, vld1q_s8(a), vld1q_s8(a.add(16)));
+                    let sumi = sum_i8::<DOT>(x0, x1, vld1q_s8(a), vld1q_s8(a.add(16)));
                     sum[j] += sumi as f32 * (dw * d[j][i]);
                 }
             }
@@ -180,4 +234,48 @@ unsafe fn axpy_f16(a: f32, w: &[u8], out: &mut [f32]) {
         i += 4;
     }
     super::scalar::axpy_f16_ref(a, &w[2 * i..], &mut out[i..]);
+}
+
+/// f32 micro-tile ([`crate::sgemm`]): up to 8 rows × 8 columns in 16 q-register sums; per `p` two loads of B,
+/// one broadcast load of A per row, two fused multiply-adds per row. Tiles narrower than 8 columns (the edges)
+/// go to the scalar twin, which computes the same fused chain.
+#[target_feature(enable = "neon")]
+unsafe fn sgemm_tile(t: &Tile, c: &mut [f32], ldc: usize) {
+    t.check(c, ldc);
+    if t.n != 8 {
+        return crate::sgemm::tile_ref(t, c, ldc);
+    }
+    macro_rules! go {
+        ($($m:literal)*) => {
+            match t.m {
+                $($m => tile_neon::<$m>(t, c, ldc),)*
+                _ => unreachable!("tile of {} rows", t.m),
+            }
+        };
+    }
+    go!(1 2 3 4 5 6 7 8)
+}
+
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn tile_neon<const MR: usize>(t: &Tile, c: &mut [f32], ldc: usize) {
+    let (a, b, cp) = (t.a.as_ptr(), t.b.as_ptr(), c.as_mut_ptr());
+    let mut acc = [[vdupq_n_f32(0.0); 2]; MR];
+    if t.accumulate {
+        for (i, acc) in acc.iter_mut().enumerate() {
+            *acc = [vld1q_f32(cp.add(i * ldc)), vld1q_f32(cp.add(i * ldc + 4))];
+        }
+    }
+    for p in 0..t.k {
+        let (b0, b1) = (vld1q_f32(b.add(p * t.ldb)), vld1q_f32(b.add(p * t.ldb + 4)));
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let av = vld1q_dup_f32(a.add(i * t.lda + p));
+            acc[0] = vfmaq_f32(acc[0], av, b0);
+            acc[1] = vfmaq_f32(acc[1], av, b1);
+        }
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        vst1q_f32(cp.add(i * ldc), acc[0]);
+        vst1q_f32(cp.add(i * ldc + 4), acc[1]);
+    }
 }
