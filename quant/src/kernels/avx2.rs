@@ -8,8 +8,9 @@
 use std::arch::x86_64::*;
 
 use super::Kernels;
+use crate::repack::R16;
 use crate::sgemm::{Sgemm, Tile};
-use crate::{BlockQ8_0, Isa};
+use crate::{Acts, BlockQ8_0, GgmlType, Isa};
 
 pub static KERNELS: Kernels = Kernels {
     isa: Isa::Avx2,
@@ -20,7 +21,11 @@ pub static KERNELS: Kernels = Kernels {
     dot_f32: |w, x| unsafe { dot_f32(w, x) },
     gemm4_q8_0: Some(|w, y, d, o| unsafe { gemm4_q8_0(w, y, d, o) }),
     gemm4_q4_0: Some(|w, y, d, o| unsafe { gemm4_q4_0(w, y, d, o) }),
-    r16: |_| None,
+    r16: |ty| match ty {
+        GgmlType::Q4_0 => Some(|g, a, t0, t1, o, ld| unsafe { gemm_r16::<true>(g, a, t0, t1, o, ld) }),
+        GgmlType::Q8_0 => Some(|g, a, t0, t1, o, ld| unsafe { gemm_r16::<false>(g, a, t0, t1, o, ld) }),
+        _ => None,
+    },
     axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
     sgemm: Some(Sgemm { mr: 6, nr: 16, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
     softmax: |x, s| unsafe { softmax(x, s) },
@@ -292,4 +297,97 @@ unsafe fn tile256<const MR: usize, const NV: usize>(t: &Tile, c: &mut [f32], ldc
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn softmax(x: &mut [f32], scale: f32) {
     crate::softmax::softmax_generic(x, scale)
+}
+
+/// R16 ([`crate::repack`]) without VNNI: each 16-row group as two halves of 8 rows (one i32 lane per row), tokens
+/// four at a time. The u8 × i8 products come from `maddubs` (pairs summed in i16) and `madd` (pairs of those into
+/// i32). Q4_0's unsigned nibbles times |x| ≤ 127 keep even the sum over a whole block (8 × 2 × 15 × 127 = 30480)
+/// inside i16, so one `madd` per block and token; Q8_0 goes back to signed weights and the sign trick
+/// (`maddubs(|w|, x·sign(w))`), one `madd` per 4 columns. Exact integers, then the twin's float operations:
+/// bit-identical to [`crate::repack::gemm_r16_ref`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn gemm_r16<const Q4: bool>(
+    g: &[u8],
+    acts: &Acts,
+    t0: usize,
+    t1: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    assert!(t1 <= t0 || out.len() >= (t1 - 1) * ldo + R16, "R16 output out of bounds");
+    for half in 0..2 {
+        let mut t = t0;
+        while t + 4 <= t1 {
+            r16_half::<4, Q4>(g, acts, t, half, out, ldo);
+            t += 4;
+        }
+        while t < t1 {
+            r16_half::<1, Q4>(g, acts, t, half, out, ldo);
+            t += 1;
+        }
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn r16_half<const T: usize, const Q4: bool>(
+    g: &[u8],
+    acts: &Acts,
+    t: usize,
+    half: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let bb = if Q4 { 288 } else { 544 };
+    let nb = g.len() / bb;
+    let x: [&[BlockQ8_0]; T] = std::array::from_fn(|j| acts.q8_row(t + j));
+    let xd: [&[f32]; T] = std::array::from_fn(|j| acts.q8_scales(t + j));
+    let xs: [&[i32]; T] = std::array::from_fn(|j| acts.q8_sums(t + j));
+    debug_assert!(x.iter().all(|x| x.len() == nb) && g.len() == nb * bb);
+    let (m4, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi16(1));
+    let mut acc = [_mm256_setzero_ps(); T];
+    for b in 0..nb {
+        let blk = g.as_ptr().add(b * bb);
+        prefetch_lines(blk.add(PREFETCH), bb);
+        let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * half) as *const __m128i));
+        let q = blk.add(32 + 32 * half); // chunk c of this half at q + 64·c
+        let mut s = [_mm256_setzero_si256(); T];
+        if Q4 {
+            let mut s16 = [_mm256_setzero_si256(); T];
+            for c in 0..4 {
+                let v = _mm256_loadu_si256(q.add(64 * c) as *const __m256i);
+                let (lo, hi) = (_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4));
+                for j in 0..T {
+                    let xq = x[j].get_unchecked(b).qs.as_ptr();
+                    let xl = _mm256_set1_epi32((xq.add(4 * c) as *const i32).read_unaligned());
+                    let xh = _mm256_set1_epi32((xq.add(16 + 4 * c) as *const i32).read_unaligned());
+                    let p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh));
+                    s16[j] = _mm256_add_epi16(s16[j], p);
+                }
+            }
+            for j in 0..T {
+                let off = _mm256_set1_epi32(-8 * *xs[j].get_unchecked(b));
+                s[j] = _mm256_add_epi32(_mm256_madd_epi16(s16[j], ones), off);
+            }
+        } else {
+            let flip = _mm256_set1_epi8(-128);
+            for c in 0..8 {
+                let w = _mm256_xor_si256(_mm256_loadu_si256(q.add(64 * c) as *const __m256i), flip);
+                let aw = _mm256_sign_epi8(w, w);
+                for j in 0..T {
+                    let xq = x[j].get_unchecked(b).qs.as_ptr();
+                    let xb = _mm256_set1_epi32((xq.add(4 * c) as *const i32).read_unaligned());
+                    let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xb, w));
+                    s[j] = _mm256_add_epi32(s[j], _mm256_madd_epi16(p, ones));
+                }
+            }
+        }
+        for j in 0..T {
+            let d = _mm256_mul_ps(dw, _mm256_set1_ps(*xd[j].get_unchecked(b)));
+            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[j]), d, acc[j]);
+        }
+    }
+    for (j, acc) in acc.iter().enumerate() {
+        _mm256_storeu_ps(out.as_mut_ptr().add((t + j) * ldo + 8 * half), *acc);
+    }
 }

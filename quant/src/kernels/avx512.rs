@@ -30,10 +30,11 @@ pub static KERNELS: Kernels = Kernels {
             avx2::gemm4_q4_0(w, y, d, o)
         }
     }),
+    // without VNNI, the AVX2 tier's R16 kernel
     r16: |ty| match ty {
         GgmlType::Q4_0 if vnni() => Some(|g, a, t0, t1, o, ld| unsafe { gemm_r16::<true>(g, a, t0, t1, o, ld) }),
         GgmlType::Q8_0 if vnni() => Some(|g, a, t0, t1, o, ld| unsafe { gemm_r16::<false>(g, a, t0, t1, o, ld) }),
-        _ => None,
+        _ => (avx2::KERNELS.r16)(ty),
     },
     axpy_f16: |a, w, o| unsafe { avx2::axpy_f16(a, w, o) },
     sgemm: Some(Sgemm { mr: 8, nr: 32, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
