@@ -1,6 +1,6 @@
 //! Prefill matmul, one thread: a 1024 × 5120 weight against 64 tokens, with the tier's dots only, its gemm4
 //! kernels, and (where the tier has one) its R16 kernel on the interleaved layout; prints GFLOP/s of each (2 flops
-//! per weight and token).
+//! per weight and token). Then the f32 micro-kernel (`sgemm`) on the shapes the ViT gives it.
 use pixtral_quant::kernels::{kernels, Kernels};
 use pixtral_quant::{matmul_rows, repack, Acts, GgmlType, Isa, Layout};
 use std::time::Instant;
@@ -38,6 +38,27 @@ fn main() {
                     dt * 1e3
                 );
             }
+        }
+    }
+    // sgemm: (m, n, k, lda, ldb) as in prefill with float weights (X · Wᵀ panel) and the ViT's attention
+    for (what, m, n, k, lda, ldb) in [
+        ("X·Wt  4096x32x1024", 4096, 32, 1024, 1024, 32),
+        ("Q·Kt  64x4096x64  ", 64, 4096, 64, 1024, 4096 + 16),
+        ("P·V   64x64x4096  ", 64, 64, 4096, 4096, 64),
+    ] {
+        let a: Vec<f32> = (0..m * lda).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let b: Vec<f32> = (0..k * ldb).map(|i| ((i * 104729) % 997) as f32 / 498.0 - 1.0).collect();
+        let mut c = vec![0f32; m * n];
+        for isa in Isa::available().into_iter().filter(|i| kernels(*i).sgemm.is_some()) {
+            let kt = kernels(isa);
+            pixtral_quant::sgemm::sgemm(kt, m, n, k, &a, lda, &b, ldb, &mut c, n); // warm
+            let reps = 5;
+            let t = Instant::now();
+            for _ in 0..reps {
+                pixtral_quant::sgemm::sgemm(kt, m, n, k, &a, lda, &b, ldb, &mut c, n);
+            }
+            let dt = t.elapsed().as_secs_f64() / reps as f64;
+            println!("sgemm {what} {isa:?}: {:.1} GFLOP/s", 2.0 * (m * n * k) as f64 / dt / 1e9);
         }
     }
 }
