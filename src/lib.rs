@@ -26,7 +26,7 @@ pub mod npy;
 pub mod runtime;
 
 pub use error::{Error, Result};
-pub use model::Model;
+pub use model::{LoadOptions, Model};
 pub use pixtral_convert as convert;
 pub use pixtral_quant as quant;
 pub use runtime::chat;

@@ -8,7 +8,7 @@ use std::sync::atomic::AtomicBool;
 
 use common::{fixtures, TempDir};
 use pixtral::chat::{encode_chat, Message};
-use pixtral::quant::GgmlType;
+use pixtral::quant::{GgmlType, Layout};
 use pixtral::runtime::kv_cache::KvType;
 use pixtral::{Error, Model, Sampler, SamplerParams, Session, SessionOptions};
 
@@ -317,6 +317,31 @@ fn results_do_not_depend_on_the_thread_count() {
     let serial = run(2);
     pixtral::model::ops::set_serial(false);
     assert!(one == serial);
+}
+
+#[test]
+fn r16_relayout_matches_the_file_layout() {
+    use pixtral::LoadOptions;
+    let c = case("raw_text");
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+        let path = tiny_gguf("hf", ty);
+        let packed = Model::load(&path).unwrap();
+        let plain = Model::load_with(&path, &LoadOptions { repack: false }).unwrap();
+        let tier_has_r16 = pixtral::quant::kernels::selected().gemm_r16(ty).is_some();
+        assert_eq!(packed.repacked.bytes > 0, tier_has_r16, "{ty}: re-laid out iff the tier has an R16 kernel");
+        assert_eq!(plain.repacked.bytes, 0);
+        if tier_has_r16 {
+            let l = &packed.weights.layers[0];
+            assert!([l.wq, l.wk, l.wv, l.wo, l.w_gate, l.w_up, l.w_down].iter().all(|m| m.layout == Layout::R16));
+            assert_eq!(packed.weights.token_embd.layout, Layout::Plain, "the embedding is looked up by row");
+        }
+        // the same integers, summed in another order: logits within float noise, the same greedy tokens
+        let (a, b) = (all_logits(&packed, &c.ids, KvType::F16), all_logits(&plain, &c.ids, KvType::F16));
+        let range = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let diff = a.iter().zip(&b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff <= 1e-4 * range, "{ty}: R16 logits differ by {diff} (range {range})");
+        assert_eq!(greedy(&packed, &c.ids, 12, KvType::F16), greedy(&plain, &c.ids, 12, KvType::F16), "{ty}");
+    }
 }
 
 #[test]

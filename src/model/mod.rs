@@ -106,6 +106,20 @@ impl Mat {
     }
 }
 
+/// How [`Model::load_with`] / [`vision::VisionModel::load_with`] prepare the weights.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Re-lay Q4_0/Q8_0 matrices out as R16 where the ISA tier has a kernel for it ([`repack`]); `false` keeps
+    /// every weight in the file's map. `PIXTRAL_REPACK=0` in the environment also turns it off.
+    pub repack: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { repack: true }
+    }
+}
+
 /// What [`repack`] did.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Repacked {
@@ -130,10 +144,10 @@ impl Arena {
 /// asks for transparent huge pages: 2 MB pages fault 512× less often than 4 KB ones (copy-on-write of the file
 /// map took 24 s of page faults for the 12B file in this VM) and spare the TLB. Costs one pass over the weights
 /// at load, threaded. `PIXTRAL_REPACK=0` keeps the file's layout (and every weight file-backed).
-pub(crate) fn repack(file: &GgufFile, mats: &mut [&mut Mat]) -> Result<(Arena, Repacked)> {
+pub(crate) fn repack(file: &GgufFile, mats: &mut [&mut Mat], opts: &LoadOptions) -> Result<(Arena, Repacked)> {
     use pixtral_quant::repack::{fits, repack_group, R16};
     let kernels = pixtral_quant::kernels::selected();
-    let off = std::env::var("PIXTRAL_REPACK").is_ok_and(|v| v == "0");
+    let off = !opts.repack || std::env::var("PIXTRAL_REPACK").is_ok_and(|v| v == "0");
     let wanted =
         |m: &Mat| !off && m.layout == Layout::Plain && fits(m.ty, m.rows, m.cols) && kernels.gemm_r16(m.ty).is_some();
     let total: usize = mats.iter().filter(|m| wanted(m)).map(|m| m.len).sum();
@@ -244,6 +258,11 @@ impl Model {
     /// Map a text GGUF (ours or llama.cpp's) and check it completely: config, every tensor's presence, shape
     /// and type, the tokenizer. Nothing large is allocated: weights stay in the map.
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
+        Self::load_with(path, &LoadOptions::default())
+    }
+
+    /// [`Model::load`] with options.
+    pub fn load_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Model> {
         let file = GgufFile::open(path.as_ref())?;
         let h = &file.header;
         let cfg = text_config(h)?;
@@ -291,7 +310,7 @@ impl Model {
         if !tied {
             mats.push(output);
         }
-        let (arena, repacked) = repack(&file, &mut mats)?;
+        let (arena, repacked) = repack(&file, &mut mats, opts)?;
         Ok(Model { file, arena, cfg, weights, tokenizer, weight_type, repacked })
     }
 

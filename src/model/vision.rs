@@ -208,6 +208,11 @@ fn attention(
 
 impl VisionModel {
     pub fn load(path: impl AsRef<Path>) -> Result<VisionModel> {
+        Self::load_with(path, &super::LoadOptions::default())
+    }
+
+    /// [`VisionModel::load`] with options.
+    pub fn load_with(path: impl AsRef<Path>, opts: &super::LoadOptions) -> Result<VisionModel> {
         let file = GgufFile::open(path.as_ref())?;
         let h = &file.header;
         let (cfg, text_dim) = vision_config(h)?;
@@ -265,7 +270,7 @@ impl VisionModel {
             .flat_map(|l| [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down])
             .chain([patch_embd, mm1, mm2])
             .collect();
-        (v.arena, v.repacked) = super::repack(file, &mut mats)?;
+        (v.arena, v.repacked) = super::repack(file, &mut mats, opts)?;
         Ok(v)
     }
 
