@@ -314,6 +314,9 @@ pub(super) unsafe fn gemm_r16<const Q4: bool>(
     out: &mut [f32],
     ldo: usize,
 ) {
+    // the tiles index blocks and outputs unchecked: shapes checked once here
+    let bb = if Q4 { 288 } else { 544 };
+    assert!(t1 <= t0 || g.len() == acts.q8_row(t0).len() * bb, "R16 group and activations disagree");
     assert!(t1 <= t0 || out.len() >= (t1 - 1) * ldo + R16, "R16 output out of bounds");
     for half in 0..2 {
         let mut t = t0;

@@ -205,6 +205,9 @@ fn tail_f32(w: &[u8], x: &[f32]) -> f32 {
 /// [`crate::repack::gemm_r16_ref`].
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn gemm_r16<const Q4: bool>(g: &[u8], acts: &Acts, t0: usize, t1: usize, out: &mut [f32], ldo: usize) {
+    // the tiles index blocks and outputs unchecked: shapes checked once here
+    let bb = if Q4 { 288 } else { 544 };
+    assert!(t1 <= t0 || g.len() == acts.q8_row(t0).len() * bb, "R16 group and activations disagree");
     assert!(t1 <= t0 || out.len() >= (t1 - 1) * ldo + R16, "R16 output out of bounds");
     let mut t = t0;
     while t + 8 <= t1 {
