@@ -178,13 +178,29 @@ fn float_gemm(kern: &crate::Kernels, ty: GgmlType, w: &[u8], acts: &Acts, out: &
     PANEL.with(|p| {
         let wt = &mut *p.borrow_mut();
         wt.resize(k * rows, 0.0);
-        for (r, row) in w.chunks_exact(k * eb).enumerate() {
-            for (p, v) in row.chunks_exact(eb).enumerate() {
-                wt[p * rows + r] = match ty {
-                    GgmlType::F32 => f32::from_le_bytes([v[0], v[1], v[2], v[3]]),
-                    GgmlType::F16 => half::f16::from_le_bytes([v[0], v[1]]).to_f32(),
-                    _ => crate::bf16_to_f32(u16::from_le_bytes([v[0], v[1]])),
-                };
+        // 64 columns at a time, so the panel rows being written (64 × rows f32) stay in L1
+        const PB: usize = 64;
+        let mut tmp = [0f32; PB];
+        for p0 in (0..k).step_by(PB) {
+            let pc = PB.min(k - p0);
+            for (r, row) in w.chunks_exact(k * eb).enumerate() {
+                let src = &row[p0 * eb..(p0 + pc) * eb];
+                match ty {
+                    GgmlType::F32 => {
+                        for (t, v) in tmp.iter_mut().zip(src.chunks_exact(4)) {
+                            *t = f32::from_le_bytes([v[0], v[1], v[2], v[3]]);
+                        }
+                    }
+                    GgmlType::F16 => (kern.widen_f16)(src, &mut tmp[..pc]),
+                    _ => {
+                        for (t, v) in tmp.iter_mut().zip(src.chunks_exact(2)) {
+                            *t = crate::bf16_to_f32(u16::from_le_bytes([v[0], v[1]]));
+                        }
+                    }
+                }
+                for (q, v) in tmp[..pc].iter().enumerate() {
+                    wt[(p0 + q) * rows + r] = *v;
+                }
             }
         }
         crate::sgemm::sgemm(kern, n, rows, k, &acts.f32, k, wt, rows, out, rows);

@@ -76,6 +76,15 @@ pub fn kernels_match_ref() -> usize {
                 checked += 1;
                 assert!((got - want).abs() <= tol, "{isa:?} {ty} blocks={nb}: {got} vs {want} (tol {tol})");
             }
+            // widen_f16: exact, odd lengths too
+            for len in [n, n - 1, n.saturating_sub(13).max(1)] {
+                let wb = bytes_of(GgmlType::F16, &w[..len]);
+                let (mut got, mut want) = (vec![0f32; len], vec![0f32; len]);
+                (k.widen_f16)(&wb, &mut got);
+                scalar::widen_f16_ref(&wb, &mut want);
+                checked += 1;
+                assert!(got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()), "{isa:?} widen_f16 len={len}");
+            }
             // axpy_f16: out += a·row, odd lengths too (head_dim 128 in practice)
             for len in [n, n - 1, n.saturating_sub(13).max(1)] {
                 let wb = bytes_of(GgmlType::F16, &w[..len]);

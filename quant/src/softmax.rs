@@ -14,11 +14,16 @@ const LN2_LO: f32 = 1.428_606_8e-6;
 /// e^x for x ≤ 0 (a softmax's shifted scores); 0 below −87 (where e^x leaves the normal range).
 #[inline(always)]
 pub fn exp_neg(x: f32) -> f32 {
+    // 1.5·2²³: adding it rounds to an integer (ties to even) held in the low mantissa bits, so n and 2ⁿ come
+    // from plain float and integer lane operations (a float→int cast would be scalarised: Rust's casts saturate)
+    const MAGIC: f32 = 12_582_912.0;
     let xc = x.max(-87.0);
-    let n = (xc * LOG2E).round_ties_even();
+    let t = xc * LOG2E + MAGIC;
+    let n = t - MAGIC;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let e = f32::from_bits(((n as i32 + 127) << 23) as u32);
+    // n = bits(t) − bits(MAGIC) ∈ [−126, 0]: 2ⁿ has exponent field n + 127
+    let e = f32::from_bits(t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23);
     if x < -87.0 {
         0.0
     } else {

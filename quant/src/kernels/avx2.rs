@@ -26,6 +26,7 @@ pub static KERNELS: Kernels = Kernels {
         GgmlType::Q8_0 => Some(|g, a, t0, t1, o, ld| unsafe { gemm_r16::<false>(g, a, t0, t1, o, ld) }),
         _ => None,
     },
+    widen_f16: |w, o| unsafe { widen_f16(w, o) },
     axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
     sgemm: Some(Sgemm { mr: 6, nr: 16, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
     softmax: |x, s| unsafe { softmax(x, s) },
@@ -227,6 +228,18 @@ unsafe fn load_f32(p: *const u8) -> __m256 {
 float_dot!(dot_f16, 2, load_f16, super::scalar::dot_f16_ref);
 float_dot!(dot_bf16, 2, load_bf16, super::scalar::dot_bf16_ref);
 float_dot!(dot_f32, 4, load_f32, super::scalar::dot_f32_ref);
+
+/// An F16 row to f32, 8 values per `vcvtph2ps`, the tail by the twin.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn widen_f16(w: &[u8], out: &mut [f32]) {
+    let n = out.len().min(w.len() / 2);
+    let mut i = 0;
+    while i + 8 <= n {
+        _mm256_storeu_ps(out.as_mut_ptr().add(i), load_f16(w.as_ptr().add(2 * i)));
+        i += 8;
+    }
+    super::scalar::widen_f16_ref(&w[2 * i..], &mut out[i..]);
+}
 
 /// `out += a · w` for an F16 row: 8 lanes per step (F16C widening), a scalar tail.
 #[target_feature(enable = "avx2,fma,f16c")]

@@ -36,6 +36,7 @@ pub static KERNELS: Kernels = Kernels {
         GgmlType::Q8_0 if vnni() => Some(|g, a, t0, t1, o, ld| unsafe { gemm_r16::<false>(g, a, t0, t1, o, ld) }),
         _ => (avx2::KERNELS.r16)(ty),
     },
+    widen_f16: |w, o| unsafe { avx2::widen_f16(w, o) },
     axpy_f16: |a, w, o| unsafe { avx2::axpy_f16(a, w, o) },
     sgemm: Some(Sgemm { mr: 8, nr: 32, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
     softmax: |x, s| unsafe { softmax(x, s) },

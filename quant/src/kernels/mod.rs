@@ -39,6 +39,8 @@ pub struct Kernels {
     /// The tier's R16 kernel for a weight type, if it has one (asked at run time: it may depend on a CPU
     /// feature within the tier). Loaders repack a matrix only when this is `Some`.
     pub r16: fn(GgmlType) -> Option<GemmR16>,
+    /// An F16 row widened to f32 (exact on every tier).
+    pub widen_f16: fn(&[u8], &mut [f32]),
     /// `out += a · row` for an F16 row (attention's weighted sum over an f16 KV cache).
     pub axpy_f16: fn(f32, &[u8], &mut [f32]),
     /// The f32 matrix micro-kernel ([`crate::sgemm`]); `None`: the scalar twin does the products.

@@ -53,6 +53,7 @@ pub static KERNELS: Kernels = Kernels {
         }
     }),
     r16: |_| None,
+    widen_f16: |w, o| unsafe { widen_f16(w, o) },
     axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
     sgemm: Some(Sgemm { mr: 8, nr: 8, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
     softmax: crate::softmax::softmax_ref,
@@ -221,6 +222,18 @@ macro_rules! float_dot {
 float_dot!(dot_f16, 2, load_f16, super::scalar::dot_f16_ref);
 float_dot!(dot_bf16, 2, load_bf16, super::scalar::dot_bf16_ref);
 float_dot!(dot_f32, 4, load_f32, super::scalar::dot_f32_ref);
+
+/// An F16 row to f32, 4 values per `fcvtl`, the tail by the twin.
+#[target_feature(enable = "neon")]
+unsafe fn widen_f16(w: &[u8], out: &mut [f32]) {
+    let n = out.len().min(w.len() / 2);
+    let mut i = 0;
+    while i + 4 <= n {
+        vst1q_f32(out.as_mut_ptr().add(i), load_f16(w.as_ptr().add(2 * i)));
+        i += 4;
+    }
+    super::scalar::widen_f16_ref(&w[2 * i..], &mut out[i..]);
+}
 
 /// `out += a · w` for an F16 row: 4 lanes per step (`fcvtl` widening), a scalar tail.
 #[target_feature(enable = "neon")]

@@ -14,6 +14,7 @@ pub static KERNELS: Kernels = Kernels {
     gemm4_q8_0: None,
     gemm4_q4_0: None,
     r16: |_| None,
+    widen_f16: widen_f16_ref,
     axpy_f16: axpy_f16_ref,
     sgemm: None,
     softmax: crate::softmax::softmax_ref,
@@ -53,6 +54,12 @@ pub fn dot_bf16_ref(w: &[u8], x: &[f32]) -> f32 {
 
 pub fn dot_f32_ref(w: &[u8], x: &[f32]) -> f32 {
     w.chunks_exact(4).zip(x).map(|(b, x)| f32::from_le_bytes([b[0], b[1], b[2], b[3]]) * x).sum()
+}
+
+pub fn widen_f16_ref(w: &[u8], out: &mut [f32]) {
+    for (b, o) in w.chunks_exact(2).zip(out) {
+        *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+    }
 }
 
 pub fn axpy_f16_ref(a: f32, w: &[u8], out: &mut [f32]) {
