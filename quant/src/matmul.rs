@@ -185,17 +185,11 @@ fn float_gemm(kern: &crate::Kernels, ty: GgmlType, w: &[u8], acts: &Acts, out: &
             let pc = PB.min(k - p0);
             for (r, row) in w.chunks_exact(k * eb).enumerate() {
                 let src = &row[p0 * eb..(p0 + pc) * eb];
-                match ty {
-                    GgmlType::F32 => {
-                        for (t, v) in tmp.iter_mut().zip(src.chunks_exact(4)) {
-                            *t = f32::from_le_bytes([v[0], v[1], v[2], v[3]]);
-                        }
-                    }
-                    GgmlType::F16 => (kern.widen_f16)(src, &mut tmp[..pc]),
-                    _ => {
-                        for (t, v) in tmp.iter_mut().zip(src.chunks_exact(2)) {
-                            *t = crate::bf16_to_f32(u16::from_le_bytes([v[0], v[1]]));
-                        }
+                if ty == GgmlType::F16 {
+                    (kern.widen_f16)(src, &mut tmp[..pc]);
+                } else {
+                    for (t, v) in tmp.iter_mut().zip(src.chunks_exact(eb)) {
+                        *t = float_at(ty, v);
                     }
                 }
                 for (q, v) in tmp[..pc].iter().enumerate() {
@@ -207,12 +201,19 @@ fn float_gemm(kern: &crate::Kernels, ty: GgmlType, w: &[u8], acts: &Acts, out: &
     })
 }
 
+/// One F32/F16/BF16 value (its little-endian bytes) as f32, exactly.
+fn float_at(ty: GgmlType, v: &[u8]) -> f32 {
+    match ty {
+        GgmlType::F32 => f32::from_le_bytes([v[0], v[1], v[2], v[3]]),
+        GgmlType::F16 => half::f16::from_le_bytes([v[0], v[1]]).to_f32(),
+        _ => crate::bf16_to_f32(u16::from_le_bytes([v[0], v[1]])),
+    }
+}
+
 /// An F16/BF16 row as little-endian f32 bytes (exact).
 fn widen(ty: GgmlType, src: &[u8], dst: &mut [u8]) {
     for (s, d) in src.chunks_exact(2).zip(dst.chunks_exact_mut(4)) {
-        let bits = u16::from_le_bytes([s[0], s[1]]);
-        let f = if ty == GgmlType::F16 { half::f16::from_bits(bits).to_f32() } else { crate::bf16_to_f32(bits) };
-        d.copy_from_slice(&f.to_le_bytes());
+        d.copy_from_slice(&float_at(ty, s).to_le_bytes());
     }
 }
 
