@@ -80,8 +80,9 @@ std::thread_local! {
     static ROWS: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Tokens from which widening an F16/BF16 row to f32 once beats converting it in every dot.
-const WIDEN_MIN_TOKENS: usize = 4;
+/// Tokens from which widening float rows to f32 once beats converting them in every dot (and from which
+/// float weights go through the f32 micro-kernel, where the tier has one).
+pub const WIDEN_MIN_TOKENS: usize = 4;
 /// Tokens per tile: the tile's activations stay in L2 while every row of the task passes over them
 /// (64 × 5120 f32 = 1.3 MB at most; Q8_0 activations a quarter of that).
 const TOKEN_TILE: usize = 64;

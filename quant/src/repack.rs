@@ -44,9 +44,16 @@ pub fn fits(ty: GgmlType, rows: usize, cols: usize) -> bool {
     offset(ty).is_some() && rows.is_multiple_of(R16) && cols.is_multiple_of(32) && cols > 0
 }
 
+/// Bytes of one interleaved block (16 rows' scales and quants) of Q4_0 (`q4`) or Q8_0, as the kernels' const
+/// generics ask it.
+pub const fn block_bytes_of(q4: bool) -> usize {
+    R16 * if q4 { 18 } else { 34 }
+}
+
 /// Bytes of one interleaved block: 16 rows' scales and quants.
 pub fn block_bytes(ty: GgmlType) -> usize {
-    R16 * ty.row_bytes(32).expect("Q4_0/Q8_0")
+    debug_assert!(offset(ty).is_some(), "{ty} has no R16 layout");
+    block_bytes_of(ty == GgmlType::Q4_0)
 }
 
 /// Position of quant byte `j` (0..qs_len) of row `r` within an interleaved block (after the 32 scale bytes).

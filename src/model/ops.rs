@@ -58,7 +58,8 @@ pub fn matmul(bytes: &[u8], w: &Mat, x: &[f32], n: usize, out: &mut [f32], s: &m
     let acts = &s.acts;
     let k = pixtral_quant::kernels::selected(); // the ISA tier, chosen once per process
                                                 // float weights against several tokens go through the f32 micro-kernel, whose tiles are 32 columns wide
-    let rows_per_task = if w.ty.is_float() && n > 1 { 2 * ROWS_PER_TASK } else { ROWS_PER_TASK };
+    let sgemm = w.ty.is_float() && n >= pixtral_quant::matmul::WIDEN_MIN_TOKENS;
+    let rows_per_task = if sgemm { 2 * ROWS_PER_TASK } else { ROWS_PER_TASK };
     for_each_chunk(&mut s.tr, rows_per_task * n, |i, o| {
         let r0 = i * rows_per_task;
         matmul_rows(k, w.ty, w.layout, &bytes[r0 * rb..(r0 + o.len() / n) * rb], acts, o);
@@ -119,17 +120,4 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
 
 pub fn silu(x: f32) -> f32 {
     x / (1.0 + (-x).exp())
-}
-
-/// In-place softmax.
-pub fn softmax(x: &mut [f32]) {
-    let max = x.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v));
-    let mut sum = 0f32;
-    for v in x.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    for v in x.iter_mut() {
-        *v /= sum;
-    }
 }

@@ -8,7 +8,7 @@
 use std::arch::x86_64::*;
 
 use super::Kernels;
-use crate::repack::R16;
+use crate::repack::{block_bytes_of, R16};
 use crate::sgemm::{Sgemm, Tile};
 use crate::{Acts, BlockQ8_0, GgmlType, Isa};
 
@@ -328,7 +328,7 @@ pub(super) unsafe fn gemm_r16<const Q4: bool>(
     ldo: usize,
 ) {
     // the tiles index blocks and outputs unchecked: shapes checked once here
-    let bb = if Q4 { 288 } else { 544 };
+    let bb = block_bytes_of(Q4);
     assert!(t1 <= t0 || g.len() == acts.q8_row(t0).len() * bb, "R16 group and activations disagree");
     assert!(t1 <= t0 || out.len() >= (t1 - 1) * ldo + R16, "R16 output out of bounds");
     for half in 0..2 {
@@ -354,7 +354,7 @@ unsafe fn r16_half<const T: usize, const Q4: bool>(
     out: &mut [f32],
     ldo: usize,
 ) {
-    let bb = if Q4 { 288 } else { 544 };
+    let bb = block_bytes_of(Q4);
     let nb = g.len() / bb;
     let x: [&[BlockQ8_0]; T] = std::array::from_fn(|j| acts.q8_row(t + j));
     let xd: [&[f32]; T] = std::array::from_fn(|j| acts.q8_scales(t + j));

@@ -8,7 +8,7 @@ use std::arch::x86_64::*;
 
 use super::avx2;
 use super::Kernels;
-use crate::repack::R16;
+use crate::repack::{block_bytes_of, R16};
 use crate::sgemm::{Sgemm, Tile};
 use crate::{Acts, BlockQ8_0, GgmlType, Isa};
 
@@ -207,7 +207,7 @@ fn tail_f32(w: &[u8], x: &[f32]) -> f32 {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn gemm_r16<const Q4: bool>(g: &[u8], acts: &Acts, t0: usize, t1: usize, out: &mut [f32], ldo: usize) {
     // the tiles index blocks and outputs unchecked: shapes checked once here
-    let bb = if Q4 { 288 } else { 544 };
+    let bb = block_bytes_of(Q4);
     assert!(t1 <= t0 || g.len() == acts.q8_row(t0).len() * bb, "R16 group and activations disagree");
     assert!(t1 <= t0 || out.len() >= (t1 - 1) * ldo + R16, "R16 output out of bounds");
     let mut t = t0;
@@ -228,7 +228,7 @@ unsafe fn gemm_r16<const Q4: bool>(g: &[u8], acts: &Acts, t0: usize, t1: usize, 
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn r16_tile<const T: usize, const Q4: bool>(g: &[u8], acts: &Acts, t: usize, out: &mut [f32], ldo: usize) {
-    let (bb, off) = if Q4 { (288, -8) } else { (544, -128) };
+    let (bb, off) = (block_bytes_of(Q4), if Q4 { -8 } else { -128 });
     let nb = g.len() / bb;
     let x: [&[BlockQ8_0]; T] = std::array::from_fn(|j| acts.q8_row(t + j));
     let xd: [&[f32]; T] = std::array::from_fn(|j| acts.q8_scales(t + j));
