@@ -2,7 +2,7 @@
 //! kernels, and (where the tier has one) its R16 kernel on the interleaved layout; prints GFLOP/s of each (2 flops
 //! per weight and token). Then the f32 micro-kernel (`sgemm`) on the shapes the ViT gives it.
 use pixtral_quant::kernels::{kernels, Kernels};
-use pixtral_quant::{matmul_rows, repack, Acts, GgmlType, Isa, Layout};
+use pixtral_quant::{matmul_rows, repack, sgemm, Acts, GgmlType, Isa, Layout};
 use std::time::Instant;
 
 fn main() {
@@ -40,25 +40,53 @@ fn main() {
             }
         }
     }
-    // sgemm: (m, n, k, lda, ldb) as in prefill with float weights (X · Wᵀ panel) and the ViT's attention
-    for (what, m, n, k, lda, ldb) in [
-        ("X·Wt  4096x32x1024", 4096, 32, 1024, 1024, 32),
-        ("Q·Kt  64x4096x64  ", 64, 4096, 64, 1024, 4096 + 16),
-        ("P·V   64x64x4096  ", 64, 64, 4096, 4096, 64),
+    // sgemm: (m, n, k) as the ViT gives it: a 96-token block against a 1024-row weight's panels (one task of the
+    // float matmul, A packed in the timing), and one 64-query tile of one head's attention, computed transposed
+    // (Sᵀ = K·Qᵀ, Oᵀ = Vᵀ·Sᵀ: A packed once per layer, outside the timing)
+    for (what, m, n, k, panels, prepacked) in [
+        ("X·Wt  96x1024x1024 ", 96, 1024, 1024, true, false),
+        ("X·Wt  96x1024x4096 ", 96, 1024, 4096, true, false),
+        ("K·Qt  4096x64x64   ", 4096, 64, 64, false, true),
+        ("Vt·St 64x64x4096   ", 64, 64, 4096, false, true),
     ] {
-        let a: Vec<f32> = (0..m * lda).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
-        let b: Vec<f32> = (0..k * ldb).map(|i| ((i * 104729) % 997) as f32 / 498.0 - 1.0).collect();
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| ((i * 104729) % 997) as f32 / 498.0 - 1.0).collect();
         let mut c = vec![0f32; m * n];
         for isa in Isa::available().into_iter().filter(|i| kernels(*i).sgemm.is_some()) {
-            let kt = kernels(isa);
-            pixtral_quant::sgemm::sgemm(kt, m, n, k, &a, lda, &b, ldb, &mut c, n); // warm
-            let reps = 5;
+            let s = kernels(isa).sgemm.unwrap();
+            let (mut pb, mut pa) = (Vec::new(), Vec::new());
+            let bp = sgemm::aligned(&mut pb, b.len());
+            bp.copy_from_slice(&b);
+            let b = if panels { sgemm::B::Panels { b: bp } } else { sgemm::B::Rows { b: bp, ldb: n } };
+            let ap = sgemm::aligned(&mut pa, m.div_ceil(s.mr) * s.mr * k);
+            sgemm::pack_a(s.mr, m, k, &a, k, ap);
+            let mut run = || match prepacked {
+                true => sgemm::sgemm_packed(&s, m, n, k, ap, b, &mut c, n),
+                false => sgemm::sgemm_with(&s, m, n, k, &a, k, b, &mut c, n),
+            };
+            run(); // warm
+            let reps = 10;
             let t = Instant::now();
             for _ in 0..reps {
-                pixtral_quant::sgemm::sgemm(kt, m, n, k, &a, lda, &b, ldb, &mut c, n);
+                run();
             }
             let dt = t.elapsed().as_secs_f64() / reps as f64;
             println!("sgemm {what} {isa:?}: {:.1} GFLOP/s", 2.0 * (m * n * k) as f64 / dt / 1e9);
         }
+    }
+    // the column softmax of one Sᵀ tile (4096 keys × 64 queries)
+    let (rows, cols) = (4096, 64);
+    let x: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919) % 1000) as f32 / 100.0).collect();
+    for isa in Isa::available() {
+        let f = kernels(isa).softmax_cols;
+        let mut y = x.clone();
+        let reps = 10;
+        let t = Instant::now();
+        for _ in 0..reps {
+            y.copy_from_slice(&x);
+            f(&mut y, rows, cols, cols, 0.125);
+        }
+        let dt = t.elapsed().as_secs_f64() / reps as f64;
+        println!("softmax_cols 4096x64 {isa:?}: {:.2} ns/element", dt * 1e9 / (rows * cols) as f64);
     }
 }

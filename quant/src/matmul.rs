@@ -109,8 +109,8 @@ pub fn matmul_rows(k: &crate::Kernels, ty: GgmlType, layout: Layout, w: &[u8], a
     let row_bytes = ty.row_bytes(acts.k).expect("checked at load");
     let n = acts.n;
     let n_rows = out.len() / n;
-    if let (Some(_), true) = (k.sgemm, n >= WIDEN_MIN_TOKENS && ty.is_float()) {
-        return float_gemm(k, ty, w, acts, out);
+    if let (Some(s), true) = (k.sgemm, n >= WIDEN_MIN_TOKENS && ty.is_float()) {
+        return float_gemm(k, &s, ty, w, acts, out);
     }
     let widen_rows = n >= WIDEN_MIN_TOKENS && matches!(ty, GgmlType::F16 | GgmlType::BF16);
     let gemm4 = match ty {
@@ -166,26 +166,42 @@ pub fn matmul_rows(k: &crate::Kernels, ty: GgmlType, layout: Layout, w: &[u8], a
 }
 
 std::thread_local! {
-    /// [`float_gemm`]'s widened, transposed weights.
-    static PANEL: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// [`float_gemm`]'s widened weights.
+    static PANELS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// F32/F16/BF16 weights against several tokens with the tier's f32 micro-kernel: the task's rows widened once
-/// into a transposed panel `Wᵀ (k, rows)`, then `out (n, rows) = X (n, k) · Wᵀ` ([`crate::sgemm`]).
-fn float_gemm(kern: &crate::Kernels, ty: GgmlType, w: &[u8], acts: &Acts, out: &mut [f32]) {
+/// F32/F16/BF16 weights against several tokens with the tier's f32 micro-kernel: the rows widened once into
+/// panels ([`widen_panels`]), then `out (n, rows) = X (n, k) · Wᵀ` ([`crate::sgemm::sgemm_with`]).
+fn float_gemm(kern: &crate::Kernels, s: &crate::sgemm::Sgemm, ty: GgmlType, w: &[u8], acts: &Acts, out: &mut [f32]) {
     let (n, k) = (acts.n, acts.k);
     let rows = out.len() / n;
+    PANELS.with(|p| {
+        let mut p = p.borrow_mut();
+        let panels = crate::sgemm::aligned(&mut p, rows.div_ceil(s.nr) * s.nr * k);
+        widen_panels(kern, ty, w, k, s.nr, panels);
+        crate::sgemm::sgemm_with(s, n, rows, k, &acts.f32, k, crate::sgemm::B::Panels { b: panels }, out, rows);
+    })
+}
+
+/// F32/F16/BF16 weight rows (`k` elements each) widened into the micro-kernel's B panels
+/// ([`crate::sgemm::B::Panels`]): panel `j`, `(k, nr)`, holds rows `j·nr..(j+1)·nr` as its columns, zero past the
+/// last row. `dst`: `⌈rows/nr⌉·nr·k`. Exact.
+pub fn widen_panels(kern: &crate::Kernels, ty: GgmlType, w: &[u8], k: usize, nr: usize, dst: &mut [f32]) {
     let eb = ty.row_bytes(1).expect("float type");
-    PANEL.with(|p| {
-        let wt = &mut *p.borrow_mut();
-        wt.resize(k * rows, 0.0);
-        // 64 columns at a time, so the panel rows being written (64 × rows f32) stay in L1
+    let rows = w.len() / (k * eb);
+    for (j, panel) in dst[..rows.div_ceil(nr) * nr * k].chunks_exact_mut(nr * k).enumerate() {
+        let r0 = j * nr;
+        let nrow = nr.min(rows - r0);
+        if nrow < nr {
+            panel.fill(0.0);
+        }
+        // 64 columns at a time, so the panel rows being written (64 × nr f32) stay in L1
         const PB: usize = 64;
         let mut tmp = [0f32; PB];
         for p0 in (0..k).step_by(PB) {
             let pc = PB.min(k - p0);
-            for (r, row) in w.chunks_exact(k * eb).enumerate() {
-                let src = &row[p0 * eb..(p0 + pc) * eb];
+            for r in 0..nrow {
+                let src = &w[(r0 + r) * k * eb + p0 * eb..][..pc * eb];
                 if ty == GgmlType::F16 {
                     (kern.widen_f16)(src, &mut tmp[..pc]);
                 } else {
@@ -194,12 +210,11 @@ fn float_gemm(kern: &crate::Kernels, ty: GgmlType, w: &[u8], acts: &Acts, out: &
                     }
                 }
                 for (q, v) in tmp[..pc].iter().enumerate() {
-                    wt[(p0 + q) * rows + r] = *v;
+                    panel[(p0 + q) * nr + r] = *v;
                 }
             }
         }
-        crate::sgemm::sgemm(kern, n, rows, k, &acts.f32, k, wt, rows, out, rows);
-    })
+    }
 }
 
 /// One F32/F16/BF16 value (its little-endian bytes) as f32, exactly.

@@ -251,64 +251,108 @@ pub fn r16_matches_ref() -> usize {
 }
 
 /// Every tier's f32 matrix product against [`crate::sgemm::sgemm_ref`], to the bit, over awkward shapes and
-/// strides (tile and `KC` edges); the padding between rows of C must stay untouched. Returns the comparisons.
+/// strides (tile, `KC` and `MC` edges, both loop orders of [`crate::sgemm::sgemm_packed`]); the padding between
+/// rows of C must stay untouched. Also A packed from its transpose ([`crate::sgemm::pack_a_strided`], as the
+/// ViT's values are), and the scalar twin run as a micro-kernel ([`Sgemm::REF`], the tiers without one).
+/// Returns the comparisons.
 pub fn sgemm_matches_ref() -> usize {
-    use crate::sgemm::{sgemm, sgemm_ref};
+    use crate::sgemm::{aligned, pack_a_strided, sgemm, sgemm_packed, sgemm_ref, Sgemm, B};
     let mut checked = 0;
     let mut rng = Rng(7);
-    for isa in Isa::available() {
-        let k_ = kernels(isa);
-        for &(m, n, k) in
-            &[(1, 1, 1), (5, 7, 3), (8, 32, 64), (13, 17, 255), (17, 33, 257), (6, 16, 600), (9, 100, 64), (3, 64, 512)]
-        {
-            let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
-            let a: Vec<f32> = (0..m * lda).map(|_| rng.f32()).collect();
-            let b: Vec<f32> = (0..k * ldb).map(|_| rng.f32()).collect();
-            let mut want = vec![f32::NAN; m * ldc];
-            sgemm_ref(m, n, k, &a, lda, &b, ldb, &mut want, ldc);
-            let mut got = vec![f32::NAN; m * ldc];
-            sgemm(k_, m, n, k, &a, lda, &b, ldb, &mut got, ldc);
+    let shapes = [
+        (1, 1, 1),
+        (5, 7, 3),
+        (8, 32, 64),
+        (13, 17, 255),
+        (17, 33, 257),
+        (6, 16, 600),
+        (9, 100, 64),
+        (3, 64, 512),
+        (200, 40, 30),
+        (25, 70, 1100),
+    ];
+    for &(m, n, k) in &shapes {
+        let (lda, ldb, ldc) = (k + 3, n + 5, n + 2);
+        let a: Vec<f32> = (0..m * lda).map(|_| rng.f32()).collect();
+        let b: Vec<f32> = (0..k * ldb).map(|_| rng.f32()).collect();
+        let mut want = vec![f32::NAN; m * ldc];
+        sgemm_ref(m, n, k, &a, lda, &b, ldb, &mut want, ldc);
+        // the same A stored transposed (k × m, row stride m + 1), packed through its strides
+        let at: Vec<f32> = (0..k * (m + 1))
+            .map(|i| if i % (m + 1) < m { a[(i % (m + 1)) * lda + i / (m + 1)] } else { 0.0 })
+            .collect();
+        let mut check = |what: &str, got: &[f32]| {
             for i in 0..m {
                 for j in 0..ldc {
                     let (g, w) = (got[i * ldc + j], want[i * ldc + j]);
                     checked += 1;
                     if j < n {
-                        assert_eq!(g.to_bits(), w.to_bits(), "{isa:?} sgemm {m}x{n}x{k} [{i}][{j}]: {g} vs {w}");
+                        assert_eq!(g.to_bits(), w.to_bits(), "{what} sgemm {m}x{n}x{k} [{i}][{j}]: {g} vs {w}");
                     } else {
-                        assert!(g.is_nan(), "{isa:?} sgemm {m}x{n}x{k}: padding [{i}][{j}] written");
+                        assert!(g.is_nan(), "{what} sgemm {m}x{n}x{k}: padding [{i}][{j}] written");
                     }
                 }
+            }
+        };
+        let tiers: Vec<(String, Option<Sgemm>)> = Isa::available()
+            .into_iter()
+            .map(|isa| (format!("{isa:?}"), kernels(isa).sgemm))
+            .chain([("twin as micro-kernel".to_string(), Some(Sgemm::REF))])
+            .collect();
+        for (what, s) in tiers {
+            // a tier without a micro-kernel: `sgemm` falls back to the twin
+            let kern = crate::Kernels { sgemm: s, ..*kernels(Isa::Scalar) };
+            let mut got = vec![f32::NAN; m * ldc];
+            sgemm(&kern, m, n, k, &a, lda, &b, ldb, &mut got, ldc);
+            check(&what, &got);
+            if let Some(s) = s.filter(|_| k > 0) {
+                let mut p = Vec::new();
+                let ap = aligned(&mut p, m.div_ceil(s.mr) * s.mr * k);
+                pack_a_strided(s.mr, m, k, &at, (1, m + 1), ap);
+                let mut got = vec![f32::NAN; m * ldc];
+                sgemm_packed(&s, m, n, k, ap, B::Rows { b: &b, ldb }, &mut got, ldc);
+                check(&format!("{what} (A transposed)"), &got);
             }
         }
     }
     checked
 }
 
-/// Every tier's softmax: equal to the twin to the bit, and within 1e-6 (relative, per element) of an f64
-/// softmax, over lengths around the 16-lane chunks and scores down to where exp underflows.
+/// Every tier's column softmax: equal to the twin to the bit, and within 1e-6 (relative, per element) of an f64
+/// softmax, over column counts around the 16-lane blocks, lengths around the 8 partial sums, and scores down to
+/// where exp underflows; the padding between rows stays untouched.
 pub fn softmax_matches_ref() -> usize {
     let mut checked = 0;
     let mut rng = Rng(5);
-    for len in [1, 2, 15, 16, 17, 33, 100, 1024, 4097] {
-        let x: Vec<f32> = (0..len).map(|i| rng.f32() * if i % 9 == 0 { 60.0 } else { 8.0 }).collect();
+    for (rows, cols) in [(1, 1), (2, 3), (15, 16), (17, 17), (33, 1), (100, 40), (1024, 16), (4097, 2), (64, 64)] {
+        let ld = cols + 3;
+        let x: Vec<f32> = (0..rows * ld).map(|i| rng.f32() * if i % 9 == 0 { 60.0 } else { 8.0 }).collect();
         let scale = 0.125;
         let mut want = x.clone();
-        crate::softmax::softmax_ref(&mut want, scale);
-        let max = x.iter().fold(f64::NEG_INFINITY, |m, v| m.max(*v as f64 * scale as f64));
-        let e: Vec<f64> = x.iter().map(|v| (*v as f64 * scale as f64 - max).exp()).collect();
-        let sum: f64 = e.iter().sum();
-        for (w, e) in want.iter().zip(&e) {
-            let exact = e / sum;
-            checked += 1;
-            assert!((*w as f64 - exact).abs() <= 1e-6 * exact + 1e-37, "softmax len={len}: {w} vs {exact}");
+        crate::softmax::softmax_cols_ref(&mut want, rows, cols, ld, scale);
+        for j in 0..ld {
+            let col = |v: &[f32]| -> Vec<f32> { (0..rows).map(|r| v[r * ld + j]).collect() };
+            let (xc, wc) = (col(&x), col(&want));
+            if j >= cols {
+                assert_eq!(xc, wc, "softmax {rows}x{cols}: padding column {j} written");
+                continue;
+            }
+            let max = xc.iter().fold(f64::NEG_INFINITY, |m, v| m.max(*v as f64 * scale as f64));
+            let e: Vec<f64> = xc.iter().map(|v| (*v as f64 * scale as f64 - max).exp()).collect();
+            let sum: f64 = e.iter().sum();
+            for (w, e) in wc.iter().zip(&e) {
+                let exact = e / sum;
+                checked += 1;
+                assert!((*w as f64 - exact).abs() <= 1e-6 * exact + 1e-37, "softmax {rows}x{cols}: {w} vs {exact}");
+            }
         }
         for isa in Isa::available() {
             let mut got = x.clone();
-            (kernels(isa).softmax)(&mut got, scale);
+            (kernels(isa).softmax_cols)(&mut got, rows, cols, ld, scale);
             checked += 1;
             assert!(
                 got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()),
-                "{isa:?} softmax len={len} differs from the twin"
+                "{isa:?} softmax {rows}x{cols} differs from the twin"
             );
         }
     }

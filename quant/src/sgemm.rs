@@ -1,24 +1,30 @@
 //! f32 matrix product `C = A · B` (row-major, any strides): the ViT's attention (`Q·Kᵀ`, `P·V`) and prefill with
-//! F32/F16/BF16 weights (widened rows times transposed activations).
+//! F32/F16/BF16 weights (activations times the widened, transposed weights).
 //!
 //! Every element is one FMA chain over `p = 0..k` in order, starting from 0 (`c = fma(a[i][p], b[p][j], c)`), on
 //! every tier: the SIMD micro-tiles vectorise over `j` and keep `MR × NR` sums in registers, so they equal
-//! [`sgemm_ref`] to the bit. Cost: `2·m·n·k` flops; the driver cuts `k` in slices of [`KC`] so a tile's slice
-//! of B (`KC × NR`) stays in L1 while all of A's row tiles pass over it.
+//! [`sgemm_ref`] to the bit.
+//!
+//! Blocking (GotoBLAS-style; cost `2·m·n·k` flops): A is packed into groups of `MR` rows stored p-major (one
+//! pointer, one cache-line stream per tile, no 4 KB-aliased row strides), at most [`MC`] rows at a time so the
+//! packed block stays in L2; B is read as `KC × NR` micro-panels, each reused by every row group of the block
+//! while it sits in L1/L2. `k` is cut in slices of [`KC`] (C is loaded and stored once per slice).
 
 use crate::Kernels;
 
-/// `k` per pass: 256 × 32 f32 of B = 32 KB.
-pub const KC: usize = 256;
+/// `k` per pass over C: a `KC × 32` micro-panel of B is 64 KB, a 12-row group of packed A 24 KB.
+pub const KC: usize = 512;
+/// Rows of A packed per block: `MC × KC` f32 = 192 KB, resident in L2 while B's micro-panels pass over it.
+pub const MC: usize = 192;
 
-/// One micro-tile: `c[i·ldc + j] (+)= Σ_{p<k} a[i·lda + p] · b[p·ldb + j]` for `i < m ≤ MR`, `j < n ≤ NR`.
-/// `accumulate`: continue from `c` (a later `k` slice) instead of 0.
+/// One micro-tile: `c[i·ldc + j] (+)= Σ_{p<k} a[p·mr + i] · b[p·ldb + j]` for `i < m ≤ MR`, `j < n ≤ NR`, with A
+/// packed ([`pack_a`]: `mr` is the tier's `MR`). `accumulate`: continue from `c` (a later `k` slice) instead of 0.
 pub struct Tile<'a> {
     pub m: usize,
     pub n: usize,
     pub k: usize,
     pub a: &'a [f32],
-    pub lda: usize,
+    pub mr: usize,
     pub b: &'a [f32],
     pub ldb: usize,
     pub accumulate: bool,
@@ -30,7 +36,8 @@ impl Tile<'_> {
         let need =
             |rows: usize, ld: usize, cols: usize| if rows == 0 || cols == 0 { 0 } else { (rows - 1) * ld + cols };
         assert!(
-            self.a.len() >= need(self.m, self.lda, self.k)
+            self.m <= self.mr
+                && self.a.len() >= need(self.k, self.mr, self.mr)
                 && self.b.len() >= need(self.k, self.ldb, self.n)
                 && c.len() >= need(self.m, ldc, self.n),
             "sgemm tile out of bounds"
@@ -46,6 +53,16 @@ pub struct Sgemm {
     pub tile: fn(&Tile, &mut [f32], usize),
 }
 
+impl Sgemm {
+    /// The scalar twin as a "micro-kernel", for tiers without one (same packing, same results).
+    pub const REF: Sgemm = Sgemm { mr: 4, nr: 16, tile: tile_ref };
+
+    /// Rows per packed block: [`MC`] rounded down to whole groups.
+    pub fn mc(&self) -> usize {
+        (MC / self.mr).max(1) * self.mr
+    }
+}
+
 /// The definition: `C (m × n, ldc) = A (m × k, lda) · B (k × n, ldb)`, each element one FMA chain over `p`.
 #[allow(clippy::too_many_arguments)]
 pub fn sgemm_ref(
@@ -59,10 +76,20 @@ pub fn sgemm_ref(
     c: &mut [f32],
     ldc: usize,
 ) {
-    tile_ref(&Tile { m, n, k, a, lda, b, ldb, accumulate: false }, c, ldc)
+    for i in 0..m {
+        let row = &mut c[i * ldc..i * ldc + n];
+        row.fill(0.0);
+        // p outer, j inner: per element still one chain in p order
+        for p in 0..k {
+            let av = a[i * lda + p];
+            for (cv, bv) in row.iter_mut().zip(&b[p * ldb..p * ldb + n]) {
+                *cv = av.mul_add(*bv, *cv);
+            }
+        }
+    }
 }
 
-/// [`sgemm_ref`] on one tile (any size): the scalar twin of every micro-kernel.
+/// One tile (any size) by the definition: the scalar twin of every micro-kernel.
 pub fn tile_ref(t: &Tile, c: &mut [f32], ldc: usize) {
     t.check(c, ldc);
     for i in 0..t.m {
@@ -70,14 +97,118 @@ pub fn tile_ref(t: &Tile, c: &mut [f32], ldc: usize) {
         if !t.accumulate {
             row.fill(0.0);
         }
-        // p outer, j inner: per element still one chain in p order, and the j loop vectorises where FMA is native
         for p in 0..t.k {
-            let av = t.a[i * t.lda + p];
+            let av = t.a[p * t.mr + i];
             for (cv, bv) in row.iter_mut().zip(&t.b[p * t.ldb..p * t.ldb + t.n]) {
                 *cv = av.mul_add(*bv, *cv);
             }
         }
     }
+}
+
+/// Packed A for the micro-kernel: rows `0..m` of `a` (`lda`) in groups of `mr`, group `g` at
+/// `dst[g·k·mr..]` as `(k, mr)` p-major; rows past `m` in the last group are zero. `dst`: `⌈m/mr⌉·mr·k`.
+pub fn pack_a(mr: usize, m: usize, k: usize, a: &[f32], lda: usize, dst: &mut [f32]) {
+    pack_a_strided(mr, m, k, a, (lda, 1), dst)
+}
+
+/// [`pack_a`] for an A whose element `(i, p)` is `a[i·rs + p·cs]` (`(rs, cs) = (1, ld)`: a transposed matrix).
+pub fn pack_a_strided(mr: usize, m: usize, k: usize, a: &[f32], (rs, cs): (usize, usize), dst: &mut [f32]) {
+    for (g, grp) in dst[..m.div_ceil(mr) * mr * k].chunks_exact_mut(mr * k).enumerate() {
+        let rows = mr.min(m - g * mr);
+        let a = &a[g * mr * rs..];
+        if rows < mr {
+            grp.fill(0.0);
+        }
+        // p outer: the writes are one sequential stream
+        for (p, d) in grp.chunks_exact_mut(mr).enumerate() {
+            for (i, d) in d[..rows].iter_mut().enumerate() {
+                *d = a[i * rs + p * cs];
+            }
+        }
+    }
+}
+
+/// B as the micro-kernel reads it.
+#[derive(Clone, Copy)]
+pub enum B<'a> {
+    /// `b[p·ldb + j]`
+    Rows { b: &'a [f32], ldb: usize },
+    /// Column panels of the tier's `nr`, each `(k, nr)` contiguous: `b[(j / nr · k + p)·nr + j % nr]`
+    /// (widened weights, [`crate::matmul::widen_panels`]).
+    Panels { b: &'a [f32] },
+}
+
+/// `C (m × n, ldc) = A · B` with A packed by [`pack_a`] with the tier's `mr`.
+/// Per `k` slice: when B's whole slice fits in L1 (attention's `K·Qᵀ`: 64 × 64), each row group of A is read
+/// once and meets every column panel; otherwise each micro-panel of B is read once and meets every row group
+/// (A's block stays in L2).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_packed(s: &Sgemm, m: usize, n: usize, k: usize, ap: &[f32], b: B, c: &mut [f32], ldc: usize) {
+    /// f32 of B that stay in L1 beside A's stream (32 KB).
+    const L1_B: usize = 8192;
+    for p0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - p0);
+        let mut tile = |g: usize, j0: usize| {
+            let (bp, ldb) = match b {
+                B::Rows { b, ldb } => (&b[p0 * ldb + j0..], ldb),
+                B::Panels { b } => (&b[(j0 / s.nr * k + p0) * s.nr..], s.nr),
+            };
+            let t = Tile {
+                m: s.mr.min(m - g * s.mr),
+                n: s.nr.min(n - j0),
+                k: kc,
+                a: &ap[(g * k + p0) * s.mr..],
+                mr: s.mr,
+                b: bp,
+                ldb,
+                accumulate: p0 > 0,
+            };
+            (s.tile)(&t, &mut c[g * s.mr * ldc + j0..], ldc);
+        };
+        if n * kc <= L1_B {
+            for g in 0..m.div_ceil(s.mr) {
+                for j0 in (0..n).step_by(s.nr) {
+                    tile(g, j0);
+                }
+            }
+        } else {
+            for j0 in (0..n).step_by(s.nr) {
+                for g in 0..m.div_ceil(s.mr) {
+                    tile(g, j0);
+                }
+            }
+        }
+    }
+}
+
+std::thread_local! {
+    /// [`sgemm`]'s packed block of A.
+    static PACK: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The first `n` elements of `v` from a 64-byte boundary on (vector loads never straddle cache lines).
+pub fn aligned(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
+    if v.len() < n + 16 {
+        v.resize(n + 16, 0.0);
+    }
+    let o = v.as_ptr().align_offset(64).min(16);
+    &mut v[o..o + n]
+}
+
+/// `C (m × n, ldc) = A (m × k, lda) · B` with micro-kernel `s`: A packed [`MC`] rows at a time (`k > 0`).
+#[allow(clippy::too_many_arguments)]
+pub fn sgemm_with(s: &Sgemm, m: usize, n: usize, k: usize, a: &[f32], lda: usize, b: B, c: &mut [f32], ldc: usize) {
+    PACK.with(|p| {
+        let mut p = p.borrow_mut();
+        let mc = s.mc();
+        let ap = aligned(&mut p, mc * k);
+        for i0 in (0..m).step_by(mc) {
+            let rows = mc.min(m - i0);
+            pack_a(s.mr, rows, k, &a[i0 * lda..], lda, ap);
+            sgemm_packed(s, rows, n, k, ap, b, &mut c[i0 * ldc..], ldc);
+        }
+    })
 }
 
 /// `C = A · B` with the tier's micro-kernel (or [`sgemm_ref`] where it has none).
@@ -94,25 +225,9 @@ pub fn sgemm(
     c: &mut [f32],
     ldc: usize,
 ) {
-    // k = 0 too: the slices below would not run, and the twin writes the zeros
-    let Some(s) = kern.sgemm.filter(|_| k > 0) else { return sgemm_ref(m, n, k, a, lda, b, ldb, c, ldc) };
-    for j0 in (0..n).step_by(s.nr) {
-        let nc = s.nr.min(n - j0);
-        for p0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - p0);
-            for i0 in (0..m).step_by(s.mr) {
-                let t = Tile {
-                    m: s.mr.min(m - i0),
-                    n: nc,
-                    k: kc,
-                    a: &a[i0 * lda + p0..],
-                    lda,
-                    b: &b[p0 * ldb + j0..],
-                    ldb,
-                    accumulate: p0 > 0,
-                };
-                (s.tile)(&t, &mut c[i0 * ldc + j0..], ldc);
-            }
-        }
+    // k = 0 too: the slices would not run, and the twin writes the zeros
+    match kern.sgemm.filter(|_| k > 0) {
+        Some(s) => sgemm_with(&s, m, n, k, a, lda, B::Rows { b, ldb }, c, ldc),
+        None => sgemm_ref(m, n, k, a, lda, b, ldb, c, ldc),
     }
 }

@@ -41,33 +41,35 @@ fn pixtral_isa_names_round_trip() {
 fn matmul_rows_matches_the_reference_for_every_type_tier_and_token_count() {
     use pixtral_quant::{kernels::kernels, matmul_rows, matmul_rows_ref, repack, Acts, GgmlType, Layout};
     let mut rng = pixtral_quant::selftest::Rng(3);
-    let (rows, k) = (32, 96); // two R16 groups
-    for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0] {
-        let w: Vec<f32> = (0..rows * k).map(|_| rng.f32()).collect();
-        let mut wb = vec![0u8; ty.row_bytes(rows * k).unwrap()];
-        pixtral_quant::quantize_row_ref(ty, &w, &mut wb).unwrap();
-        for n in [1, 3, 4, 7, 70, 130] {
-            let x: Vec<f32> = (0..n * k).map(|_| rng.f32()).collect();
-            let mut acts = Acts::default();
-            acts.prepare(ty, &x, n, k);
-            let mut want = vec![0f32; rows * n];
-            matmul_rows_ref(ty, Layout::Plain, &wb, &acts, &mut want);
-            // the same matrix interleaved, through each tier's R16 kernel (or the twin where it has none)
-            let packed = repack::fits(ty, rows, k).then(|| {
-                let mut p = wb.clone();
-                repack::repack_matrix(ty, k, &mut p);
-                p
-            });
-            for isa in Isa::available() {
-                let runs = [(Layout::Plain, Some(&wb)), (Layout::R16, packed.as_ref())];
-                for (layout, w) in runs.into_iter().filter_map(|(l, w)| Some((l, w?))) {
-                    let mut got = vec![0f32; rows * n];
-                    matmul_rows(kernels(isa), ty, layout, w, &acts, &mut got);
-                    for (i, (a, b)) in got.iter().zip(&want).enumerate() {
-                        assert!(
-                            (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
-                            "{isa:?} {ty} {layout:?} n={n} [{i}]: {a} vs {b}"
-                        );
+    // R16 groups; float weights: a partial panel of the f32 micro-kernel (48 = 32 + 16), k past one `KC` slice
+    for (rows, k) in [(32, 96), (48, 544)] {
+        for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0] {
+            let w: Vec<f32> = (0..rows * k).map(|_| rng.f32()).collect();
+            let mut wb = vec![0u8; ty.row_bytes(rows * k).unwrap()];
+            pixtral_quant::quantize_row_ref(ty, &w, &mut wb).unwrap();
+            for n in [1, 3, 4, 7, 70, 130, 200] {
+                let x: Vec<f32> = (0..n * k).map(|_| rng.f32()).collect();
+                let mut acts = Acts::default();
+                acts.prepare(ty, &x, n, k);
+                let mut want = vec![0f32; rows * n];
+                matmul_rows_ref(ty, Layout::Plain, &wb, &acts, &mut want);
+                // the same matrix interleaved, through each tier's R16 kernel (or the twin where it has none)
+                let packed = repack::fits(ty, rows, k).then(|| {
+                    let mut p = wb.clone();
+                    repack::repack_matrix(ty, k, &mut p);
+                    p
+                });
+                for isa in Isa::available() {
+                    let runs = [(Layout::Plain, Some(&wb)), (Layout::R16, packed.as_ref())];
+                    for (layout, w) in runs.into_iter().filter_map(|(l, w)| Some((l, w?))) {
+                        let mut got = vec![0f32; rows * n];
+                        matmul_rows(kernels(isa), ty, layout, w, &acts, &mut got);
+                        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                            assert!(
+                                (a - b).abs() <= 1e-5 * (1.0 + b.abs()),
+                                "{isa:?} {ty} {layout:?} n={n} [{i}]: {a} vs {b}"
+                            );
+                        }
                     }
                 }
             }

@@ -11,6 +11,8 @@ pub struct MatmulScratch {
     acts: Acts,
     /// per task, its (n, rows) block of the result
     tr: Vec<f32>,
+    /// float weights widened into the f32 micro-kernel's panels
+    panels: Vec<f32>,
 }
 
 static SERIAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -48,29 +50,62 @@ pub fn for_each<T: Send>(items: Vec<T>, f: impl Fn(T) + Sync + Send) {
 /// one R16 group exactly, so a task never splits one.
 const ROWS_PER_TASK: usize = pixtral_quant::repack::R16;
 
-/// `out (n, w.rows) = x (n, w.cols) · Wᵀ`, threads over weight rows.
+/// `out (n, w.rows) = x (n, w.cols) · Wᵀ`, threads over weight rows; float weights against several tokens
+/// ([`float_matmul`]) over tokens.
 pub fn matmul(bytes: &[u8], w: &Mat, x: &[f32], n: usize, out: &mut [f32], s: &mut MatmulScratch) {
     debug_assert_eq!(x.len(), n * w.cols);
     debug_assert_eq!(out.len(), n * w.rows);
+    let k = pixtral_quant::kernels::selected(); // the ISA tier, chosen once per process
+    if let Some(sg) = k.sgemm.filter(|_| w.ty.is_float() && n >= pixtral_quant::matmul::WIDEN_MIN_TOKENS) {
+        return float_matmul(k, &sg, bytes, w, x, n, out, &mut s.panels);
+    }
     s.acts.prepare(w.ty, x, n, w.cols);
     s.tr.resize(w.rows * n, 0.0);
     let rb = w.row_bytes();
     let acts = &s.acts;
-    let k = pixtral_quant::kernels::selected(); // the ISA tier, chosen once per process
-                                                // float weights against several tokens go through the f32 micro-kernel, whose tiles are 32 columns wide
-    let sgemm = w.ty.is_float() && n >= pixtral_quant::matmul::WIDEN_MIN_TOKENS;
-    let rows_per_task = if sgemm { 2 * ROWS_PER_TASK } else { ROWS_PER_TASK };
-    for_each_chunk(&mut s.tr, rows_per_task * n, |i, o| {
-        let r0 = i * rows_per_task;
+    for_each_chunk(&mut s.tr, ROWS_PER_TASK * n, |i, o| {
+        let r0 = i * ROWS_PER_TASK;
         matmul_rows(k, w.ty, w.layout, &bytes[r0 * rb..(r0 + o.len() / n) * rb], acts, o);
     });
-    // each task's block is (n, rows_per_task): a contiguous run of every output row
-    for (i, block) in s.tr.chunks(rows_per_task * n).enumerate() {
+    // each task's block is (n, ROWS_PER_TASK): a contiguous run of every output row
+    for (i, block) in s.tr.chunks(ROWS_PER_TASK * n).enumerate() {
         let m = block.len() / n;
         for (t, run) in block.chunks_exact(m).enumerate() {
-            out[t * w.rows + i * rows_per_task..][..m].copy_from_slice(run);
+            out[t * w.rows + i * ROWS_PER_TASK..][..m].copy_from_slice(run);
         }
     }
+}
+
+/// Float weights against `n ≥ WIDEN_MIN_TOKENS` tokens with the f32 micro-kernel `sg` (GotoBLAS-style, see
+/// [`pixtral_quant::sgemm`]): all rows widened once into shared panels (threads over panels), then threads over
+/// blocks of tokens, each writing its rows of `out` directly. Every task reads all the panels (`rows·cols` f32,
+/// from L2/L3) once per block, against `2·tokens·rows·cols` flops.
+#[allow(clippy::too_many_arguments)]
+fn float_matmul(
+    k: &pixtral_quant::Kernels,
+    sg: &pixtral_quant::sgemm::Sgemm,
+    bytes: &[u8],
+    w: &Mat,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    panels: &mut Vec<f32>,
+) {
+    use pixtral_quant::sgemm::{aligned, sgemm_with, B};
+    let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes());
+    let panels = aligned(panels, rows.div_ceil(sg.nr) * sg.nr * cols);
+    for_each_chunk(panels, sg.nr * cols, |j, p| {
+        let r = j * sg.nr..((j + 1) * sg.nr).min(rows);
+        pixtral_quant::matmul::widen_panels(k, w.ty, &bytes[r.start * rb..r.end * rb], cols, sg.nr, p);
+    });
+    let panels = &*panels;
+    // blocks of whole row groups, at most one packed block, and about four per thread to balance
+    let threads = if serial() { 1 } else { rayon::current_num_threads() };
+    let tokens = n.div_ceil(4 * threads).next_multiple_of(sg.mr).min(sg.mc());
+    for_each_chunk(out, tokens * rows, |i, o| {
+        let t = o.len() / rows;
+        sgemm_with(sg, t, rows, cols, &x[i * tokens * cols..], cols, B::Panels { b: panels }, o, rows);
+    });
 }
 
 /// RMSNorm of each row of `x` into `out`: `x / sqrt(mean(x²) + eps) * w`.

@@ -18,12 +18,11 @@ use std::path::Path;
 use pixtral_convert::config::VisionConfig;
 use pixtral_convert::manifest;
 
-use super::ops::{matmul, rmsnorm, silu, MatmulScratch};
+use super::ops::{for_each, for_each_chunk, matmul, rmsnorm, silu, MatmulScratch};
 use super::Mat;
 use crate::error::{Error, Result};
 use crate::gguf::{keys, GgufFile, Header, Value};
 use crate::image::{PreprocessConfig, Preprocessed};
-use pixtral_quant::sgemm::sgemm;
 
 pub struct VisionLayer {
     pub ln1: Vec<f32>,
@@ -137,70 +136,90 @@ pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-/// Queries per attention task: a (64, image patches) score tile, 1 MB for a 1024² image.
+/// Tokens per task of the element-wise steps (RoPE, activation).
+const ROWS_PER_TASK: usize = 64;
+
+/// Queries per attention task: a (image patches, 64) score tile, 1 MB for a 1024² image.
 const QUERY_TILE: usize = 64;
-/// Kᵀ's row stride is `n + KT_PAD`: a power-of-two stride would put a tile's rows in the same cache sets.
-const KT_PAD: usize = 16;
 
 std::thread_local! {
-    /// one task's attention scores, (queries, keys)
-    static SCORES: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// one task's scores Sᵀ (keys, queries), queries Qᵀ and output Oᵀ (head_dim, queries), rows QUERY_TILE wide
+    static SCRATCH: RefCell<[Vec<f32>; 3]> = const { RefCell::new([Vec::new(), Vec::new(), Vec::new()]) };
 }
 
-/// Block-diagonal multi-head attention of the packed sequence `(n, d)`: for each image, head and tile of
-/// queries, `S = Q·Kᵀ` and `O = softmax(S/√hd)·V` with the f32 micro-kernel ([`pixtral_quant::sgemm`]).
-/// `tiles`: (image start, image length, first query, queries), in order, covering `0..n`. `kt`/`vt` are scratch:
-/// each head's keys transposed, `(hd, n + KT_PAD)`, and values packed, `(n, hd)`, so the kernel reads unit-stride
-/// rows. Cost: `4·Σ len²·d` flops.
+/// Block-diagonal multi-head attention of the packed sequence `(n, d)`, per image, head and tile of queries,
+/// computed transposed: `Sᵀ = K·Qᵀ` (keys × queries), softmax down each column (scale `1/√hd`), `Oᵀ = Vᵀ·Sᵀ`,
+/// with the f32 micro-kernel ([`pixtral_quant::sgemm`]). Its packed operands are each head's keys and transposed
+/// values (`kp`, `vp`: scratch), packed once per call and shared by every task; the per-task operands are small
+/// (Qᵀ) or in L2 (Sᵀ). `blocks`: (start, length) per image; `tiles`: (image, first query, queries), in order,
+/// covering `0..n`. Cost: `4·Σ len²·d` flops.
 #[allow(clippy::too_many_arguments)]
 fn attention(
     q: &[f32],
     k: &[f32],
     v: &[f32],
     att: &mut [f32],
-    kt: &mut [f32],
-    vt: &mut [f32],
-    tiles: &[(usize, usize, usize, usize)],
-    n: usize,
+    kp: &mut Vec<f32>,
+    vp: &mut Vec<f32>,
+    blocks: &[(usize, usize)],
+    tiles: &[(usize, usize, usize)],
     d: usize,
     n_heads: usize,
 ) {
+    use pixtral_quant::sgemm::{aligned, pack_a, pack_a_strided, sgemm_packed, Sgemm, B};
     let hd = d / n_heads;
-    let ldk = n + KT_PAD;
     let kern = pixtral_quant::kernels::selected();
-    super::ops::for_each_chunk(kt, hd * ldk, |h, kt| {
-        for (j, row) in k.chunks_exact(d).enumerate() {
-            for (p, x) in row[h * hd..(h + 1) * hd].iter().enumerate() {
-                kt[p * ldk + j] = *x;
-            }
+    let sg = kern.sgemm.unwrap_or(Sgemm::REF);
+    let mr = sg.mr;
+    let n: usize = blocks.iter().map(|b| b.1).sum();
+    // per head: each image's keys as whole groups of `mr`, then its values transposed (head_dim rows)
+    let k_off: Vec<usize> =
+        blocks.iter().scan(0, |o, b| Some(std::mem::replace(o, *o + b.1.div_ceil(mr) * mr * hd))).collect();
+    let kph = blocks.iter().map(|b| b.1.div_ceil(mr) * mr * hd).sum::<usize>();
+    let hdp = hd.div_ceil(mr) * mr;
+    let vph = hdp * n;
+    let kp = aligned(kp, n_heads * kph);
+    for_each_chunk(kp, kph, |h, kp| {
+        for (&(start, len), &off) in blocks.iter().zip(&k_off) {
+            pack_a(mr, len, hd, &k[start * d + h * hd..], d, &mut kp[off..]);
         }
     });
-    super::ops::for_each_chunk(vt, n * hd, |h, vt| {
-        for (dst, row) in vt.chunks_exact_mut(hd).zip(v.chunks_exact(d)) {
-            dst.copy_from_slice(&row[h * hd..(h + 1) * hd]);
+    let vp = aligned(vp, n_heads * vph);
+    for_each_chunk(vp, vph, |h, vp| {
+        for &(start, len) in blocks {
+            pack_a_strided(mr, hd, len, &v[start * d + h * hd..], (1, d), &mut vp[hdp * start..]);
         }
     });
-    let (kt, vt) = (&*kt, &*vt);
+    let (kp, vp) = (&*kp, &*vp);
     let scale = 1.0 / (hd as f32).sqrt();
+    const QT: usize = QUERY_TILE;
     // one task per query tile: its output rows are one contiguous piece of `att`
     let mut pieces = Vec::with_capacity(tiles.len());
     let mut rest = att;
     for &t in tiles {
-        let (piece, r) = std::mem::take(&mut rest).split_at_mut(t.3 * d);
+        let (piece, r) = std::mem::take(&mut rest).split_at_mut(t.2 * d);
         pieces.push((t, piece));
         rest = r;
     }
-    super::ops::for_each(pieces, |((start, len, q0, m), out)| {
-        SCORES.with(|sc| {
-            let mut s = sc.borrow_mut();
-            s.resize(m * len, 0.0);
+    for_each(pieces, |((b, q0, m), out)| {
+        let (start, len) = blocks[b];
+        SCRATCH.with(|s| {
+            let [st, qt, ot] = &mut *s.borrow_mut();
+            let (st, qt, ot) = (aligned(st, len * QT), aligned(qt, hd * QT), aligned(ot, hdp * QT));
             for h in 0..n_heads {
-                let qh = &q[q0 * d + h * hd..];
-                sgemm(kern, m, len, hd, qh, d, &kt[h * hd * ldk + start..], ldk, &mut s, len);
-                for row in s.chunks_exact_mut(len) {
-                    (kern.softmax)(row, scale);
+                for i in 0..m {
+                    for (dd, x) in q[(q0 + i) * d + h * hd..][..hd].iter().enumerate() {
+                        qt[dd * QT + i] = *x;
+                    }
                 }
-                sgemm(kern, m, hd, len, &s, len, &vt[h * n * hd + start * hd..], hd, &mut out[h * hd..], d);
+                sgemm_packed(&sg, len, m, hd, &kp[h * kph + k_off[b]..], B::Rows { b: qt, ldb: QT }, st, QT);
+                (kern.softmax_cols)(st, len, m, QT, scale);
+                sgemm_packed(&sg, hd, m, len, &vp[h * vph + hdp * start..], B::Rows { b: st, ldb: QT }, ot, QT);
+                for (i, row) in out.chunks_exact_mut(d).enumerate() {
+                    for (dd, o) in row[h * hd..][..hd].iter_mut().enumerate() {
+                        *o = ot[dd * QT + i];
+                    }
+                }
             }
         })
     });
@@ -361,12 +380,13 @@ impl VisionModel {
 
         let (mut q, mut kk, mut v, mut att) =
             (vec![0f32; n * d], vec![0f32; n * d], vec![0f32; n * d], vec![0f32; n * d]);
-        let (mut kt, mut vt) = (vec![0f32; d * (n + KT_PAD)], vec![0f32; n * d]);
+        let (mut kp, mut vp) = (Vec::new(), Vec::new());
         // query tiles: QUERY_TILE rows, never across two images
-        let tiles: Vec<(usize, usize, usize, usize)> = blocks
+        let tiles: Vec<(usize, usize, usize)> = blocks
             .iter()
-            .flat_map(|&(start, len)| {
-                (0..len).step_by(QUERY_TILE).map(move |q0| (start, len, start + q0, QUERY_TILE.min(len - q0)))
+            .enumerate()
+            .flat_map(|(b, &(start, len))| {
+                (0..len).step_by(QUERY_TILE).map(move |q0| (b, start + q0, QUERY_TILE.min(len - q0)))
             })
             .collect();
         let (mut gate, mut up) = (vec![0f32; n * f], vec![0f32; n * f]);
@@ -377,11 +397,14 @@ impl VisionModel {
             matmul(self.bytes(&layer.wq), &layer.wq, &xb, n, &mut q, &mut mm);
             matmul(self.bytes(&layer.wk), &layer.wk, &xb, n, &mut kk, &mut mm);
             matmul(self.bytes(&layer.wv), &layer.wv, &xb, n, &mut v, &mut mm);
-            for (t, &rc) in pos.iter().enumerate() {
-                rope2d(&mut q[t * d..(t + 1) * d], rc);
-                rope2d(&mut kk[t * d..(t + 1) * d], rc);
+            for m in [&mut q, &mut kk] {
+                for_each_chunk(m, ROWS_PER_TASK * d, |i, rows| {
+                    for (row, &rc) in rows.chunks_exact_mut(d).zip(&pos[i * ROWS_PER_TASK..]) {
+                        rope2d(row, rc);
+                    }
+                });
             }
-            attention(&q, &kk, &v, &mut att, &mut kt, &mut vt, &tiles, n, d, c.n_heads);
+            attention(&q, &kk, &v, &mut att, &mut kp, &mut vp, &blocks, &tiles, d, c.n_heads);
             matmul(self.bytes(&layer.wo), &layer.wo, &att, n, &mut xb, &mut mm);
             x.iter_mut().zip(&xb).for_each(|(a, b)| *a += b);
 
@@ -390,7 +413,9 @@ impl VisionModel {
             matmul(self.bytes(&layer.w_gate), &layer.w_gate, &xb, n, &mut gate, &mut mm);
             matmul(self.bytes(&layer.w_up), &layer.w_up, &xb, n, &mut up, &mut mm);
             let act: fn(f32) -> f32 = if c.act == "gelu" { gelu } else { silu };
-            gate.iter_mut().zip(&up).for_each(|(g, u)| *g = act(*g) * u);
+            for_each_chunk(&mut gate, ROWS_PER_TASK * f, |i, g| {
+                g.iter_mut().zip(&up[i * ROWS_PER_TASK * f..]).for_each(|(g, u)| *g = act(*g) * u)
+            });
             matmul(self.bytes(&layer.w_down), &layer.w_down, &gate, n, &mut xb, &mut mm);
             x.iter_mut().zip(&xb).for_each(|(a, b)| *a += b);
         }

@@ -28,8 +28,8 @@ pub static KERNELS: Kernels = Kernels {
     },
     widen_f16: |w, o| unsafe { widen_f16(w, o) },
     axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
-    sgemm: Some(Sgemm { mr: 6, nr: 16, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
-    softmax: |x, s| unsafe { softmax(x, s) },
+    sgemm: Some(Sgemm { mr: SGEMM_MR, nr: 16, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
+    softmax_cols: |x, r, c, ld, s| unsafe { softmax_cols(x, r, c, ld, s) },
 };
 
 #[inline]
@@ -257,12 +257,16 @@ pub(super) unsafe fn axpy_f16(a: f32, w: &[u8], out: &mut [f32]) {
     super::scalar::axpy_f16_ref(a, &w[2 * i..], &mut out[i..]);
 }
 
-/// f32 micro-tile ([`crate::sgemm`]): up to 6 rows × 16 columns in 12 ymm sums (of 16 registers); per `p` two
-/// loads of B, one broadcast of A per row, two FMAs per row. Columns past `n` are masked (`vmaskmovps`
+/// Rows of the f32 micro-tile: 6 × 2 sums + 2 of B + 1 broadcast = 15 of the 16 ymm registers.
+const SGEMM_MR: usize = 6;
+
+/// f32 micro-tile ([`crate::sgemm`]): up to 6 rows × 16 columns in 12 ymm sums; per `p` two loads of B, one
+/// broadcast of packed A per row, two FMAs per row. Columns past `n` are masked (`vmaskmovps`
 /// suppresses faults there).
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn sgemm_tile(t: &Tile, c: &mut [f32], ldc: usize) {
     t.check(c, ldc);
+    debug_assert_eq!(t.mr, SGEMM_MR);
     macro_rules! go {
         ($($m:literal)*) => {
             match (t.m, t.n > 8) {
@@ -281,7 +285,7 @@ unsafe fn tile256<const MR: usize, const NV: usize>(t: &Tile, c: &mut [f32], ldc
     let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let m: [__m256i; NV] =
         std::array::from_fn(|v| _mm256_cmpgt_epi32(_mm256_set1_epi32(t.n as i32 - 8 * v as i32), lanes));
-    let (a, b, cp) = (t.a.as_ptr(), t.b.as_ptr(), c.as_mut_ptr());
+    let (mut a, mut b, cp) = (t.a.as_ptr(), t.b.as_ptr(), c.as_mut_ptr());
     let mut acc = [[_mm256_setzero_ps(); NV]; MR];
     if t.accumulate {
         for (i, acc) in acc.iter_mut().enumerate() {
@@ -290,14 +294,16 @@ unsafe fn tile256<const MR: usize, const NV: usize>(t: &Tile, c: &mut [f32], ldc
             }
         }
     }
-    for p in 0..t.k {
-        let bv: [__m256; NV] = std::array::from_fn(|v| _mm256_maskload_ps(b.wrapping_add(p * t.ldb + 8 * v), m[v]));
+    for _ in 0..t.k {
+        let bv: [__m256; NV] = std::array::from_fn(|v| _mm256_maskload_ps(b.wrapping_add(8 * v), m[v]));
         for (i, acc) in acc.iter_mut().enumerate() {
-            let av = _mm256_set1_ps(*a.add(i * t.lda + p));
+            let av = _mm256_set1_ps(*a.add(i));
             for v in 0..NV {
                 acc[v] = _mm256_fmadd_ps(av, bv[v], acc[v]);
             }
         }
+        a = a.add(SGEMM_MR);
+        b = b.wrapping_add(t.ldb);
     }
     for (i, acc) in acc.iter().enumerate() {
         for v in 0..NV {
@@ -306,10 +312,10 @@ unsafe fn tile256<const MR: usize, const NV: usize>(t: &Tile, c: &mut [f32], ldc
     }
 }
 
-/// [`crate::softmax::softmax_generic`] compiled for this tier (the compiler vectorises it).
+/// [`crate::softmax::softmax_cols_generic`] compiled for this tier (the compiler vectorises it).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn softmax(x: &mut [f32], scale: f32) {
-    crate::softmax::softmax_generic(x, scale)
+unsafe fn softmax_cols(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32) {
+    crate::softmax::softmax_cols_generic(x, rows, cols, ld, scale)
 }
 
 /// R16 ([`crate::repack`]) without VNNI: each 16-row group as two halves of 8 rows (one i32 lane per row), tokens

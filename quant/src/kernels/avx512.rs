@@ -38,8 +38,8 @@ pub static KERNELS: Kernels = Kernels {
     },
     widen_f16: |w, o| unsafe { avx2::widen_f16(w, o) },
     axpy_f16: |a, w, o| unsafe { avx2::axpy_f16(a, w, o) },
-    sgemm: Some(Sgemm { mr: 8, nr: 32, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
-    softmax: |x, s| unsafe { softmax(x, s) },
+    sgemm: Some(Sgemm { mr: SGEMM_MR, nr: 32, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
+    softmax_cols: |x, r, c, ld, s| unsafe { softmax_cols(x, r, c, ld, s) },
 };
 
 use super::avx2::{f16_at, f16_bits};
@@ -270,11 +270,17 @@ unsafe fn r16_tile<const T: usize, const Q4: bool>(g: &[u8], acts: &Acts, t: usi
     }
 }
 
-/// f32 micro-tile ([`crate::sgemm`]): up to 8 rows × 32 columns in 16 zmm sums; per `p` two loads of B, one
-/// broadcast of A per row, two FMAs per row. Columns past `n` are masked (loads suppress faults there).
+/// Rows of the f32 micro-tile: 12 × 2 sums + 2 of B + 1 broadcast = 27 of the 32 zmm registers.
+const SGEMM_MR: usize = 12;
+/// How many `p` steps ahead the tile prefetches its streams of A and B (the micro-panels come from L2).
+const SGEMM_PREFETCH: usize = 16;
+
+/// f32 micro-tile ([`crate::sgemm`]): up to 12 rows × 32 columns in 24 zmm sums; per `p` two loads of B, one
+/// broadcast of packed A per row, two FMAs per row. Columns past `n` are masked (loads suppress faults there).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn sgemm_tile(t: &Tile, c: &mut [f32], ldc: usize) {
     t.check(c, ldc);
+    debug_assert_eq!(t.mr, SGEMM_MR);
     macro_rules! go {
         ($($m:literal)*) => {
             match (t.m, t.n > 16) {
@@ -284,7 +290,7 @@ unsafe fn sgemm_tile(t: &Tile, c: &mut [f32], ldc: usize) {
             }
         };
     }
-    go!(1 2 3 4 5 6 7 8)
+    go!(1 2 3 4 5 6 7 8 9 10 11 12)
 }
 
 #[inline]
@@ -295,7 +301,7 @@ unsafe fn tile512<const MR: usize, const NV: usize>(t: &Tile, c: &mut [f32], ldc
         ((1u32 << n) - 1) as __mmask16
     };
     let m: [__mmask16; NV] = std::array::from_fn(|v| mask(16 * v));
-    let (a, b, cp) = (t.a.as_ptr(), t.b.as_ptr(), c.as_mut_ptr());
+    let (mut a, mut b, cp) = (t.a.as_ptr(), t.b.as_ptr(), c.as_mut_ptr());
     let mut acc = [[_mm512_setzero_ps(); NV]; MR];
     if t.accumulate {
         for (i, acc) in acc.iter_mut().enumerate() {
@@ -304,14 +310,20 @@ unsafe fn tile512<const MR: usize, const NV: usize>(t: &Tile, c: &mut [f32], ldc
             }
         }
     }
-    for p in 0..t.k {
-        let bv: [__m512; NV] = std::array::from_fn(|v| _mm512_maskz_loadu_ps(m[v], b.wrapping_add(p * t.ldb + 16 * v)));
+    for _ in 0..t.k {
+        // a hint only: addresses past the end are not dereferenced
+        _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(SGEMM_PREFETCH * t.ldb) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(SGEMM_PREFETCH * t.ldb + 16) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(SGEMM_PREFETCH * SGEMM_MR) as *const i8);
+        let bv: [__m512; NV] = std::array::from_fn(|v| _mm512_maskz_loadu_ps(m[v], b.wrapping_add(16 * v)));
         for (i, acc) in acc.iter_mut().enumerate() {
-            let av = _mm512_set1_ps(*a.add(i * t.lda + p));
+            let av = _mm512_set1_ps(*a.add(i));
             for v in 0..NV {
                 acc[v] = _mm512_fmadd_ps(av, bv[v], acc[v]);
             }
         }
+        a = a.add(SGEMM_MR);
+        b = b.wrapping_add(t.ldb);
     }
     for (i, acc) in acc.iter().enumerate() {
         for v in 0..NV {
@@ -320,8 +332,8 @@ unsafe fn tile512<const MR: usize, const NV: usize>(t: &Tile, c: &mut [f32], ldc
     }
 }
 
-/// [`crate::softmax::softmax_generic`] compiled for this tier (the compiler vectorises it).
+/// [`crate::softmax::softmax_cols_generic`] compiled for this tier (the compiler vectorises it).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn softmax(x: &mut [f32], scale: f32) {
-    crate::softmax::softmax_generic(x, scale)
+unsafe fn softmax_cols(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32) {
+    crate::softmax::softmax_cols_generic(x, rows, cols, ld, scale)
 }

@@ -45,8 +45,9 @@ pub struct Kernels {
     pub axpy_f16: fn(f32, &[u8], &mut [f32]),
     /// The f32 matrix micro-kernel ([`crate::sgemm`]); `None`: the scalar twin does the products.
     pub sgemm: Option<crate::sgemm::Sgemm>,
-    /// `x = softmax(scale · x)` in place ([`crate::softmax`]; equal to its twin to the bit).
-    pub softmax: fn(&mut [f32], f32),
+    /// `softmax(scale · column)` in place for each column of a `(rows, cols)` block with row stride `ld`
+    /// ([`crate::softmax`]; equal to its twin to the bit).
+    pub softmax_cols: fn(&mut [f32], usize, usize, usize, f32),
 }
 
 pub(crate) fn has(isa: Isa) -> bool {

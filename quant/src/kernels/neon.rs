@@ -55,8 +55,8 @@ pub static KERNELS: Kernels = Kernels {
     r16: |_| None,
     widen_f16: |w, o| unsafe { widen_f16(w, o) },
     axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
-    sgemm: Some(Sgemm { mr: 8, nr: 8, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
-    softmax: crate::softmax::softmax_ref,
+    sgemm: Some(Sgemm { mr: SGEMM_MR, nr: 8, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
+    softmax_cols: crate::softmax::softmax_cols_ref,
 };
 
 fn f16_at(b: &[u8]) -> f32 {
@@ -249,12 +249,16 @@ unsafe fn axpy_f16(a: f32, w: &[u8], out: &mut [f32]) {
     super::scalar::axpy_f16_ref(a, &w[2 * i..], &mut out[i..]);
 }
 
+/// Rows of the f32 micro-tile (16 sums + 2 of B + 1 broadcast of the 32 q registers).
+const SGEMM_MR: usize = 8;
+
 /// f32 micro-tile ([`crate::sgemm`]): up to 8 rows × 8 columns in 16 q-register sums; per `p` two loads of B,
-/// one broadcast load of A per row, two fused multiply-adds per row. Tiles narrower than 8 columns (the edges)
+/// one broadcast load of packed A per row, two fused multiply-adds per row. Tiles narrower than 8 columns (the edges)
 /// go to the scalar twin, which computes the same fused chain.
 #[target_feature(enable = "neon")]
 unsafe fn sgemm_tile(t: &Tile, c: &mut [f32], ldc: usize) {
     t.check(c, ldc);
+    debug_assert_eq!(t.mr, SGEMM_MR);
     if t.n != 8 {
         return crate::sgemm::tile_ref(t, c, ldc);
     }
@@ -272,20 +276,22 @@ unsafe fn sgemm_tile(t: &Tile, c: &mut [f32], ldc: usize) {
 #[inline]
 #[target_feature(enable = "neon")]
 unsafe fn tile_neon<const MR: usize>(t: &Tile, c: &mut [f32], ldc: usize) {
-    let (a, b, cp) = (t.a.as_ptr(), t.b.as_ptr(), c.as_mut_ptr());
+    let (mut a, mut b, cp) = (t.a.as_ptr(), t.b.as_ptr(), c.as_mut_ptr());
     let mut acc = [[vdupq_n_f32(0.0); 2]; MR];
     if t.accumulate {
         for (i, acc) in acc.iter_mut().enumerate() {
             *acc = [vld1q_f32(cp.add(i * ldc)), vld1q_f32(cp.add(i * ldc + 4))];
         }
     }
-    for p in 0..t.k {
-        let (b0, b1) = (vld1q_f32(b.add(p * t.ldb)), vld1q_f32(b.add(p * t.ldb + 4)));
+    for _ in 0..t.k {
+        let (b0, b1) = (vld1q_f32(b), vld1q_f32(b.add(4)));
+        b = b.wrapping_add(t.ldb);
         for (i, acc) in acc.iter_mut().enumerate() {
-            let av = vld1q_dup_f32(a.add(i * t.lda + p));
+            let av = vld1q_dup_f32(a.add(i));
             acc[0] = vfmaq_f32(acc[0], av, b0);
             acc[1] = vfmaq_f32(acc[1], av, b1);
         }
+        a = a.add(SGEMM_MR);
     }
     for (i, acc) in acc.iter().enumerate() {
         vst1q_f32(cp.add(i * ldc), acc[0]);

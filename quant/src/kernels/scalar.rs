@@ -17,7 +17,7 @@ pub static KERNELS: Kernels = Kernels {
     widen_f16: widen_f16_ref,
     axpy_f16: axpy_f16_ref,
     sgemm: None,
-    softmax: crate::softmax::softmax_ref,
+    softmax_cols: crate::softmax::softmax_cols_ref,
 };
 
 pub fn dot_q8_0_ref(w: &[u8], y: &[BlockQ8_0]) -> f32 {
