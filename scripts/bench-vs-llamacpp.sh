@@ -2,6 +2,7 @@
 # pixtral vs llama.cpp on the SAME full-shape Pixtral-12B GGUF files (random weights), same threads, same prompt
 # length, alternating runs; prints a table with the ratio ours / llama.cpp.
 #   usage: scripts/bench-vs-llamacpp.sh [PP=512] [TG=128] [RUNS=3] [THREADS=2]
+#   TYPES="q4_0 q8_0" (default) picks the files; PIXTRAL_ISA=avx2 etc. picks our tier (llama.cpp's is its build's).
 # Needs ~45 GB of disk under scratch/ while it converts (the 25 GB random checkpoint, removed afterwards, and the
 # 8 + 14 GB Q4_0 / Q8_0 files) and the venv.
 # llama.cpp comes from PyPI's llama-cpp-python (built from source for this CPU). Its 0.3.36 native build crashes
@@ -45,7 +46,7 @@ for _ in range(runs):
 print(json.dumps({"pp": statistics.median(pps), "tg": statistics.median(tgs)}))
 PYEOF
 printf "| file | test | pixtral t/s | llama.cpp t/s | ratio |\n|---|---|---|---|---|\n"
-for t in q4_0 q8_0; do
+for t in ${TYPES:-q4_0 q8_0}; do
     f=scratch/p12b-$t.gguf
     # alternate: ours, theirs, for each test
     ours_pp=$(target/release/pixtral bench -m $f -p $PP -n 0 -r $RUNS -t $THREADS --json | $PY -c "import json,sys; print(json.load(sys.stdin)['pp']['tps_median'])")

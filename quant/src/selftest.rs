@@ -318,18 +318,18 @@ pub fn sgemm_matches_ref() -> usize {
     checked
 }
 
-/// Every tier's column softmax: equal to the twin to the bit, and within 1e-6 (relative, per element) of an f64
-/// softmax, over column counts around the 16-lane blocks, lengths around the 8 partial sums, and scores down to
-/// where exp underflows; the padding between rows stays untouched.
+/// Every tier's column softmax: equal to the twin to the bit (numerators and `1/Σ`), and numerator × `1/Σ`
+/// within 1e-6 (relative, per element) of an f64 softmax, over column counts around the 16-lane blocks, lengths
+/// around the 8 partial sums, and scores down to where exp underflows; the padding between rows stays untouched.
 pub fn softmax_matches_ref() -> usize {
     let mut checked = 0;
     let mut rng = Rng(5);
-    for (rows, cols) in [(1, 1), (2, 3), (15, 16), (17, 17), (33, 1), (100, 40), (1024, 16), (4097, 2), (64, 64)] {
+    for (rows, cols) in [(1, 1), (2, 3), (15, 16), (17, 17), (33, 1), (100, 40), (1024, 16), (4097, 2), (64, 70)] {
         let ld = cols + 3;
         let x: Vec<f32> = (0..rows * ld).map(|i| rng.f32() * if i % 9 == 0 { 60.0 } else { 8.0 }).collect();
         let scale = 0.125;
-        let mut want = x.clone();
-        crate::softmax::softmax_cols_ref(&mut want, rows, cols, ld, scale);
+        let (mut want, mut want_inv) = (x.clone(), vec![0f32; cols]);
+        crate::softmax::softmax_cols_ref(&mut want, rows, cols, ld, scale, &mut want_inv);
         for j in 0..ld {
             let col = |v: &[f32]| -> Vec<f32> { (0..rows).map(|r| v[r * ld + j]).collect() };
             let (xc, wc) = (col(&x), col(&want));
@@ -341,19 +341,17 @@ pub fn softmax_matches_ref() -> usize {
             let e: Vec<f64> = xc.iter().map(|v| (*v as f64 * scale as f64 - max).exp()).collect();
             let sum: f64 = e.iter().sum();
             for (w, e) in wc.iter().zip(&e) {
-                let exact = e / sum;
+                let (got, exact) = (*w as f64 * want_inv[j] as f64, e / sum);
                 checked += 1;
-                assert!((*w as f64 - exact).abs() <= 1e-6 * exact + 1e-37, "softmax {rows}x{cols}: {w} vs {exact}");
+                assert!((got - exact).abs() <= 1e-6 * exact + 1e-37, "softmax {rows}x{cols}: {got} vs {exact}");
             }
         }
         for isa in Isa::available() {
-            let mut got = x.clone();
-            (kernels(isa).softmax_cols)(&mut got, rows, cols, ld, scale);
+            let (mut got, mut inv) = (x.clone(), vec![0f32; cols]);
+            (kernels(isa).softmax_cols)(&mut got, rows, cols, ld, scale, &mut inv);
             checked += 1;
-            assert!(
-                got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()),
-                "{isa:?} softmax {rows}x{cols} differs from the twin"
-            );
+            let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(g, w)| g.to_bits() == w.to_bits());
+            assert!(same(&got, &want) && same(&inv, &want_inv), "{isa:?} softmax {rows}x{cols} differs from the twin");
         }
     }
     checked

@@ -1,5 +1,5 @@
 //! Softmax of attention scores down the columns of a block (the ViT's scores come transposed: one column per
-//! query): `x[i] = exp(s·x[i] − s·max) / Σ`, with an exp of our own (range
+//! query): `x[i] = exp(s·x[i] − s·max) / Σ` (the division left to the caller), with an exp of our own (range
 //! reduction to `2ⁿ · e^r`, |r| ≤ ln2/2, degree-6 Taylor polynomial: relative error < 2e-7 over the range a
 //! softmax uses). The code is written so the compiler vectorises it: the SIMD tiers compile this same function
 //! under their target features ([`softmax_cols_generic`]), and every element sees the same IEEE operations on every
@@ -46,11 +46,13 @@ const PARTS: usize = 8;
 const COLS: usize = 64;
 
 /// The body every tier compiles; `#[inline(always)]` so it takes the caller's target features. Softmax down each
-/// column `j < cols` of `x` (`rows` rows, row stride `ld`), in three row-major sweeps (max, exp and sums, scale)
-/// over up to [`COLS`] columns at a time: the compiler vectorises across columns, and every column sees the same
-/// scalar operations in the same order (maxima are exact in any order; sums go by part `r mod PARTS`).
+/// column `j < cols` of `x` (`rows` rows, row stride `ld`) with the normalisation left to the caller: `x` becomes
+/// the numerators `exp(s·x − s·max)` and `inv[j]` the column's `1/Σ` (attention multiplies its weighted sums by
+/// it, one product per output instead of one per score). Two row-major sweeps (max; exp and sums) over up to
+/// [`COLS`] columns at a time: the compiler vectorises across columns, and every column sees the same scalar
+/// operations in the same order (maxima are exact in any order; sums go by part `r mod PARTS`).
 #[inline(always)]
-pub fn softmax_cols_generic(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32) {
+pub fn softmax_cols_generic(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32, inv: &mut [f32]) {
     for c0 in (0..cols).step_by(COLS) {
         let w = COLS.min(cols - c0);
         let x = &mut x[c0..];
@@ -71,20 +73,14 @@ pub fn softmax_cols_generic(x: &mut [f32], rows: usize, cols: usize, ld: usize, 
                 *s += *v;
             }
         }
-        let mut inv = [0f32; COLS];
-        for (j, inv) in inv.iter_mut().enumerate() {
+        for (j, inv) in inv[c0..c0 + w].iter_mut().enumerate() {
             let s = |i: usize| sum[i][j];
             *inv = 1.0 / (((s(0) + s(1)) + (s(2) + s(3))) + ((s(4) + s(5)) + (s(6) + s(7))));
-        }
-        for r in 0..rows {
-            for (v, i) in x[r * ld..r * ld + w].iter_mut().zip(&inv) {
-                *v *= i;
-            }
         }
     }
 }
 
 /// The scalar twin.
-pub fn softmax_cols_ref(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32) {
-    softmax_cols_generic(x, rows, cols, ld, scale)
+pub fn softmax_cols_ref(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32, inv: &mut [f32]) {
+    softmax_cols_generic(x, rows, cols, ld, scale, inv)
 }

@@ -148,7 +148,8 @@ std::thread_local! {
 }
 
 /// Block-diagonal multi-head attention of the packed sequence `(n, d)`, per image, head and tile of queries,
-/// computed transposed: `Sᵀ = K·Qᵀ` (keys × queries), softmax down each column (scale `1/√hd`), `Oᵀ = Vᵀ·Sᵀ`,
+/// computed transposed: `Sᵀ = K·Qᵀ` (keys × queries), softmax down each column (scale `1/√hd`; its division
+/// applied to the outputs), `Oᵀ = Vᵀ·Sᵀ`,
 /// with the f32 micro-kernel ([`pixtral_quant::sgemm`]). Its packed operands are each head's keys and transposed
 /// values (`kp`, `vp`: scratch), packed once per call and shared by every task; the per-task operands are small
 /// (Qᵀ) or in L2 (Sᵀ). `blocks`: (start, length) per image; `tiles`: (image, first query, queries), in order,
@@ -205,7 +206,8 @@ fn attention(
         let (start, len) = blocks[b];
         SCRATCH.with(|s| {
             let [st, qt, ot] = &mut *s.borrow_mut();
-            let (st, qt, ot) = (aligned(st, len * QT), aligned(qt, hd * QT), aligned(ot, hdp * QT));
+            let (st, qt, ot) = (aligned(st, len * QT), aligned(qt, hd * QT), aligned(ot, hd * QT));
+            let mut inv = [0f32; QT];
             for h in 0..n_heads {
                 for i in 0..m {
                     for (dd, x) in q[(q0 + i) * d + h * hd..][..hd].iter().enumerate() {
@@ -213,11 +215,12 @@ fn attention(
                     }
                 }
                 sgemm_packed(&sg, len, m, hd, &kp[h * kph + k_off[b]..], B::Rows { b: qt, ldb: QT }, st, QT);
-                (kern.softmax_cols)(st, len, m, QT, scale);
+                (kern.softmax_cols)(st, len, m, QT, scale, &mut inv);
                 sgemm_packed(&sg, hd, m, len, &vp[h * vph + hdp * start..], B::Rows { b: st, ldb: QT }, ot, QT);
-                for (i, row) in out.chunks_exact_mut(d).enumerate() {
+                // O = (Σ numerator · v) / Σ numerators, transposed back
+                for ((i, row), inv) in out.chunks_exact_mut(d).enumerate().zip(&inv) {
                     for (dd, o) in row[h * hd..][..hd].iter_mut().enumerate() {
-                        *o = ot[dd * QT + i];
+                        *o = ot[dd * QT + i] * inv;
                     }
                 }
             }

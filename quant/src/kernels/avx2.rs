@@ -29,7 +29,7 @@ pub static KERNELS: Kernels = Kernels {
     widen_f16: |w, o| unsafe { widen_f16(w, o) },
     axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
     sgemm: Some(Sgemm { mr: SGEMM_MR, nr: 16, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
-    softmax_cols: |x, r, c, ld, s| unsafe { softmax_cols(x, r, c, ld, s) },
+    softmax_cols: |x, r, c, ld, s, inv| unsafe { softmax_cols(x, r, c, ld, s, inv) },
 };
 
 #[inline]
@@ -314,8 +314,8 @@ unsafe fn tile256<const MR: usize, const NV: usize>(t: &Tile, c: &mut [f32], ldc
 
 /// [`crate::softmax::softmax_cols_generic`] compiled for this tier (the compiler vectorises it).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn softmax_cols(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32) {
-    crate::softmax::softmax_cols_generic(x, rows, cols, ld, scale)
+unsafe fn softmax_cols(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32, inv: &mut [f32]) {
+    crate::softmax::softmax_cols_generic(x, rows, cols, ld, scale, inv)
 }
 
 /// R16 ([`crate::repack`]) without VNNI: each 16-row group as two halves of 8 rows (one i32 lane per row), tokens
@@ -337,14 +337,22 @@ pub(super) unsafe fn gemm_r16<const Q4: bool>(
     let bb = block_bytes_of(Q4);
     assert!(t1 <= t0 || g.len() == acts.q8_row(t0).len() * bb, "R16 group and activations disagree");
     assert!(t1 <= t0 || out.len() >= (t1 - 1) * ldo + R16, "R16 output out of bounds");
+    if t1 - t0 < 4 {
+        // decode: both halves of each block while its lines are in L1 (the group is read from memory once)
+        for t in t0..t1 {
+            r16_halves::<1, Q4, 2>(g, acts, t, 0, out, ldo);
+        }
+        return;
+    }
+    // prefill: one half at a time, four tokens per pass (the registers do not hold both halves' sums)
     for half in 0..2 {
         let mut t = t0;
         while t + 4 <= t1 {
-            r16_half::<4, Q4>(g, acts, t, half, out, ldo);
+            r16_halves::<4, Q4, 1>(g, acts, t, half, out, ldo);
             t += 4;
         }
         while t < t1 {
-            r16_half::<1, Q4>(g, acts, t, half, out, ldo);
+            r16_halves::<1, Q4, 1>(g, acts, t, half, out, ldo);
             t += 1;
         }
     }
@@ -352,11 +360,11 @@ pub(super) unsafe fn gemm_r16<const Q4: bool>(
 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn r16_half<const T: usize, const Q4: bool>(
+unsafe fn r16_halves<const T: usize, const Q4: bool, const NH: usize>(
     g: &[u8],
     acts: &Acts,
     t: usize,
-    half: usize,
+    h0: usize,
     out: &mut [f32],
     ldo: usize,
 ) {
@@ -367,49 +375,56 @@ unsafe fn r16_half<const T: usize, const Q4: bool>(
     let xs: [&[i32]; T] = std::array::from_fn(|j| acts.q8_sums(t + j));
     debug_assert!(x.iter().all(|x| x.len() == nb) && g.len() == nb * bb);
     let (m4, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi16(1));
-    let mut acc = [_mm256_setzero_ps(); T];
+    // halves h0..h0 + NH (NH a constant, so the sums stay in registers)
+    let mut acc = [[_mm256_setzero_ps(); T]; NH];
     for b in 0..nb {
         let blk = g.as_ptr().add(b * bb);
         prefetch_lines(blk.add(PREFETCH), bb);
-        let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * half) as *const __m128i));
-        let q = blk.add(32 + 32 * half); // chunk c of this half at q + 64·c
-        let mut s = [_mm256_setzero_si256(); T];
-        if Q4 {
-            let mut s16 = [_mm256_setzero_si256(); T];
-            for c in 0..4 {
-                let v = _mm256_loadu_si256(q.add(64 * c) as *const __m256i);
-                let (lo, hi) = (_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4));
+        for (hh, acc) in acc.iter_mut().enumerate() {
+            let half = h0 + hh;
+            let dw = _mm256_cvtph_ps(_mm_loadu_si128(blk.add(16 * half) as *const __m128i));
+            let q = blk.add(32 + 32 * half); // chunk c of this half at q + 64·c
+            let mut s = [_mm256_setzero_si256(); T];
+            if Q4 {
+                let mut s16 = [_mm256_setzero_si256(); T];
+                for c in 0..4 {
+                    let v = _mm256_loadu_si256(q.add(64 * c) as *const __m256i);
+                    let (lo, hi) = (_mm256_and_si256(v, m4), _mm256_and_si256(_mm256_srli_epi16::<4>(v), m4));
+                    for j in 0..T {
+                        let xq = x[j].get_unchecked(b).qs.as_ptr();
+                        let xl = _mm256_set1_epi32((xq.add(4 * c) as *const i32).read_unaligned());
+                        let xh = _mm256_set1_epi32((xq.add(16 + 4 * c) as *const i32).read_unaligned());
+                        let p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh));
+                        s16[j] = _mm256_add_epi16(s16[j], p);
+                    }
+                }
                 for j in 0..T {
-                    let xq = x[j].get_unchecked(b).qs.as_ptr();
-                    let xl = _mm256_set1_epi32((xq.add(4 * c) as *const i32).read_unaligned());
-                    let xh = _mm256_set1_epi32((xq.add(16 + 4 * c) as *const i32).read_unaligned());
-                    let p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xl), _mm256_maddubs_epi16(hi, xh));
-                    s16[j] = _mm256_add_epi16(s16[j], p);
+                    let off = _mm256_set1_epi32(-8 * *xs[j].get_unchecked(b));
+                    s[j] = _mm256_add_epi32(_mm256_madd_epi16(s16[j], ones), off);
+                }
+            } else {
+                let flip = _mm256_set1_epi8(-128);
+                for c in 0..8 {
+                    let w = _mm256_xor_si256(_mm256_loadu_si256(q.add(64 * c) as *const __m256i), flip);
+                    let aw = _mm256_sign_epi8(w, w);
+                    for j in 0..T {
+                        let xq = x[j].get_unchecked(b).qs.as_ptr();
+                        let xb = _mm256_set1_epi32((xq.add(4 * c) as *const i32).read_unaligned());
+                        let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xb, w));
+                        s[j] = _mm256_add_epi32(s[j], _mm256_madd_epi16(p, ones));
+                    }
                 }
             }
             for j in 0..T {
-                let off = _mm256_set1_epi32(-8 * *xs[j].get_unchecked(b));
-                s[j] = _mm256_add_epi32(_mm256_madd_epi16(s16[j], ones), off);
+                let d = _mm256_mul_ps(dw, _mm256_set1_ps(*xd[j].get_unchecked(b)));
+                acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[j]), d, acc[j]);
             }
-        } else {
-            let flip = _mm256_set1_epi8(-128);
-            for c in 0..8 {
-                let w = _mm256_xor_si256(_mm256_loadu_si256(q.add(64 * c) as *const __m256i), flip);
-                let aw = _mm256_sign_epi8(w, w);
-                for j in 0..T {
-                    let xq = x[j].get_unchecked(b).qs.as_ptr();
-                    let xb = _mm256_set1_epi32((xq.add(4 * c) as *const i32).read_unaligned());
-                    let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xb, w));
-                    s[j] = _mm256_add_epi32(s[j], _mm256_madd_epi16(p, ones));
-                }
-            }
-        }
-        for j in 0..T {
-            let d = _mm256_mul_ps(dw, _mm256_set1_ps(*xd[j].get_unchecked(b)));
-            acc[j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[j]), d, acc[j]);
         }
     }
-    for (j, acc) in acc.iter().enumerate() {
-        _mm256_storeu_ps(out.as_mut_ptr().add((t + j) * ldo + 8 * half), *acc);
+    for (hh, acc) in acc.iter().enumerate() {
+        let half = h0 + hh;
+        for (j, acc) in acc.iter().enumerate() {
+            _mm256_storeu_ps(out.as_mut_ptr().add((t + j) * ldo + 8 * half), *acc);
+        }
     }
 }

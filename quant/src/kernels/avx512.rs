@@ -39,7 +39,7 @@ pub static KERNELS: Kernels = Kernels {
     widen_f16: |w, o| unsafe { avx2::widen_f16(w, o) },
     axpy_f16: |a, w, o| unsafe { avx2::axpy_f16(a, w, o) },
     sgemm: Some(Sgemm { mr: SGEMM_MR, nr: 32, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
-    softmax_cols: |x, r, c, ld, s| unsafe { softmax_cols(x, r, c, ld, s) },
+    softmax_cols: |x, r, c, ld, s, inv| unsafe { softmax_cols(x, r, c, ld, s, inv) },
 };
 
 use super::avx2::{f16_at, f16_bits};
@@ -334,6 +334,6 @@ unsafe fn tile512<const MR: usize, const NV: usize>(t: &Tile, c: &mut [f32], ldc
 
 /// [`crate::softmax::softmax_cols_generic`] compiled for this tier (the compiler vectorises it).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn softmax_cols(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32) {
-    crate::softmax::softmax_cols_generic(x, rows, cols, ld, scale)
+unsafe fn softmax_cols(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32, inv: &mut [f32]) {
+    crate::softmax::softmax_cols_generic(x, rows, cols, ld, scale, inv)
 }

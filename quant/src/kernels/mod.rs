@@ -45,9 +45,9 @@ pub struct Kernels {
     pub axpy_f16: fn(f32, &[u8], &mut [f32]),
     /// The f32 matrix micro-kernel ([`crate::sgemm`]); `None`: the scalar twin does the products.
     pub sgemm: Option<crate::sgemm::Sgemm>,
-    /// `softmax(scale · column)` in place for each column of a `(rows, cols)` block with row stride `ld`
-    /// ([`crate::softmax`]; equal to its twin to the bit).
-    pub softmax_cols: fn(&mut [f32], usize, usize, usize, f32),
+    /// `softmax(scale · column)` for each column of a `(rows, cols)` block with row stride `ld`, in place but
+    /// for the normalisation: each column's `1/Σ` goes to `inv` ([`crate::softmax`]; equal to its twin to the bit).
+    pub softmax_cols: fn(&mut [f32], usize, usize, usize, f32, &mut [f32]),
 }
 
 pub(crate) fn has(isa: Isa) -> bool {
