@@ -136,8 +136,20 @@ pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
 }
 
-/// Tokens per task of the element-wise steps (RoPE, activation).
+/// Tokens per task of the element-wise steps (norms, RoPE, activation, residuals).
 const ROWS_PER_TASK: usize = 64;
+
+/// [`rmsnorm`] over the thread pool, [`ROWS_PER_TASK`] rows per task.
+fn rmsnorm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
+    let chunk = ROWS_PER_TASK * w.len();
+    for_each_chunk(out, chunk, |i, o| rmsnorm(o, &x[i * chunk..][..o.len()], w, eps));
+}
+
+/// `x += y` over the thread pool (the residual connections).
+fn add_rows(x: &mut [f32], y: &[f32]) {
+    let chunk = ROWS_PER_TASK * 1024;
+    for_each_chunk(x, chunk, |i, x| x.iter_mut().zip(&y[i * chunk..]).for_each(|(a, b)| *a += b));
+}
 
 /// Queries per attention task: a (image patches, 64) score tile, 1 MB for a 1024² image.
 const QUERY_TILE: usize = 64;
@@ -368,12 +380,17 @@ impl VisionModel {
         let pair_freq: Vec<(bool, f32)> = (0..hd / 2)
             .map(|i| if i < hd / 4 { (true, fk[2 * i] as f32) } else { (false, fk[2 * (i - hd / 4) + 1] as f32) })
             .collect();
-        let rope2d = |v: &mut [f32], (r, col): (usize, usize)| {
+        // (sin, cos) per patch and pair, the same for every layer: (n, D/2)
+        let mut rot = vec![(0f32, 0f32); n * hd / 2];
+        for_each_chunk(&mut rot, hd / 2, |t, rot| {
+            let (r, col) = pos[t];
+            for (sc, &(is_row, fr)) in rot.iter_mut().zip(&pair_freq) {
+                *sc = (if is_row { r as f32 * fr } else { col as f32 * fr }).sin_cos();
+            }
+        });
+        let rope2d = |v: &mut [f32], rot: &[(f32, f32)]| {
             for head in v.chunks_exact_mut(hd) {
-                for (i, pair) in head.chunks_exact_mut(2).enumerate() {
-                    let (is_row, fr) = pair_freq[i];
-                    let ang = if is_row { r as f32 * fr } else { col as f32 * fr };
-                    let (s, co) = ang.sin_cos();
+                for (pair, &(s, co)) in head.chunks_exact_mut(2).zip(rot) {
                     let (a, b) = (pair[0], pair[1]);
                     pair[0] = a * co - b * s;
                     pair[1] = a * s + b * co;
@@ -396,23 +413,24 @@ impl VisionModel {
         for (li, layer) in self.layers.iter().enumerate() {
             progress(li, self.layers.len());
             // ---- attention, block-diagonal over images ----
-            rmsnorm(&mut xb, &x, &layer.ln1, c.norm_eps);
+            rmsnorm_rows(&mut xb, &x, &layer.ln1, c.norm_eps);
             matmul(self.bytes(&layer.wq), &layer.wq, &xb, n, &mut q, &mut mm);
             matmul(self.bytes(&layer.wk), &layer.wk, &xb, n, &mut kk, &mut mm);
             matmul(self.bytes(&layer.wv), &layer.wv, &xb, n, &mut v, &mut mm);
             for m in [&mut q, &mut kk] {
                 for_each_chunk(m, ROWS_PER_TASK * d, |i, rows| {
-                    for (row, &rc) in rows.chunks_exact_mut(d).zip(&pos[i * ROWS_PER_TASK..]) {
-                        rope2d(row, rc);
+                    let rot = rot[i * ROWS_PER_TASK * hd / 2..].chunks_exact(hd / 2);
+                    for (row, rot) in rows.chunks_exact_mut(d).zip(rot) {
+                        rope2d(row, rot);
                     }
                 });
             }
             attention(&q, &kk, &v, &mut att, &mut kp, &mut vp, &blocks, &tiles, d, c.n_heads);
             matmul(self.bytes(&layer.wo), &layer.wo, &att, n, &mut xb, &mut mm);
-            x.iter_mut().zip(&xb).for_each(|(a, b)| *a += b);
+            add_rows(&mut x, &xb);
 
             // ---- feed-forward ----
-            rmsnorm(&mut xb, &x, &layer.ln2, c.norm_eps);
+            rmsnorm_rows(&mut xb, &x, &layer.ln2, c.norm_eps);
             matmul(self.bytes(&layer.w_gate), &layer.w_gate, &xb, n, &mut gate, &mut mm);
             matmul(self.bytes(&layer.w_up), &layer.w_up, &xb, n, &mut up, &mut mm);
             let act: fn(f32) -> f32 = if c.act == "gelu" { gelu } else { silu };
@@ -420,7 +438,7 @@ impl VisionModel {
                 g.iter_mut().zip(&up[i * ROWS_PER_TASK * f..]).for_each(|(g, u)| *g = act(*g) * u)
             });
             matmul(self.bytes(&layer.w_down), &layer.w_down, &gate, n, &mut xb, &mut mm);
-            x.iter_mut().zip(&xb).for_each(|(a, b)| *a += b);
+            add_rows(&mut x, &xb);
         }
 
         progress(self.layers.len(), self.layers.len());
