@@ -145,9 +145,9 @@ fn rmsnorm_rows(out: &mut [f32], x: &[f32], w: &[f32], eps: f32) {
     for_each_chunk(out, chunk, |i, o| rmsnorm(o, &x[i * chunk..][..o.len()], w, eps));
 }
 
-/// `x += y` over the thread pool (the residual connections).
+/// `x += y` over the thread pool (the residual connections), 64 K elements (256 KB) per task.
 fn add_rows(x: &mut [f32], y: &[f32]) {
-    let chunk = ROWS_PER_TASK * 1024;
+    let chunk = 1 << 16;
     for_each_chunk(x, chunk, |i, x| x.iter_mut().zip(&y[i * chunk..]).for_each(|(a, b)| *a += b));
 }
 
