@@ -1,8 +1,8 @@
 //! Pixtral-ViT and the vision-language adapter, from an mmproj GGUF (ours or llama.cpp's).
 //!
 //! Images of one request are packed into one sequence for every matmul; attention is block-diagonal (a patch
-//! sees only its own image's patches) and is computed per image block, one (query, head) at a time, so no
-//! n² mask or score matrix is ever built (a 4096-patch image needs 4096 scores per thread).
+//! sees only its own image's patches) and is computed per image block, head and tile of 64 queries, so no
+//! n² mask or score matrix is ever built (a 4096-patch image needs a 4096 × 64 score tile, 1 MB, per thread).
 //!
 //! Per block: RMSNorm → q, k, v → RoPE-2D → attention → o → residual → RMSNorm → SwiGLU (activation from the
 //! metadata: SiLU for Pixtral) → residual. No final norm. Adapter: `linear_2(gelu(linear_1(x)))` with biases and
