@@ -12,7 +12,7 @@
 
 use crate::Kernels;
 
-/// `k` per pass over C: a `KC × 32` micro-panel of B is 64 KB, a 12-row group of packed A 24 KB.
+/// `k` per pass over C: a `KC × 32` micro-panel of B is 64 KB, a 14-row group of packed A 28 KB.
 pub const KC: usize = 512;
 /// Rows of A packed per block: `MC × KC` f32 = 384 KB, resident in L2 while B's micro-panels pass over it.
 pub const MC: usize = 192;
