@@ -6,8 +6,9 @@ fn main() {
     let r = pixtral_quant::selftest::r16_matches_ref();
     let g = pixtral_quant::selftest::sgemm_matches_ref();
     let s = pixtral_quant::selftest::softmax_matches_ref();
+    let a = pixtral_quant::selftest::silu_matches_ref();
     #[cfg(target_arch = "aarch64")]
     println!("aarch64 dotprod: {}", pixtral_quant::kernels::neon::dotprod());
-    println!("kernel self-test on {tiers:?}: {n} comparisons, R16 layout: {r}, sgemm: {g}, softmax: {s}");
-    println!("5 passed, 0 failed");
+    println!("kernel self-test on {tiers:?}: {n} comparisons, R16 layout: {r}, sgemm: {g}, softmax: {s}, silu: {a}");
+    println!("6 passed, 0 failed");
 }

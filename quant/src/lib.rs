@@ -11,6 +11,7 @@
 //! Rows: a weight matrix of ggml shape `ne = [n_cols, n_rows]` is stored row-major, `ne[0]` fastest; a row
 //! of a block format is `n_cols / block_size` consecutive blocks.
 
+pub mod act;
 pub mod float;
 pub mod isa;
 pub mod kernels;

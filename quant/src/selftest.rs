@@ -356,3 +356,32 @@ pub fn softmax_matches_ref() -> usize {
     }
     checked
 }
+
+/// Every tier's SwiGLU activation: equal to the twin to the bit, and within 1e-6 (relative, plus 1e-30) of
+/// `x · u / (1 + e^(−x))` in f64, from −100 (where the exp underflows) to 100, over lengths around the vectors.
+pub fn silu_matches_ref() -> usize {
+    let mut checked = 0;
+    let mut rng = Rng(11);
+    for len in [1, 7, 16, 17, 64, 1000] {
+        let g: Vec<f32> = (0..len).map(|i| rng.f32() * if i % 5 == 0 { 100.0 } else { 6.0 }).collect();
+        let u: Vec<f32> = (0..len).map(|_| rng.f32()).collect();
+        let mut want = g.clone();
+        crate::act::silu_mul_ref(&mut want, &u);
+        for ((w, x), u) in want.iter().zip(&g).zip(&u) {
+            let (x, u) = (*x as f64, *u as f64);
+            let exact = x * u / (1.0 + (-x).exp());
+            checked += 1;
+            assert!((*w as f64 - exact).abs() <= 1e-6 * exact.abs() + 1e-30, "silu({x})·{u}: {w} vs {exact}");
+        }
+        for isa in Isa::available() {
+            let mut got = g.clone();
+            (kernels(isa).silu_mul)(&mut got, &u);
+            checked += 1;
+            assert!(
+                got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{isa:?} silu len={len} differs from the twin"
+            );
+        }
+    }
+    checked
+}

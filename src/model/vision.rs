@@ -18,7 +18,7 @@ use std::path::Path;
 use pixtral_convert::config::VisionConfig;
 use pixtral_convert::manifest;
 
-use super::ops::{for_each, for_each_chunk, matmul, rmsnorm, silu, MatmulScratch};
+use super::ops::{for_each, for_each_chunk, matmul, rmsnorm, MatmulScratch};
 use super::Mat;
 use crate::error::{Error, Result};
 use crate::gguf::{keys, GgufFile, Header, Value};
@@ -433,9 +433,13 @@ impl VisionModel {
             rmsnorm_rows(&mut xb, &x, &layer.ln2, c.norm_eps);
             matmul(self.bytes(&layer.w_gate), &layer.w_gate, &xb, n, &mut gate, &mut mm);
             matmul(self.bytes(&layer.w_up), &layer.w_up, &xb, n, &mut up, &mut mm);
-            let act: fn(f32) -> f32 = if c.act == "gelu" { gelu } else { silu };
+            let kern = pixtral_quant::kernels::selected();
             for_each_chunk(&mut gate, ROWS_PER_TASK * f, |i, g| {
-                g.iter_mut().zip(&up[i * ROWS_PER_TASK * f..]).for_each(|(g, u)| *g = act(*g) * u)
+                let u = &up[i * ROWS_PER_TASK * f..][..g.len()];
+                match c.act == "gelu" {
+                    true => g.iter_mut().zip(u).for_each(|(g, u)| *g = gelu(*g) * u),
+                    false => (kern.silu_mul)(g, u),
+                }
             });
             matmul(self.bytes(&layer.w_down), &layer.w_down, &gate, n, &mut xb, &mut mm);
             add_rows(&mut x, &xb);

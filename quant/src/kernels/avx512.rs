@@ -40,6 +40,7 @@ pub static KERNELS: Kernels = Kernels {
     axpy_f16: |a, w, o| unsafe { avx2::axpy_f16(a, w, o) },
     sgemm: Some(Sgemm { mr: SGEMM_MR, nr: 32, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
     softmax_cols: |x, r, c, ld, s, inv| unsafe { softmax_cols(x, r, c, ld, s, inv) },
+    silu_mul: |g, u| unsafe { silu_mul(g, u) },
 };
 
 use super::avx2::{f16_at, f16_bits};
@@ -331,6 +332,12 @@ unsafe fn tile512<const MR: usize, const NV: usize>(t: &Tile, c: &mut [f32], ldc
             _mm512_mask_storeu_ps(cp.wrapping_add(i * ldc + 16 * v), m[v], acc[v]);
         }
     }
+}
+
+/// [`crate::act::silu_mul_generic`] compiled for this tier (the compiler vectorises it).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn silu_mul(g: &mut [f32], u: &[f32]) {
+    crate::act::silu_mul_generic(g, u)
 }
 
 /// [`crate::softmax::softmax_cols_generic`] compiled for this tier (the compiler vectorises it).

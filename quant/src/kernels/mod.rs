@@ -48,6 +48,8 @@ pub struct Kernels {
     /// `softmax(scale · column)` for each column of a `(rows, cols)` block with row stride `ld`, in place but
     /// for the normalisation: each column's `1/Σ` goes to `inv` ([`crate::softmax`]; equal to its twin to the bit).
     pub softmax_cols: fn(&mut [f32], usize, usize, usize, f32, &mut [f32]),
+    /// `g = silu(g) · u` element-wise ([`crate::act`]; equal to its twin to the bit).
+    pub silu_mul: fn(&mut [f32], &[f32]),
 }
 
 pub(crate) fn has(isa: Isa) -> bool {
