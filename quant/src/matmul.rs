@@ -109,7 +109,7 @@ pub fn matmul_rows(k: &crate::Kernels, ty: GgmlType, layout: Layout, w: &[u8], a
     let row_bytes = ty.row_bytes(acts.k).expect("checked at load");
     let n = acts.n;
     let n_rows = out.len() / n;
-    if let (Some(s), true) = (k.sgemm, n >= WIDEN_MIN_TOKENS && ty.is_float()) {
+    if let Some(s) = float_sgemm(k, ty, n) {
         return float_gemm(k, &s, ty, w, acts, out);
     }
     let widen_rows = n >= WIDEN_MIN_TOKENS && matches!(ty, GgmlType::F16 | GgmlType::BF16);
@@ -163,6 +163,12 @@ pub fn matmul_rows(k: &crate::Kernels, ty: GgmlType, layout: Layout, w: &[u8], a
             }
         }
     });
+}
+
+/// The tier's f32 micro-kernel when weights of type `ty` against `n` tokens go through it (float weights, at
+/// least [`WIDEN_MIN_TOKENS`] tokens, a tier that has one).
+pub fn float_sgemm(k: &crate::Kernels, ty: GgmlType, n: usize) -> Option<crate::sgemm::Sgemm> {
+    k.sgemm.filter(|_| ty.is_float() && n >= WIDEN_MIN_TOKENS)
 }
 
 std::thread_local! {

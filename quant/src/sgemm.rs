@@ -76,30 +76,38 @@ pub fn sgemm_ref(
     c: &mut [f32],
     ldc: usize,
 ) {
-    for i in 0..m {
-        let row = &mut c[i * ldc..i * ldc + n];
-        row.fill(0.0);
-        // p outer, j inner: per element still one chain in p order
-        for p in 0..k {
-            let av = a[i * lda + p];
-            for (cv, bv) in row.iter_mut().zip(&b[p * ldb..p * ldb + n]) {
-                *cv = av.mul_add(*bv, *cv);
-            }
-        }
-    }
+    chains(m, n, k, |i, p| a[i * lda + p], b, ldb, c, ldc, false)
 }
 
 /// One tile (any size) by the definition: the scalar twin of every micro-kernel.
 pub fn tile_ref(t: &Tile, c: &mut [f32], ldc: usize) {
     t.check(c, ldc);
-    for i in 0..t.m {
-        let row = &mut c[i * ldc..i * ldc + t.n];
-        if !t.accumulate {
+    chains(t.m, t.n, t.k, |i, p| t.a[p * t.mr + i], t.b, t.ldb, c, ldc, t.accumulate)
+}
+
+/// The definition both twins share: `c[i][j] = fma(a(i, p), b[p][j], c[i][j])` for `p = 0..k` in order, from 0
+/// or (`accumulate`) from `c`; `a(i, p)` reads A in whichever layout it has.
+#[allow(clippy::too_many_arguments)]
+fn chains(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: impl Fn(usize, usize) -> f32,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
+    for i in 0..m {
+        let row = &mut c[i * ldc..i * ldc + n];
+        if !accumulate {
             row.fill(0.0);
         }
-        for p in 0..t.k {
-            let av = t.a[p * t.mr + i];
-            for (cv, bv) in row.iter_mut().zip(&t.b[p * t.ldb..p * t.ldb + t.n]) {
+        // p outer, j inner: per element still one chain in p order
+        for p in 0..k {
+            let av = a(i, p);
+            for (cv, bv) in row.iter_mut().zip(&b[p * ldb..p * ldb + n]) {
                 *cv = av.mul_add(*bv, *cv);
             }
         }

@@ -41,6 +41,8 @@ pub fn exp_neg(x: f32) -> f32 {
 /// Partial sums (and maxima) per column: rows `r ≡ i (mod PARTS)` go to part `i`, combined in a fixed order at
 /// the end. Shorter dependency chains for the vector units, and 8× fewer terms per chain for the rounding.
 const PARTS: usize = 8;
+// the sums are combined by a fixed tree of eight (`softmax_cols_generic`)
+const _: () = assert!(PARTS == 8);
 
 /// Columns per sweep: the per-column state (maxima, PARTS partial sums) stays in L1 while rows stream past.
 const COLS: usize = 64;

@@ -56,7 +56,7 @@ pub fn matmul(bytes: &[u8], w: &Mat, x: &[f32], n: usize, out: &mut [f32], s: &m
     debug_assert_eq!(x.len(), n * w.cols);
     debug_assert_eq!(out.len(), n * w.rows);
     let k = pixtral_quant::kernels::selected(); // the ISA tier, chosen once per process
-    if let Some(sg) = k.sgemm.filter(|_| w.ty.is_float() && n >= pixtral_quant::matmul::WIDEN_MIN_TOKENS) {
+    if let Some(sg) = pixtral_quant::matmul::float_sgemm(k, w.ty, n) {
         return float_matmul(k, &sg, bytes, w, x, n, out, &mut s.panels);
     }
     s.acts.prepare(w.ty, x, n, w.cols);
@@ -76,7 +76,7 @@ pub fn matmul(bytes: &[u8], w: &Mat, x: &[f32], n: usize, out: &mut [f32], s: &m
     }
 }
 
-/// Float weights against `n ≥ WIDEN_MIN_TOKENS` tokens with the f32 micro-kernel `sg` (GotoBLAS-style, see
+/// Float weights against several tokens ([`pixtral_quant::matmul::float_sgemm`]) with the f32 micro-kernel `sg` (GotoBLAS-style, see
 /// [`pixtral_quant::sgemm`]): all rows widened once into shared panels (threads over panels), then threads over
 /// blocks of tokens, each writing its rows of `out` directly. Every task reads all the panels (`rows·cols` f32,
 /// from L2/L3) once per block, against `2·tokens·rows·cols` flops.

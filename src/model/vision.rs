@@ -186,9 +186,9 @@ fn attention(
     let mr = sg.mr;
     let n: usize = blocks.iter().map(|b| b.1).sum();
     // per head: each image's keys as whole groups of `mr`, then its values transposed (head_dim rows)
-    let k_off: Vec<usize> =
-        blocks.iter().scan(0, |o, b| Some(std::mem::replace(o, *o + b.1.div_ceil(mr) * mr * hd))).collect();
-    let kph = blocks.iter().map(|b| b.1.div_ceil(mr) * mr * hd).sum::<usize>();
+    let k_size: Vec<usize> = blocks.iter().map(|b| b.1.div_ceil(mr) * mr * hd).collect();
+    let k_off: Vec<usize> = k_size.iter().scan(0, |o, size| Some(std::mem::replace(o, *o + size))).collect();
+    let kph = k_size.iter().sum::<usize>();
     let hdp = hd.div_ceil(mr) * mr;
     let vph = hdp * n;
     let kp = aligned(kp, n_heads * kph);
