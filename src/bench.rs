@@ -1,6 +1,6 @@
-//! `pixtral bench`: prompt processing (pp), token generation (tg) and ViT encoding, each the median of `r`
-//! runs, with the napkin math: tg reads every weight once per token (GB/s), pp and the ViT do 2 flops per weight
-//! and token/patch plus attention (GFLOP/s).
+//! `pixtral bench`: prompt processing (pp), token generation (tg) and ViT encoding, `r` runs each (every
+//! run's seconds kept, so callers give mean ± stddev and the median), with the napkin math: tg reads every
+//! weight once per token (GB/s), pp and the ViT do 2 flops per weight and token/patch plus attention (GFLOP/s).
 
 use std::time::Instant;
 
@@ -13,24 +13,43 @@ use crate::runtime::session::{Session, SessionOptions};
 #[derive(Debug, Clone)]
 pub struct Timing {
     pub n: usize,
+    /// seconds of each run, in order
+    pub seconds: Vec<f64>,
     pub seconds_median: f64,
     pub tps_median: f64,
-    /// GB/s (tg) or GFLOP/s (pp)
+    /// GB/s (tg) or GFLOP/s (pp), at the median
     pub rate: f64,
 }
 
 #[derive(Debug, Clone)]
 pub struct VitTiming {
+    /// the size asked for
     pub width: usize,
     pub height: usize,
+    /// the size encoded: resized to fit the model's `image_size`, then to whole patches
+    pub encoded_width: usize,
+    pub encoded_height: usize,
     pub patches: usize,
+    /// seconds of each run, in order
+    pub seconds: Vec<f64>,
     pub seconds_median: f64,
+    /// GFLOP/s at the median
     pub gflops: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+/// The median of runs (the upper one of an even count).
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// Mean and sample standard deviation (0 for one run) of `x`.
+pub fn mean_std(x: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let mean = x.iter().sum::<f64>() / n;
+    let var = if x.len() > 1 { x.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+    (mean, var.sqrt())
 }
 
 /// Bytes of the text weights read per generated token.
@@ -62,9 +81,10 @@ pub fn prompt_processing(model: &Model, n: usize, runs: usize) -> Result<Timing>
         s.eval(&ids, None, None)?;
         secs.push(t.elapsed().as_secs_f64());
     }
-    let sec = median(secs);
+    let sec = median(&secs);
     Ok(Timing {
         n,
+        seconds: secs,
         seconds_median: sec,
         tps_median: n as f64 / sec,
         rate: 2.0 * weight_params(model) as f64 * n as f64 / sec / 1e9,
@@ -83,9 +103,9 @@ pub fn generation(model: &Model, n: usize, runs: usize) -> Result<Timing> {
         }
         secs.push(t.elapsed().as_secs_f64());
     }
-    let sec = median(secs);
+    let sec = median(&secs);
     let tps = n as f64 / sec;
-    Ok(Timing { n, seconds_median: sec, tps_median: tps, rate: weight_bytes(model) as f64 * tps / 1e9 })
+    Ok(Timing { n, seconds: secs, seconds_median: sec, tps_median: tps, rate: weight_bytes(model) as f64 * tps / 1e9 })
 }
 
 /// A deterministic photo-like RGB image (gradients; resampling-sensitive enough).
@@ -102,18 +122,22 @@ pub fn synthetic_image(w: usize, h: usize) -> RgbF32 {
 pub fn vit(vm: &VisionModel, width: usize, height: usize, runs: usize) -> VitTiming {
     let img = preprocess(&synthetic_image(width, height), &vm.preprocess_config(None));
     let n = img.n_patches();
-    let c = &vm.cfg;
-    let (d, f, td, p) = (c.dim as f64, c.ffn_dim as f64, vm.text_dim as f64, c.patch_size as f64);
-    let nf = n as f64;
-    let flops = 2.0 * nf * (3.0 * p * p * d)
-        + c.n_layers as f64 * (2.0 * nf * (4.0 * d * d + 3.0 * d * f) + 4.0 * nf * nf * d)
-        + 2.0 * nf * (d * td + td * td);
+    let flops = crate::cost::vit_flops(&vm.cfg, vm.text_dim, n);
     let mut secs = Vec::new();
     for _ in 0..runs {
         let t = Instant::now();
         std::hint::black_box(vm.encode(std::slice::from_ref(&img)));
         secs.push(t.elapsed().as_secs_f64());
     }
-    let sec = median(secs);
-    VitTiming { width, height, patches: n, seconds_median: sec, gflops: flops / sec / 1e9 }
+    let sec = median(&secs);
+    VitTiming {
+        width,
+        height,
+        encoded_width: img.width(),
+        encoded_height: img.height(),
+        patches: n,
+        seconds: secs,
+        seconds_median: sec,
+        gflops: flops / sec / 1e9,
+    }
 }

@@ -128,28 +128,47 @@ fn header_checked<R: std::io::BufRead + std::io::Seek>(path: &Path, r: R, lim: &
     Ok((w, h))
 }
 
-/// Read a whole image file (at most `max_bytes`) and check its header.
-fn open_checked(path: &Path, lim: &ImageLimits) -> Result<(Vec<u8>, u32, u32)> {
+/// Read a whole image file, at most `lim.max_bytes`: regular files, and also pipes, FIFOs and `/dev/stdin`
+/// (read sequentially: nothing here seeks).
+pub fn read_bounded(path: &Path, lim: &ImageLimits) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
+    read_bounded_from(path, file, lim)
+}
+
+/// [`read_bounded`] from any reader (`path` names it in errors): standard input for `--image -`.
+pub fn read_bounded_from(path: &Path, r: impl std::io::Read, lim: &ImageLimits) -> Result<Vec<u8>> {
     use std::io::Read;
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let file = std::fs::File::open(path).map_err(io)?;
-    // read one byte past the limit to tell "at the limit" from "over it" without trusting metadata
     let mut bytes = Vec::new();
-    file.take(lim.max_bytes + 1).read_to_end(&mut bytes).map_err(io)?;
+    // one byte past the limit tells "at the limit" from "over it" without trusting metadata
+    r.take(lim.max_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| Error::Io { path: path.to_path_buf(), source })?;
     if bytes.len() as u64 > lim.max_bytes {
         return Err(too_large(path, lim));
     }
-    let (w, h) = header_checked(path, std::io::Cursor::new(&bytes[..]), lim)?;
-    Ok((bytes, w, h))
+    Ok(bytes)
+}
+
+/// The dimensions `(width, height)` of an encoded image held in memory, from its header, within `limits`.
+pub fn dimensions_of(path: &Path, bytes: &[u8], limits: &ImageLimits) -> Result<(usize, usize)> {
+    let (w, h) = header_checked(path, std::io::Cursor::new(bytes), limits)?;
+    Ok((w as usize, h as usize))
 }
 
 /// The dimensions `(width, height)` of an image file from its header, within `limits`, without decoding
-/// pixels (to count an image's tokens before paying for it). Reads only as far as the header; the file size is
-/// taken from the file system here (the decode in [`load_with_limits`] reads with a bound).
+/// pixels (to count an image's tokens before paying for it). A regular file is read only as far as the header
+/// (its size from the file system); a pipe or FIFO is read whole, within the byte limit.
 pub fn dimensions(path: &Path, limits: &ImageLimits) -> Result<(usize, usize)> {
     let io = |source| Error::Io { path: path.to_path_buf(), source };
     let file = std::fs::File::open(path).map_err(io)?;
-    if file.metadata().map_err(io)?.len() > limits.max_bytes {
+    let meta = file.metadata().map_err(io)?;
+    if meta.is_dir() {
+        return Err(Error::Invalid(format!("{}: is a directory, not an image", path.display())));
+    }
+    if !meta.is_file() {
+        return dimensions_of(path, &read_bounded_from(path, file, limits)?, limits);
+    }
+    if meta.len() > limits.max_bytes {
         return Err(too_large(path, limits));
     }
     let (w, h) = header_checked(path, std::io::BufReader::new(file), limits)?;
@@ -164,9 +183,17 @@ pub fn load(path: &Path) -> Result<RgbF32> {
 /// Read and decode an image file: size and dimensions checked first, the decoder's allocations capped, and a
 /// decoder panic turned into an error. Animated images give their first frame.
 pub fn load_with_limits(path: &Path, limits: &ImageLimits) -> Result<RgbF32> {
-    let (bytes, w, h) = open_checked(path, limits)?;
+    decode(path, &read_bounded(path, limits)?, limits)
+}
+
+/// Decode an encoded image held in memory (`path` names it in errors), as [`load_with_limits`].
+pub fn decode(path: &Path, bytes: &[u8], limits: &ImageLimits) -> Result<RgbF32> {
+    if bytes.len() as u64 > limits.max_bytes {
+        return Err(too_large(path, limits));
+    }
+    let (w, h) = header_checked(path, std::io::Cursor::new(bytes), limits)?;
     let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(&bytes[..])).with_guessed_format().map_err(io)?;
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(io)?;
     let mut l = image::Limits::default();
     l.max_image_width = Some(w);
     l.max_image_height = Some(h);

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod bench;
+pub mod cost;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
@@ -33,3 +34,4 @@ pub use runtime::chat;
 pub use runtime::conversation::{Conversation, EncodedImage, Reply};
 pub use runtime::sampler::{Sampler, SamplerParams};
 pub use runtime::session::{FinishReason, Generation, Session, SessionOptions};
+pub use runtime::stop::StopStrings;

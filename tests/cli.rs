@@ -119,6 +119,10 @@ fn image_prompts_and_encode_image_from_the_command_line() {
     let out = pixtral(&["run", "-m", m, "--image", i1, "-p", "<image> <image>"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("2 <image> markers but 1 --image"));
     let out = pixtral(&["run", "-m", m, "--image", i1, "--mmproj", dir.join("none.gguf").to_str().unwrap(), "-p", "x"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("none.gguf: No such file"));
+    let lone = dir.join("lone.gguf");
+    std::fs::copy(&model, &lone).unwrap();
+    let out = pixtral(&["run", "-m", lone.to_str().unwrap(), "--image", i1, "-p", "x"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no mmproj found"));
     let out = pixtral(&["run", "-m", m, "--image", m, "-p", "x"]);
     assert!(
@@ -163,8 +167,8 @@ fn exit_codes_tell_usage_input_and_success_apart_and_errors_say_what_to_do() {
     assert_eq!(c, Some(3), "{e}");
     let (c, e, _) =
         code(&["run", "-m", m, "--mmproj", "/nonexistent.mmproj.gguf", "--image", img.to_str().unwrap(), "-p", "hi"]);
-    assert_eq!(c, Some(2), "{e}");
-    assert!(e.contains("no mmproj found") && e.contains("pass --mmproj"), "{e}");
+    assert_eq!(c, Some(3), "{e}");
+    assert!(e.contains("/nonexistent.mmproj.gguf: No such file"), "{e}");
     // success, and --quiet prints the answer only
     let (c, e, out) = code(&["run", "-m", m, "-p", "Describe a red circle in one word.", "--temp", "0", "--quiet"]);
     assert_eq!(c, Some(0), "{e}");

@@ -7,11 +7,12 @@ mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::TempDir;
-use pixtral::gguf::{GgufFile, GgufWriter, Header, TensorSpec, Value};
+use common::{rewrite, set};
+use pixtral::gguf::{Header, TensorSpec, Value};
 use pixtral::quant::GgmlType;
 
 struct PeakCounting;
@@ -101,31 +102,6 @@ fn every_corrupted_or_truncated_header_byte_gives_ok_or_an_error_quickly_and_che
     }
     eprintln!("{n_ok} ok, {n_err} errors; slowest {slowest:?}, peak {heaviest} bytes");
     assert!(n_err > region, "most corruptions of structure must be caught ({n_err} of {})", 5 * region);
-}
-
-/// Copy `src` with its metadata edited by `edit` (tensor data copied by name; a new tensor gets zeros).
-fn rewrite(src: &Path, dst: &Path, edit: impl FnOnce(&mut Vec<(String, Value)>, &mut Vec<TensorSpec>)) {
-    let f = GgufFile::open(src).unwrap();
-    let mut meta = f.header.metadata.clone();
-    let mut specs: Vec<TensorSpec> =
-        f.header.tensors.iter().map(|t| TensorSpec { name: t.name.clone(), ty: t.ty, ne: t.ne.clone() }).collect();
-    edit(&mut meta, &mut specs);
-    let mut w = GgufWriter::new(std::fs::File::create(dst).unwrap(), &meta, &specs).unwrap();
-    for s in &specs {
-        let n = s.n_bytes().unwrap() as usize;
-        match f.header.tensor(&s.name) {
-            Some(t) if t.n_bytes as usize == n => w.write_data(f.data(t)).unwrap(),
-            _ => w.write_data(&vec![0u8; n]).unwrap(),
-        }
-    }
-    w.finish().unwrap();
-}
-
-fn set(meta: &mut Vec<(String, Value)>, key: &str, v: Value) {
-    match meta.iter_mut().find(|(k, _)| k == key) {
-        Some(kv) => kv.1 = v,
-        None => meta.push((key.to_string(), v)),
-    }
 }
 
 fn remove(meta: &mut Vec<(String, Value)>, key: &str) {

@@ -415,6 +415,11 @@ impl GgufFile {
     pub fn open(path: impl AsRef<Path>) -> Result<GgufFile, GgufError> {
         let path = path.as_ref().to_path_buf();
         let file = File::open(&path).map_err(|source| GgufError::Io { path: path.clone(), source })?;
+        // mapping a directory fails with ENODEV ("No such device"): say what is wrong instead
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            let source = std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory, not a GGUF file");
+            return Err(GgufError::Io { path, source });
+        }
         let map = crate::mmap::Map::new(&file).map_err(|source| GgufError::Io { path: path.clone(), source })?;
         let header =
             Header::parse(map.bytes()).map_err(|e| GgufError::InFile { path: path.clone(), source: Box::new(e) })?;

@@ -1,19 +1,36 @@
 //! `pixtral`: the command-line front end, a thin client of the library.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+mod bench;
+mod input;
+mod rates;
 mod repl;
+mod term;
 mod ui;
 
+use pixtral::convert::config::{TextConfig, VisionConfig};
 use pixtral::gguf::{GgufFile, Value};
 use pixtral::quant::GgmlType;
+use pixtral::runtime::kv_cache::KvType;
 use ui::{usage, Ui, UiArgs};
 
+const ENV_HELP: &str = "\
+Environment:
+  PIXTRAL_ISA=scalar|avx2|avx512|neon  force a kernel tier (default: the best this CPU runs; --version lists them)
+  PIXTRAL_REPACK=0                     keep Q4_0/Q8_0 weights in the file's layout (no R16 re-layout at load)
+  NO_COLOR=1                           no colour on a terminal
+  XDG_CACHE_HOME                       where measured speeds are kept for estimates (pixtral/rates.json)
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage (flags, a prompt that cannot fit), 3 a missing or invalid file
+(model, mmproj, image, prompt file, checkpoint), 130 interrupted.";
+
 #[derive(Parser)]
-#[command(name = "pixtral", version, about = "CPU-first runtime for Pixtral 12B")]
+#[command(name = "pixtral", about = "CPU-first runtime for Pixtral 12B", after_help = ENV_HELP)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -26,10 +43,10 @@ enum Cmd {
         /// Checkpoint folder (config.json + model*.safetensors + tokenizer.json, or params.json +
         /// consolidated.safetensors + tekken.json).
         src: PathBuf,
-        /// Type of the text weights.
+        /// Type of the text weights: f32, f16, bf16, q8_0 (8.5 bits a weight, near-lossless) or q4_0 (4.5 bits).
         #[arg(long, default_value = "q8_0", value_parser = parse_type)]
         outtype: GgmlType,
-        /// Type of the vision tower and adapter weights (f32, f16, q8_0).
+        /// Type of the vision tower and adapter weights: f32, f16, bf16, q8_0, q4_0.
         #[arg(long, default_value = "f16", value_parser = parse_type)]
         vision_type: GgmlType,
         /// Output text GGUF; the mmproj goes next to it as STEM.mmproj.gguf.
@@ -39,20 +56,8 @@ enum Cmd {
         #[arg(long)]
         force: bool,
     },
-    /// Generate text: the answer streams to stdout, timings go to stderr.
-    Run {
-        #[command(flatten)]
-        m: ModelArgs,
-        #[command(flatten)]
-        p: PromptArgs,
-        /// Maximum tokens to generate.
-        #[arg(short = 'n', long, default_value_t = 256)]
-        n_predict: usize,
-        #[command(flatten)]
-        sampling: SamplingArgs,
-        #[command(flatten)]
-        ui: UiArgs,
-    },
+    /// Generate text: the answer streams to stdout, header and timings go to stderr.
+    Run(RunArgs),
     /// Talk with the model: a REPL with history, images, /commands (type /help), the KV cache reused
     /// across turns. Without -m, the demo model.
     Chat(repl::ChatArgs),
@@ -72,43 +77,23 @@ enum Cmd {
     /// Parity tool: the adapter output for images encoded as one packed sequence, float32
     /// [total_patches, text_dim] `.npy` (images in order, patches row-major, no break/end rows).
     EncodeImage {
-        /// Text model GGUF (locates the default mmproj).
+        /// Text model GGUF, which locates the default mmproj (default: the demo model).
         #[arg(short, long)]
-        model: PathBuf,
+        model: Option<PathBuf>,
         #[command(flatten)]
         images: ImageArgs,
+        /// Output `.npy`.
         #[arg(long)]
         out: PathBuf,
         /// Also write the first image's preprocessed pixels as float32 [3, h, w].
         #[arg(long)]
         pixels_out: Option<PathBuf>,
     },
-    /// Measure prompt processing, generation and ViT encoding (medians of -r runs), llama-bench style.
-    Bench {
-        #[arg(short, long)]
-        model: PathBuf,
-        /// Vision GGUF (default: STEM.mmproj.gguf next to the model), used with --image-size.
-        #[arg(long)]
-        mmproj: Option<PathBuf>,
-        /// Prompt tokens (0 skips prompt processing).
-        #[arg(short = 'p', long = "n-prompt", default_value_t = 512)]
-        n_prompt: usize,
-        /// Generated tokens (0 skips generation).
-        #[arg(short = 'n', long = "n-gen", default_value_t = 128)]
-        n_gen: usize,
-        #[arg(short = 'r', long, default_value_t = 3)]
-        repetitions: usize,
-        #[arg(short, long)]
-        threads: Option<usize>,
-        /// Encode one WIDTHxHEIGHT image with the vision tower (e.g. 1024x1024).
-        #[arg(long)]
-        image_size: Option<String>,
-        /// One JSON object instead of the table.
-        #[arg(long)]
-        json: bool,
-    },
+    /// Measure prompt processing, generation and ViT encoding, llama-bench style.
+    Bench(bench::BenchArgs),
     /// Print a GGUF file's metadata and tensor table.
     Inspect {
+        /// The GGUF file (a text model or an mmproj).
         file: PathBuf,
         /// Print arrays in full instead of their first items.
         #[arg(long)]
@@ -117,15 +102,39 @@ enum Cmd {
 }
 
 #[derive(clap::Args)]
-struct ModelArgs {
+struct RunArgs {
+    #[command(flatten)]
+    m: ModelArgs,
+    #[command(flatten)]
+    p: PromptArgs,
+    /// Tokens to generate at most; -1: until EOS or a full context.
+    #[arg(short = 'n', long, default_value_t = 256, allow_negative_numbers = true, value_parser = parse_n_predict)]
+    n_predict: i64,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    /// Print one JSON object on stdout when done (answer, finish_reason, usage, timings, seed, model) instead
+    /// of streaming the answer.
+    #[arg(long)]
+    json: bool,
+    /// Print the prompt as the model sees it (special tokens visible) to stderr before answering.
+    #[arg(long)]
+    verbose_prompt: bool,
+    #[command(flatten)]
+    ui: UiArgs,
+}
+
+#[derive(clap::Args)]
+pub struct ModelArgs {
     /// Text model GGUF (default: the demo model, examples/demo/pixtral-demo.gguf: a tiny Pixtral trained on
     /// synthetic shapes, colours, counts and digits).
     #[arg(short, long)]
     model: Option<PathBuf>,
-    /// KV cache size in tokens.
-    #[arg(short = 'c', long, default_value_t = 4096)]
-    ctx_size: usize,
-    /// When the context is full, overwrite the oldest tokens (keeping --keep first ones) instead of stopping.
+    /// KV cache size in tokens (default: the model's largest image plus 2048 tokens for the prompt and answer —
+    /// 6400 for Pixtral-12B — or 4096 without a vision tower; capped by the trained context and the memory).
+    #[arg(short = 'c', long, value_parser = parse_positive)]
+    ctx_size: Option<usize>,
+    /// When the context is full, make room instead of stopping: `run` overwrites the oldest tokens after the
+    /// first --keep (images are never cut: they stay whole); `chat` drops the oldest whole exchanges.
     #[arg(long)]
     context_shift: bool,
     /// Tokens kept at the start of the context by --context-shift (default: BOS and the system part).
@@ -133,17 +142,21 @@ struct ModelArgs {
     keep: Option<usize>,
     /// KV cache storage: f16 (half the memory) or f32.
     #[arg(long, default_value = "f16", value_parser = parse_kv_type)]
-    kv_type: pixtral::runtime::kv_cache::KvType,
-    /// Threads (default: the physical cores; 1 = serial, no worker threads).
-    #[arg(short, long)]
+    kv_type: KvType,
+    /// Threads, at least 1 (default: the physical cores; 1 = serial, no worker threads).
+    #[arg(short, long, value_parser = parse_positive)]
     threads: Option<usize>,
 }
 
 #[derive(clap::Args)]
 struct PromptArgs {
-    /// The prompt (a user message, unless --raw).
-    #[arg(short, long)]
-    prompt: String,
+    /// The prompt (a user message, unless --raw); `-` reads it from standard input, as does a piped standard
+    /// input when neither -p nor -f is given.
+    #[arg(short, long, allow_hyphen_values = true)]
+    prompt: Option<String>,
+    /// Read the prompt from FILE.
+    #[arg(short = 'f', long = "file", conflicts_with = "prompt")]
+    file: Option<PathBuf>,
     /// System prompt (placed before the last user message, as Mistral's v3 template does).
     #[arg(long)]
     system: Option<String>,
@@ -155,45 +168,52 @@ struct PromptArgs {
 }
 
 #[derive(clap::Args, Clone)]
-struct ImageArgs {
-    /// An image (PNG, JPEG, WebP, GIF); repeat for several. They go before the text, or where the prompt has
-    /// an `<image>` marker (one per image, in order).
+pub struct ImageArgs {
+    /// An image (PNG, JPEG, WebP, GIF; at most 20 MB), `-` for standard input; repeat for several. They go
+    /// before the text, or where the prompt has an `<image>` marker (one per image, in order).
     #[arg(long = "image")]
     image: Vec<PathBuf>,
     /// Vision GGUF (default: STEM.mmproj.gguf next to the model).
     #[arg(long)]
     mmproj: Option<PathBuf>,
-    /// Longest image side before patching (default and maximum: the model's, 1024 for Pixtral-12B); smaller is
-    /// fewer tokens and faster.
-    #[arg(long)]
+    /// Longest image side before patching, at least the patch size (default and maximum: the model's, 1024
+    /// for Pixtral-12B); smaller is fewer tokens and faster (tokens grow with the area).
+    #[arg(long, value_parser = parse_positive)]
     image_max_side: Option<usize>,
 }
 
 #[derive(clap::Args, Clone)]
-struct SamplingArgs {
-    /// Temperature; 0 = greedy.
-    #[arg(long, default_value_t = 0.7)]
+pub struct SamplingArgs {
+    /// Temperature, ≥ 0; 0 = greedy (always the likeliest token).
+    #[arg(long, default_value_t = 0.7, allow_negative_numbers = true, value_parser = parse_temp)]
     temp: f32,
+    /// Keep the K likeliest tokens (0 = all).
     #[arg(long, default_value_t = 40)]
     top_k: usize,
-    #[arg(long, default_value_t = 0.95)]
+    /// Nucleus sampling: keep the likeliest tokens whose probabilities add up to P, in [0, 1] (1 = off).
+    #[arg(long, default_value_t = 0.95, allow_negative_numbers = true, value_parser = parse_unit)]
     top_p: f32,
-    #[arg(long, default_value_t = 0.05)]
+    /// Drop tokens less likely than P × the likeliest one's probability, in [0, 1] (0 = off).
+    #[arg(long, default_value_t = 0.05, allow_negative_numbers = true, value_parser = parse_unit)]
     min_p: f32,
-    #[arg(long, default_value_t = 1.0)]
+    /// Divide the logits of recently seen tokens (positive ones; multiply negative ones) by R > 0 (1 = off).
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true, value_parser = parse_penalty)]
     repeat_penalty: f32,
-    /// Seed of the sampler (default: from the clock, printed so a run can be repeated).
-    #[arg(long)]
-    seed: Option<u64>,
+    /// Seed of the sampler; -1 (the default) draws one from the clock and prints it, so a run can be repeated.
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true, value_parser = parse_seed)]
+    seed: i64,
     /// Never end an answer with EOS (it runs to -n or the context's end).
     #[arg(long)]
     ignore_eos: bool,
+    /// End the answer where this text appears (not printed); repeatable.
+    #[arg(long = "stop", short = 'r', visible_alias = "reverse-prompt", value_name = "TEXT")]
+    stop: Vec<String>,
 }
 
-fn parse_kv_type(s: &str) -> Result<pixtral::runtime::kv_cache::KvType, String> {
+fn parse_kv_type(s: &str) -> Result<KvType, String> {
     match s.to_ascii_lowercase().as_str() {
-        "f16" => Ok(pixtral::runtime::kv_cache::KvType::F16),
-        "f32" => Ok(pixtral::runtime::kv_cache::KvType::F32),
+        "f16" => Ok(KvType::F16),
+        "f32" => Ok(KvType::F32),
         _ => Err(format!("{s:?} is not f16 or f32")),
     }
 }
@@ -205,28 +225,89 @@ fn parse_type(s: &str) -> Result<GgmlType, String> {
     }
 }
 
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number ≥ 1")),
+    }
+}
+
+fn parse_f32(s: &str, ok: impl Fn(f32) -> bool, want: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(x) if x.is_finite() && ok(x) => Ok(x),
+        _ => Err(format!("{s:?} is not {want}")),
+    }
+}
+
+fn parse_unit(s: &str) -> Result<f32, String> {
+    parse_f32(s, |x| (0.0..=1.0).contains(&x), "a number in [0, 1]")
+}
+
+fn parse_temp(s: &str) -> Result<f32, String> {
+    parse_f32(s, |x| x >= 0.0, "a number ≥ 0")
+}
+
+fn parse_penalty(s: &str) -> Result<f32, String> {
+    parse_f32(s, |x| x > 0.0, "a number > 0")
+}
+
+fn parse_seed(s: &str) -> Result<i64, String> {
+    match s.parse::<i64>() {
+        Ok(n) if n >= -1 => Ok(n),
+        _ => match s.parse::<u64>() {
+            // seeds above i64::MAX, as printed by an earlier run, are their two's complement
+            Ok(n) => Ok(n as i64),
+            Err(_) => Err(format!("{s:?} is not a seed (a whole number, or -1 for a random one)")),
+        },
+    }
+}
+
+fn parse_n_predict(s: &str) -> Result<i64, String> {
+    match s.parse::<i64>() {
+        Ok(n) if n >= -1 => Ok(n),
+        _ => Err(format!("{s:?} is not a token count (≥ 0, or -1 for no limit)")),
+    }
+}
+
+/// `--version`: the crate version, the commit it was built from, and the ISA tiers this CPU runs.
+fn version() -> String {
+    let tiers: Vec<&str> = pixtral::quant::Isa::available().iter().map(|i| i.name()).collect();
+    format!(
+        "{} (commit {})\nISA tiers on this CPU: {} (default {}; PIXTRAL_ISA chooses)",
+        env!("CARGO_PKG_VERSION"),
+        env!("PIXTRAL_COMMIT"),
+        tiers.join(", "),
+        pixtral::quant::Isa::detect().name()
+    )
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // the version names this CPU's tiers, so it is made at run time (once, for the life of the process)
+    let v: &'static str = Box::leak(version().into_boxed_str());
+    let matches = Cli::command().version(v).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     let result = match cli.cmd {
         Cmd::Convert { src, outtype, vision_type, out, force } => convert(src, outtype, vision_type, out, force),
         Cmd::Inspect { file, full } => inspect(file, full),
-        Cmd::Run { m, p, n_predict, sampling, ui } => run(m, p, n_predict, sampling, Ui::new(ui)),
+        Cmd::Run(a) => run(a),
         Cmd::Chat(a) => repl::chat(a),
         Cmd::Logits { m, p, out, ids_out } => logits(m, p, out, ids_out),
         Cmd::EncodeImage { model, images, out, pixels_out } => encode_image(model, images, out, pixels_out),
-        Cmd::Bench { model, mmproj, n_prompt, n_gen, repetitions, threads, image_size, json } => {
-            bench(model, mmproj, n_prompt, n_gen, repetitions.max(1), threads, image_size, json)
-        }
+        Cmd::Bench(a) => bench::bench(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if ui::is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", ui::report(&e));
+            let err = term::Stream::stderr();
+            let _ = writeln!(std::io::stderr(), "{} {}", err.paint("1;31", "error:"), err.text(&ui::report(&e)));
             ui::exit_code(&e)
         }
     }
 }
-
 fn convert(src: PathBuf, outtype: GgmlType, vision_type: GgmlType, out: PathBuf, force: bool) -> anyhow::Result<()> {
     pixtral::convert::os::install_interrupt_handler();
     let opts = pixtral::convert::Options { src, out, outtype, vision_type, force, progress: true };
@@ -274,7 +355,11 @@ fn show(v: &Value, full: bool) -> String {
 fn inspect(path: PathBuf, full: bool) -> anyhow::Result<()> {
     let f = GgufFile::open(&path)?;
     let h = &f.header;
-    println!(
+    // names and values come from the file: on a terminal their control characters are made visible
+    let out = term::Stream::stdout();
+    let mut o = std::io::stdout().lock();
+    let mut line = |s: String| writeln!(o, "{}", out.text(&s));
+    line(format!(
         "{}: GGUF v{}, {} metadata keys, {} tensors, alignment {}, data at {}",
         path.display(),
         h.version,
@@ -282,35 +367,30 @@ fn inspect(path: PathBuf, full: bool) -> anyhow::Result<()> {
         h.tensors.len(),
         h.alignment,
         h.data_offset
-    );
-    println!("\nmetadata:");
+    ))?;
+    line("\nmetadata:".into())?;
     for (k, v) in &h.metadata {
-        println!("  {k:<45} {:<8} {}", format!("{:?}", v.value_type()), show(v, full));
+        line(format!("  {k:<45} {:<8} {}", format!("{:?}", v.value_type()), show(v, full)))?;
     }
-    println!("\ntensors:");
-    println!("  {:<40} {:<6} {:<24} {:>14} {:>14}", "name", "type", "shape (ne)", "offset", "bytes");
+    line("\ntensors:".into())?;
+    line(format!("  {:<40} {:<6} {:<24} {:>14} {:>14}", "name", "type", "shape (ne)", "offset", "bytes"))?;
     let mut total = 0u64;
     for t in &h.tensors {
         let shape = t.ne.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" x ");
-        println!("  {:<40} {:<6} {:<24} {:>14} {:>14}", t.name, t.ty.name(), shape, t.offset, t.n_bytes);
+        line(format!("  {:<40} {:<6} {:<24} {:>14} {:>14}", t.name, t.ty.name(), shape, t.offset, t.n_bytes))?;
         total += t.n_bytes;
     }
-    println!("\n{} tensors, {:.2} MB of data", h.tensors.len(), total as f64 / 1e6);
+    line(format!("\n{} tensors, {:.2} MB of data", h.tensors.len(), total as f64 / 1e6))?;
     Ok(())
-}
-
-struct Loaded {
-    model: pixtral::Model,
-    path: PathBuf,
-    seconds: f64,
 }
 
 const DEMO_MODEL: &str = "examples/demo/pixtral-demo.gguf";
 
 /// `-m`, or the demo model: in the working directory's `examples/demo/`, else in the source tree this binary
-/// was built from.
-fn model_path(m: &Option<PathBuf>, ui: &Ui) -> anyhow::Result<PathBuf> {
+/// was built from. A given path must be an existing file (exit 3 otherwise).
+pub fn model_path(m: &Option<PathBuf>, ui: &Ui) -> anyhow::Result<PathBuf> {
     if let Some(p) = m {
+        input::existing_file(p)?;
         return Ok(p.clone());
     }
     for base in [Path::new("."), Path::new(env!("CARGO_MANIFEST_DIR"))] {
@@ -342,7 +422,7 @@ fn physical_cores() -> Option<usize> {
 
 /// `-t N`: a pool of N workers, or for N = 1 no pool at all (serial mode). Default: the physical cores
 /// (decode is memory-bound and prefill FMA-bound: hyperthreads add contention, not throughput).
-fn set_threads(t: Option<usize>) -> anyhow::Result<()> {
+pub fn set_threads(t: Option<usize>) -> anyhow::Result<()> {
     match t.or_else(physical_cores) {
         Some(0 | 1) => pixtral::model::ops::set_serial(true),
         Some(t) => rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?,
@@ -351,7 +431,7 @@ fn set_threads(t: Option<usize>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn threads_in_use() -> usize {
+pub fn threads_in_use() -> usize {
     if pixtral::model::ops::serial() {
         1
     } else {
@@ -359,19 +439,145 @@ fn threads_in_use() -> usize {
     }
 }
 
-fn load(m: &ModelArgs, ui: &Ui) -> anyhow::Result<Loaded> {
+/// The vision tower's file, opened and its config read; weights untouched.
+pub struct VisionPlan {
+    pub path: PathBuf,
+    pub file: GgufFile,
+    pub cfg: VisionConfig,
+    pub text_dim: usize,
+}
+
+/// What is known from the files' headers before any weight is touched: enough to count a prompt's tokens, choose
+/// the context and price the request.
+pub struct Plan {
+    pub path: PathBuf,
+    pub file: GgufFile,
+    pub cfg: TextConfig,
+    pub tokenizer: pixtral::runtime::tokenizer::Tokenizer,
+    pub vision: Option<VisionPlan>,
+    /// the context in tokens, and how it was chosen
+    pub ctx: usize,
+    pub ctx_why: String,
+}
+
+/// The default context: the model's largest image (`(side/patch + 1) · side/patch` tokens: a row of patches and
+/// its break token per row) plus 2048 tokens for the prompt and answer, rounded up to 256 and at least 4096; at
+/// most the model's trained context; lowered to what the memory holds besides the weights.
+fn default_ctx(
+    cfg: &TextConfig,
+    vision: Option<&VisionConfig>,
+    kv_type: KvType,
+    weight_bytes: u64,
+    available: Option<u64>,
+) -> (usize, String) {
+    const MARGIN: usize = 2048;
+    let (mut ctx, mut why) = match vision {
+        Some(v) => {
+            let side = v.image_size.div_ceil(v.patch_size.max(1));
+            let image = (side + 1) * side;
+            let ctx = (image + MARGIN).div_ceil(256) * 256;
+            let why = format!(
+                "default: a {0}x{0} image is {image} tokens, plus {MARGIN} for the prompt and answer",
+                v.image_size
+            );
+            if ctx < 4096 {
+                (4096, format!("default, at least 4096; {}", &why["default: ".len()..]))
+            } else {
+                (ctx, why)
+            }
+        }
+        None => (4096, "default for a model without a vision tower".to_string()),
+    };
+    if ctx > cfg.context_length {
+        ctx = cfg.context_length;
+        why = format!("the model's trained context ({why} would be more)");
+    }
+    let per_token =
+        pixtral::runtime::kv_cache::KvCache::bytes_for(cfg.n_layers, cfg.n_heads_kv * cfg.head_dim, 1, kv_type) as u64;
+    if let Some(avail) = available {
+        // the weights take their size again (page cache or the re-laid-out copy); 512 MB for activations
+        let room = avail.saturating_sub(weight_bytes + (512 << 20)) / per_token.max(1);
+        let fit = (room as usize / 256) * 256;
+        if fit < ctx && fit >= 256 {
+            why = format!("as much as the free memory holds ({why}: {ctx})");
+            ctx = fit;
+        }
+    }
+    (ctx, why)
+}
+
+/// Open the model's and (when there is one) the mmproj's headers and choose the context. An explicit `--mmproj`
+/// must exist; without one, `STEM.mmproj.gguf` is used when present, and images without any mmproj are a
+/// usage error.
+pub fn plan(m: &ModelArgs, mmproj: Option<&Path>, need_vision: bool, ui: &Ui) -> anyhow::Result<Plan> {
     let path = model_path(&m.model, ui)?;
+    if let Some(p) = mmproj {
+        input::existing_file(p)?;
+    }
+    let file = GgufFile::open(&path)?;
+    let cfg = pixtral::model::text_config(&file.header)?;
+    let tokenizer = pixtral::runtime::tokenizer::Tokenizer::from_gguf(&file.header)?;
+    let vpath = mmproj.map(Path::to_path_buf).unwrap_or_else(|| pixtral::convert::mmproj_path(&path));
+    let vision = if vpath.exists() {
+        let vfile = GgufFile::open(&vpath)?;
+        let (vcfg, text_dim) = pixtral::model::vision::vision_config(&vfile.header)?;
+        Some(VisionPlan { path: vpath, file: vfile, cfg: vcfg, text_dim })
+    } else if need_vision {
+        usage!("no mmproj found at {}: pass --mmproj, or convert the checkpoint with its vision tower", vpath.display())
+    } else {
+        None
+    };
+    let weight_bytes = file.map_bytes().len() as u64 + vision.as_ref().map_or(0, |v| v.file.map_bytes().len() as u64);
+    let (ctx, ctx_why) = match m.ctx_size {
+        Some(c) => (c, "--ctx-size".to_string()),
+        None => default_ctx(
+            &cfg,
+            vision.as_ref().map(|v| &v.cfg),
+            m.kv_type,
+            weight_bytes,
+            pixtral::convert::os::available_memory(),
+        ),
+    };
+    Ok(Plan { path, file, cfg, tokenizer, vision, ctx, ctx_why })
+}
+
+impl Plan {
+    /// Preprocessing for `--image-max-side` (usage error below one patch), when the model has a vision tower.
+    pub fn preprocess(&self, max_side: Option<usize>) -> anyhow::Result<Option<pixtral::image::PreprocessConfig>> {
+        let Some(v) = &self.vision else { return Ok(None) };
+        if let Some(s) = max_side {
+            if s < v.cfg.patch_size {
+                usage!("--image-max-side {s} is below the model's patch size ({} px)", v.cfg.patch_size);
+            }
+        }
+        Ok(Some(pixtral::model::vision::preprocess_config(&v.cfg, max_side)))
+    }
+}
+
+struct Loaded {
+    model: pixtral::Model,
+    vision: Option<pixtral::model::vision::VisionModel>,
+    path: PathBuf,
+    seconds: f64,
+}
+
+/// Load the weights planned (text, and the vision tower when `with_vision`) and print the header line.
+fn load(plan: Plan, m: &ModelArgs, with_vision: bool, ui: &Ui) -> anyhow::Result<Loaded> {
     set_threads(m.threads)?;
     let t0 = std::time::Instant::now();
-    let model = pixtral::Model::load(&path)?;
-    let l = Loaded { model, path, seconds: t0.elapsed().as_secs_f64() };
+    let Plan { path, file, vision, ctx, ctx_why, .. } = plan;
+    let model = pixtral::Model::from_file(file, &Default::default())?;
+    let vision = match vision {
+        Some(v) if with_vision => Some(pixtral::model::vision::VisionModel::from_file(v.file, &Default::default())?),
+        _ => None,
+    };
+    let l = Loaded { model, vision, path, seconds: t0.elapsed().as_secs_f64() };
     let c = &l.model.cfg;
     let name = match l.model.file.header.get("general.name") {
         Some(Value::String(n)) => format!("{n}, "),
         _ => String::new(),
     };
-    let kv =
-        pixtral::runtime::kv_cache::KvCache::bytes_for(c.n_layers, c.n_heads_kv * c.head_dim, m.ctx_size, m.kv_type);
+    let kv = pixtral::runtime::kv_cache::KvCache::bytes_for(c.n_layers, c.n_heads_kv * c.head_dim, ctx, m.kv_type);
     let r = l.model.repacked;
     let layout = if r.bytes > 0 {
         format!(", {:.0} MB re-laid out R16 in {:.2} s", r.bytes as f64 / 1e6, r.seconds)
@@ -379,25 +585,27 @@ fn load(m: &ModelArgs, ui: &Ui) -> anyhow::Result<Loaded> {
         String::new()
     };
     ui.info(format!(
-        "model: {} ({name}{} layers, dim {}, {} weights{layout}), ISA {}, {} threads, context {} tokens{} ({:.0} MB {:?} KV), loaded in {:.2} s",
+        "model: {} ({name}{} layers, dim {}, {} weights{layout}), ISA {}, {} threads, loaded in {:.2} s",
         l.path.display(),
         c.n_layers,
         c.dim,
         l.model.weight_type,
         pixtral::quant::isa::selected().name(),
         threads_in_use(),
-        m.ctx_size,
+        l.seconds
+    ));
+    ui.info(format!(
+        "context: {ctx} tokens ({ctx_why}){}, {:.0} MB {:?} KV cache",
         if m.context_shift { ", context shift" } else { "" },
         kv as f64 / 1e6,
         m.kv_type,
-        l.seconds
     ));
     Ok(l)
 }
 
-fn session_options(m: &ModelArgs, keep_default: usize) -> pixtral::SessionOptions {
+fn session_options(m: &ModelArgs, ctx: usize, keep_default: usize) -> pixtral::SessionOptions {
     pixtral::SessionOptions {
-        ctx_size: m.ctx_size,
+        ctx_size: ctx,
         context_shift: m.context_shift,
         keep: Some(m.keep.unwrap_or(keep_default)),
         kv_type: m.kv_type,
@@ -405,107 +613,35 @@ fn session_options(m: &ModelArgs, keep_default: usize) -> pixtral::SessionOption
     }
 }
 
-/// Prompt ids: chat template (user message, optional system), or BOS + plain text with --raw.
-/// A prompt ready for the model: ids, image features for its `[IMG]` tokens, the sink size for
-/// `--context-shift`, and the seconds spent encoding images.
-struct Prompt {
+/// A prompt's ids, planned from the images' headers: nothing decoded yet.
+struct PromptIds {
     ids: Vec<u32>,
-    embeds: Vec<f32>,
+    /// `(grid_w, grid_h)` per image
+    grids: Vec<(usize, usize)>,
+    /// tokens kept by `--context-shift` by default: BOS and the system part
     keep: usize,
-    image_seconds: f64,
+    /// tokens through the end of the last image (0 without images): the ring keeps at least these
+    image_end: usize,
 }
 
-fn load_vision(model_path: &Path, a: &ImageArgs) -> anyhow::Result<pixtral::model::vision::VisionModel> {
-    let path = a.mmproj.clone().unwrap_or_else(|| pixtral::convert::mmproj_path(model_path));
-    if !path.exists() {
-        usage!("no mmproj found at {}: pass --mmproj, or convert the checkpoint with its vision tower", path.display());
-    }
-    Ok(pixtral::model::vision::VisionModel::load(&path)?)
-}
-
-/// Load and preprocess one image; report its grid and token count.
-fn prepare_image(
-    cfg: &pixtral::image::PreprocessConfig,
-    path: &Path,
-    ui: &Ui,
-) -> anyhow::Result<pixtral::image::Preprocessed> {
-    let img = pixtral::image::load(path)?;
-    let p = pixtral::image::preprocess(&img, cfg);
-    ui.info(format!(
-        "image {}: {}x{} -> {}x{} patches ({} tokens)",
-        path.display(),
-        img.width,
-        img.height,
-        p.grid_w,
-        p.grid_h,
-        (p.grid_w + 1) * p.grid_h
-    ));
-    Ok(p)
-}
-
-/// Encode preprocessed images as one packed sequence, with a progress bar when it takes a while.
-fn encode_with_bar(
-    vm: &pixtral::model::vision::VisionModel,
-    pre: &[pixtral::image::Preprocessed],
-    ui: &Ui,
-) -> (Vec<f32>, f64) {
-    let n: usize = pre.iter().map(|p| p.n_patches()).sum();
-    let t0 = std::time::Instant::now();
-    // ~2 flops per weight and patch at a few tens of GFLOP/s: a bar when that is over a second
-    let slow = 2.0 * n as f64 * vm.n_params() as f64 > 3e10;
-    let bar = if slow { ui.bar(vm.cfg.n_layers as u64, &format!("encoding {n} patches")) } else { ui.bar(0, "") };
-    let embeds = vm.encode_with_progress(pre, &mut |done, _| bar.set_position(done as u64));
-    bar.finish_and_clear();
-    let secs = t0.elapsed().as_secs_f64();
-    if slow {
-        ui.info(format!("encoded {n} patches in {secs:.2} s ({:.1} patches/s)", n as f64 / secs.max(1e-9)));
-    }
-    (embeds, secs)
-}
-
-/// Load, preprocess and encode the images.
-fn encode_images(
-    vm: &pixtral::model::vision::VisionModel,
-    a: &ImageArgs,
-    ui: &Ui,
-) -> anyhow::Result<(Vec<pixtral::image::Preprocessed>, Vec<f32>, f64)> {
-    let cfg = vm.preprocess_config(a.image_max_side);
-    let pre = a.image.iter().map(|path| prepare_image(&cfg, path, ui)).collect::<anyhow::Result<Vec<_>>>()?;
-    let (embeds, secs) = encode_with_bar(vm, &pre, ui);
-    Ok((pre, embeds, secs))
-}
-
-/// The prompt's ids and image features. Images are counted from their headers first: a prompt that cannot fit
-/// the context is refused before any pixel is decoded.
-fn build_prompt(
-    model: &pixtral::Model,
-    model_path: &Path,
+/// The prompt's ids: the chat template (user message, optional system), or BOS + plain text with --raw; images
+/// where the `<image>` markers are, else first. Refused (usage, exit 2) when it cannot fit the context: images
+/// are never cut by --context-shift, so they count whatever the flag says.
+fn prompt_ids(
+    plan: &Plan,
     m: &ModelArgs,
     p: &PromptArgs,
-    ui: &Ui,
-) -> anyhow::Result<Prompt> {
+    text: &str,
+    grids: &[(usize, usize)],
+) -> anyhow::Result<PromptIds> {
     use pixtral::chat::{encode_chat, image_tokens, Chunk, Message};
-    let tok = &model.tokenizer;
-    let markers = p.prompt.matches("<image>").count();
-    if markers != 0 && markers != p.images.image.len() {
-        usage!("the prompt has {markers} <image> markers but {} --image were given", p.images.image.len());
-    }
-    let vm = if p.images.image.is_empty() { None } else { Some(load_vision(model_path, &p.images)?) };
-    let mut grids = Vec::new();
-    if let Some(vm) = &vm {
-        let cfg = vm.preprocess_config(p.images.image_max_side);
-        for path in &p.images.image {
-            let (w, h) = pixtral::image::dimensions(path, &pixtral::image::ImageLimits::default())?;
-            grids.push(pixtral::image::grid(w, h, cfg.max_side, cfg.patch));
-        }
-    }
-    // text and images in order: `<image>` markers place them, else images come first
-    let parts: Vec<&str> = p.prompt.split("<image>").collect();
+    let tok = &plan.tokenizer;
+    let parts: Vec<&str> = text.split("<image>").collect();
     let mut chunks = Vec::new();
     let image = |i: usize| Chunk::Image { grid_w: grids[i].0, grid_h: grids[i].1 };
     if parts.len() == 1 {
         chunks.extend((0..grids.len()).map(image));
-        chunks.push(Chunk::Text(p.prompt.clone()));
+        chunks.push(Chunk::Text(text.to_string()));
     } else {
         for (i, part) in parts.iter().enumerate() {
             if i > 0 {
@@ -528,41 +664,212 @@ fn build_prompt(
         }
         ids
     } else if grids.is_empty() {
-        encode_chat(tok, system, &[Message::user(p.prompt.clone())])?
+        encode_chat(tok, system, &[Message::user(text.to_string())])?
     } else {
         encode_chat(tok, system, &[Message::user_chunks(chunks)])?
     };
-    if ids.len() > m.ctx_size && !m.context_shift {
-        let img: usize = grids.iter().map(|(w, h)| (w + 1) * h).sum();
+    let img: usize = grids.iter().map(|(w, h)| (w + 1) * h).sum();
+    let shift = m.context_shift && img == 0;
+    if ids.len() > plan.ctx && !shift {
+        if img > 0 {
+            usage!(
+                "the prompt has {} tokens ({img} for images) but the context holds {}: use a larger --ctx-size or a \
+                 smaller --image-max-side (images are never cut to fit)",
+                ids.len(),
+                plan.ctx
+            );
+        }
         usage!(
-            "the prompt has {} tokens ({img} for images) but the context holds {}: use a larger --ctx-size, \
-             a smaller --image-max-side, or --context-shift",
+            "the prompt has {} tokens but the context holds {}: use a larger --ctx-size, or --context-shift",
             ids.len(),
-            m.ctx_size
+            plan.ctx
         );
     }
-    let (pre, embeds, image_seconds) = match &vm {
-        None => (Vec::new(), Vec::new(), 0.0),
-        Some(vm) => encode_images(vm, &p.images, ui)?,
-    };
-    let got: Vec<(usize, usize)> = pre.iter().map(|p| (p.grid_w, p.grid_h)).collect();
-    if got != grids {
-        anyhow::bail!("decoded image grids {got:?} differ from the headers' {grids:?}");
-    }
-    // the sink kept by --context-shift: BOS, [INST] and the system part
+    // the sink kept by --context-shift: BOS, [INST] and the system part; and with images, everything up to
+    // the last image's end, so the ring never overwrites part of an image
     let keep = match (p.raw, system) {
         (false, Some(s)) => 2 + tok.encode(&format!("{s}\n\n")).len(),
         _ => 1,
     };
-    Ok(Prompt { ids, embeds, keep, image_seconds })
+    let image_end = tok.control_id("[IMG_END]").and_then(|e| ids.iter().rposition(|&t| t == e)).map_or(0, |i| i + 1);
+    Ok(PromptIds { ids, grids: grids.to_vec(), keep, image_end })
 }
 
-fn encode_image(model: PathBuf, a: ImageArgs, out: PathBuf, pixels_out: Option<PathBuf>) -> anyhow::Result<()> {
+/// Before the wait: what the images cost in tokens and, on this machine, in time (measured rates when this
+/// configuration ran before, else the tier's typical ones), and what `--image-max-side` would change.
+fn estimate(
+    plan: &Plan,
+    ids: &PromptIds,
+    images: &[input::ImageInput],
+    max_side: Option<usize>,
+    threads: usize,
+    ui: &Ui,
+) {
+    let Some(v) = &plan.vision else { return };
+    if ids.grids.is_empty() {
+        return;
+    }
+    let ttype = plan.file.header.tensor("blk.0.ffn_up.weight").map_or("?", |t| t.ty.name());
+    let vtype = v.file.header.tensor("v.blk.0.ffn_up.weight").map_or("?", |t| t.ty.name());
+    let (r, measured) = rates::load(&rates::key(threads, ttype, vtype), threads);
+    let cost = |grids: &[(usize, usize)], n_ids: usize| {
+        let patches: Vec<usize> = grids.iter().map(|(w, h)| w * h).collect();
+        pixtral::cost::vit_seconds(&v.cfg, v.text_dim, &patches, &r)
+            + pixtral::cost::prefill_seconds(&plan.cfg, n_ids, 0, &r)
+    };
+    let secs = cost(&ids.grids, ids.ids.len());
+    let img_tokens: usize = ids.grids.iter().map(|(w, h)| (w + 1) * h).sum();
+    for (im, (gw, gh)) in images.iter().zip(&ids.grids) {
+        ui.info(format!(
+            "image {}: {}x{} -> {gw}x{gh} patches ({} tokens)",
+            im.name.display(),
+            im.width,
+            im.height,
+            (gw + 1) * gh
+        ));
+    }
+    if secs < 2.0 {
+        return;
+    }
+    let source = if measured { "measured rates of earlier runs" } else { "this CPU tier's typical rates" };
+    let mut msg = format!(
+        "estimate: {img_tokens} image tokens of a {}-token prompt, ~{} to encode and read on {} with {threads} threads ({source})",
+        ids.ids.len(),
+        human_seconds(secs),
+        pixtral::quant::isa::selected().name()
+    );
+    // the same prompt at half the side: a quarter of the image tokens
+    let cur = max_side.unwrap_or(v.cfg.image_size).min(v.cfg.image_size);
+    let half = (cur / 2).max(v.cfg.patch_size);
+    if half < cur {
+        let grids: Vec<(usize, usize)> =
+            images.iter().map(|im| pixtral::image::grid(im.width, im.height, half, v.cfg.patch_size)).collect();
+        let small: usize = grids.iter().map(|(w, h)| (w + 1) * h).sum();
+        if small < img_tokens {
+            let n = ids.ids.len() - img_tokens + small;
+            msg.push_str(&format!(
+                "; --image-max-side {half}: {small} image tokens, ~{}",
+                human_seconds(cost(&grids, n))
+            ));
+        }
+    }
+    ui.info(msg);
+}
+
+fn human_seconds(s: f64) -> String {
+    if s < 90.0 {
+        format!("{s:.0} s")
+    } else if s < 5400.0 {
+        format!("{:.1} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
+/// Remember this run's ViT and prefill speeds for the next estimate (only work long enough to time well).
+fn learn_rates(l: &Loaded, grids: &[(usize, usize)], vit_seconds: f64, g: &pixtral::Generation) {
+    let Some(vm) = &l.vision else { return };
+    let threads = threads_in_use();
+    let ttype = l.model.file.header.tensor("blk.0.ffn_up.weight").map_or("?", |t| t.ty.name());
+    let vtype = vm.file.header.tensor("v.blk.0.ffn_up.weight").map_or("?", |t| t.ty.name());
+    let key = rates::key(threads, ttype, vtype);
+    let (mut r, _) = rates::load(&key, threads);
+    let before = r;
+    if vit_seconds > 0.5 {
+        let flops: f64 = grids.iter().map(|(w, h)| pixtral::cost::vit_flops(&vm.cfg, vm.text_dim, w * h)).sum();
+        r.vit = flops / vit_seconds / 1e9;
+    }
+    if g.prompt_seconds > 0.5 {
+        pixtral::cost::learn_prefill(&l.model.cfg, g.prompt_tokens, g.prompt_seconds, &mut r);
+    }
+    if r != before {
+        rates::save(&key, &r);
+    }
+}
+
+/// Decode the images (already read and checked) and encode them as one packed sequence, with a progress bar
+/// when it takes a while.
+fn encode_images(
+    vm: &pixtral::model::vision::VisionModel,
+    cfg: &pixtral::image::PreprocessConfig,
+    images: &[input::ImageInput],
+    ui: &Ui,
+) -> anyhow::Result<(Vec<pixtral::image::Preprocessed>, Vec<f32>, f64)> {
+    let lim = pixtral::image::ImageLimits::default();
+    let mut pre = Vec::with_capacity(images.len());
+    for im in images {
+        let rgb = pixtral::image::decode(&im.name, &im.bytes, &lim)?;
+        pre.push(pixtral::image::preprocess(&rgb, cfg));
+    }
+    let (embeds, secs) = encode_with_bar(vm, &pre, ui);
+    Ok((pre, embeds, secs))
+}
+
+/// Encode preprocessed images as one packed sequence, with a progress bar when it takes a while.
+pub fn encode_with_bar(
+    vm: &pixtral::model::vision::VisionModel,
+    pre: &[pixtral::image::Preprocessed],
+    ui: &Ui,
+) -> (Vec<f32>, f64) {
+    let n: usize = pre.iter().map(|p| p.n_patches()).sum();
+    let t0 = std::time::Instant::now();
+    // ~2 flops per weight and patch at a few tens of GFLOP/s: a bar when that is over a second
+    let slow = 2.0 * n as f64 * vm.n_params() as f64 > 3e10;
+    let bar = if slow { ui.bar(vm.cfg.n_layers as u64, &format!("encoding {n} patches")) } else { ui.bar(0, "") };
+    let embeds = vm.encode_with_progress(pre, &mut |done, _| bar.set_position(done as u64));
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    if slow {
+        ui.info(format!("encoded {n} patches in {secs:.2} s ({:.1} patches/s)", n as f64 / secs.max(1e-9)));
+    }
+    (embeds, secs)
+}
+
+/// Everything `run` and `logits` know before the weights load: the prompt text and images read and checked,
+/// the headers opened, the context chosen, the prompt's ids counted.
+fn prepare(m: &ModelArgs, p: &PromptArgs, ui: &Ui) -> anyhow::Result<(Plan, PromptIds, Vec<input::ImageInput>)> {
+    let stdin_image = p.images.image.iter().any(|i| i.as_os_str() == "-");
+    let text = input::prompt_text(p.prompt.as_deref(), p.file.as_deref(), stdin_image)?;
+    let markers = text.matches("<image>").count();
+    if markers != 0 && markers != p.images.image.len() {
+        usage!("the prompt has {markers} <image> markers but {} --image were given", p.images.image.len());
+    }
+    let images = input::read_images(&p.images.image)?;
+    let plan = plan(m, p.images.mmproj.as_deref(), !images.is_empty(), ui)?;
+    let grids = match plan.preprocess(p.images.image_max_side)? {
+        Some(cfg) => {
+            images.iter().map(|im| pixtral::image::grid(im.width, im.height, cfg.max_side, cfg.patch)).collect()
+        }
+        None => Vec::new(),
+    };
+    let ids = prompt_ids(&plan, m, p, &text, &grids)?;
+    Ok((plan, ids, images))
+}
+
+fn encode_image(model: Option<PathBuf>, a: ImageArgs, out: PathBuf, pixels_out: Option<PathBuf>) -> anyhow::Result<()> {
     if a.image.is_empty() {
         usage!("give at least one --image");
     }
-    let vm = load_vision(&model, &a)?;
-    let (pre, embeds, secs) = encode_images(&vm, &a, &Ui::new(UiArgs::default()))?;
+    let ui = Ui::new(UiArgs::default());
+    let images = input::read_images(&a.image)?;
+    let m =
+        ModelArgs { model, ctx_size: Some(1), context_shift: false, keep: None, kv_type: KvType::F16, threads: None };
+    let plan = plan(&m, a.mmproj.as_deref(), true, &ui)?;
+    let cfg = plan.preprocess(a.image_max_side)?.expect("vision planned");
+    let v = plan.vision.expect("vision planned");
+    let vm = &pixtral::model::vision::VisionModel::from_file(v.file, &Default::default())?;
+    let (pre, embeds, secs) = encode_images(vm, &cfg, &images, &ui)?;
+    for (im, p) in images.iter().zip(&pre) {
+        ui.info(format!(
+            "image {}: {}x{} -> {}x{} patches ({} tokens)",
+            im.name.display(),
+            im.width,
+            im.height,
+            p.grid_w,
+            p.grid_h,
+            (p.grid_w + 1) * p.grid_h
+        ));
+    }
     let n: usize = pre.iter().map(|p| p.n_patches()).sum();
     pixtral::npy::write_f32(&out, &[n, vm.text_dim], &embeds)?;
     if let Some(px) = pixels_out {
@@ -573,10 +880,12 @@ fn encode_image(model: PathBuf, a: ImageArgs, out: PathBuf, pixels_out: Option<P
     Ok(())
 }
 
-fn sampler_params(sp: &SamplingArgs, eos: u32) -> pixtral::SamplerParams {
-    let seed = sp.seed.unwrap_or_else(|| {
+pub fn sampler_params(sp: &SamplingArgs, eos: u32) -> pixtral::SamplerParams {
+    let seed = if sp.seed == -1 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
-    });
+    } else {
+        sp.seed as u64
+    };
     pixtral::SamplerParams {
         temp: sp.temp,
         top_k: sp.top_k,
@@ -590,7 +899,7 @@ fn sampler_params(sp: &SamplingArgs, eos: u32) -> pixtral::SamplerParams {
 }
 
 /// A prefill progress bar for prompts that take a while (~2 flops per weight and token).
-fn prefill_bar(session: &mut pixtral::Session<'_>, model: &pixtral::Model, ui: &Ui) {
+pub fn prefill_bar(session: &mut pixtral::Session<'_>, model: &pixtral::Model, ui: &Ui) {
     let ui = *ui;
     let params = pixtral::bench::weight_params(model) as f64;
     let mut bar: Option<indicatif::ProgressBar> = None;
@@ -620,39 +929,159 @@ fn timings(load_s: f64, image_s: f64, g: &pixtral::Generation) -> String {
     )
 }
 
-fn run(m: ModelArgs, p: PromptArgs, n_predict: usize, sp: SamplingArgs, ui: Ui) -> anyhow::Result<()> {
-    use std::io::Write;
-    let l = load(&m, &ui)?;
+/// Why an answer ended, as `run` and `--json` say it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Finish {
+    Eos,
+    StopString,
+    Length {
+        context_full: bool,
+    },
+    Cancelled,
+    /// stdout was closed (`| head`): not an error
+    ClosedOutput,
+}
+
+impl Finish {
+    /// OpenAI's `finish_reason` spelling.
+    fn reason(self) -> &'static str {
+        match self {
+            Finish::Eos | Finish::StopString => "stop",
+            Finish::Length { .. } => "length",
+            Finish::Cancelled | Finish::ClosedOutput => "cancelled",
+        }
+    }
+}
+
+fn run(a: RunArgs) -> anyhow::Result<()> {
+    let ui = Ui::new(a.ui);
+    // ---- everything that can be checked before the weights load ----
+    let (plan, pids, images) = prepare(&a.m, &a.p, &ui)?;
+    let pre_cfg = plan.preprocess(a.p.images.image_max_side)?;
+    let threads = a.m.threads.or_else(physical_cores).unwrap_or(1);
+    estimate(&plan, &pids, &images, a.p.images.image_max_side, threads, &ui);
+    let ctx = plan.ctx;
+    // ---- weights, images, prompt ----
+    let l = load(plan, &a.m, !images.is_empty(), &ui)?;
     let model = &l.model;
-    let Prompt { ids, embeds, keep, image_seconds } = build_prompt(model, &l.path, &m, &p, &ui)?;
-    let params = sampler_params(&sp, model.tokenizer.eos);
+    let (embeds, image_seconds) = match (&l.vision, &pre_cfg) {
+        (Some(vm), Some(cfg)) if !images.is_empty() => {
+            let (pre, embeds, secs) = encode_images(vm, cfg, &images, &ui)?;
+            let got: Vec<(usize, usize)> = pre.iter().map(|p| (p.grid_w, p.grid_h)).collect();
+            if got != pids.grids {
+                anyhow::bail!("decoded image grids {got:?} differ from the headers' {:?}", pids.grids);
+            }
+            (embeds, secs)
+        }
+        _ => (Vec::new(), 0.0),
+    };
+    let ids = &pids.ids;
+    let params = sampler_params(&a.sampling, model.tokenizer.eos);
     ui.info(format!("prompt: {} tokens, seed {}, temperature {}", ids.len(), params.seed, params.temp));
+    // the ring never overwrites part of an image: it keeps everything through the last one
+    let keep = a.m.keep.unwrap_or(pids.keep).max(pids.image_end);
+    if a.m.context_shift && pids.image_end > 0 {
+        ui.info(format!("context shift keeps the first {keep} tokens (through the last image): images are never cut"));
+    }
+    if a.verbose_prompt {
+        let err = term::Stream::stderr();
+        ui.always(format!(
+            "---- prompt ({} tokens) ----\n{}\n----",
+            ids.len(),
+            err.text(&pixtral::chat::render_prompt(&model.tokenizer, ids))
+        ));
+    }
     ui.detail(format!("prompt ids: {ids:?}"));
-    let mut session = pixtral::Session::try_new(model, session_options(&m, keep))?;
+    let mut opts = session_options(&a.m, ctx, keep);
+    opts.keep = Some(keep);
+    let mut session = pixtral::Session::try_new(model, opts)?;
     prefill_bar(&mut session, model, &ui);
-    let mut sampler = pixtral::Sampler::new(params);
+    let mut sampler = pixtral::Sampler::new(params.clone());
     // Ctrl-C stops the answer; the timings still print
     pixtral::convert::os::install_sigint_handler();
     let cancel = pixtral::convert::os::interrupt_flag();
+    let out = term::Stream::stdout();
+    let mut stops = pixtral::StopStrings::new(&a.sampling.stop);
+    let (mut answer, mut stopped, mut closed) = (String::new(), false, false);
     let stdout = std::io::stdout();
-    let g = session.generate_with_images(&ids, &embeds, &mut sampler, n_predict, Some(cancel), |piece| {
-        let mut o = stdout.lock();
-        let _ = o.write_all(piece.as_bytes());
-        let _ = o.flush();
-        true
-    })?;
-    println!();
-    let finish = match (g.finish, g.context_full) {
-        (pixtral::FinishReason::Stop, _) => "stop (EOS)".to_string(),
-        (pixtral::FinishReason::Length, true) => {
-            format!("length: the context of {} tokens is full (use --ctx-size or --context-shift)", m.ctx_size)
+    let show = |text: &str, closed: &mut bool| {
+        if a.json || text.is_empty() {
+            return;
         }
-        (pixtral::FinishReason::Length, false) => format!("length: {n_predict} tokens (-n)"),
-        (pixtral::FinishReason::Cancelled, _) => "cancelled (Ctrl-C)".to_string(),
+        let mut o = stdout.lock();
+        if o.write_all(out.text(text).as_bytes()).and_then(|_| o.flush()).is_err() {
+            *closed = true;
+        }
+    };
+    let n_predict = if a.n_predict < 0 { usize::MAX } else { a.n_predict as usize };
+    let g = session.generate_with_images(ids, &embeds, &mut sampler, n_predict, Some(cancel), |piece| {
+        let (text, hit) = stops.push(piece);
+        answer.push_str(&text);
+        show(&text, &mut closed);
+        stopped |= hit;
+        !hit && !closed
+    })?;
+    if !stopped {
+        let rest = stops.finish();
+        answer.push_str(&rest);
+        show(&rest, &mut closed);
+    }
+    let finish = match (g.finish, stopped, closed) {
+        (_, _, true) => Finish::ClosedOutput,
+        (_, true, _) => Finish::StopString,
+        (pixtral::FinishReason::Stop, ..) => Finish::Eos,
+        (pixtral::FinishReason::Length, ..) => Finish::Length { context_full: g.context_full },
+        (pixtral::FinishReason::Cancelled, ..) => Finish::Cancelled,
+    };
+    learn_rates(&l, &pids.grids, image_seconds, &g);
+    if finish == Finish::ClosedOutput {
+        // the reader has what it wanted: `pixtral run … | head -c 50` ends quietly
+        return Ok(());
+    }
+    if a.json {
+        let name = match l.model.file.header.get("general.name") {
+            Some(Value::String(n)) => serde_json::Value::from(n.as_str()),
+            _ => serde_json::Value::Null,
+        };
+        let v = serde_json::json!({
+            "model": l.path.display().to_string(),
+            "model_name": name,
+            "answer": answer,
+            "finish_reason": finish.reason(),
+            "stop_string": stopped,
+            "context_full": g.context_full,
+            "usage": {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.tokens.len(), "total_tokens": g.prompt_tokens + g.tokens.len()},
+            "seed": params.seed,
+            "timings": {
+                "load_s": l.seconds,
+                "image_encode_s": image_seconds,
+                "prompt_s": g.prompt_seconds,
+                "prompt_tok_s": g.prompt_tokens as f64 / g.prompt_seconds.max(1e-9),
+                "generation_s": g.gen_seconds,
+                "generation_tok_s": g.tokens.len() as f64 / g.gen_seconds.max(1e-9),
+            },
+        });
+        let mut o = stdout.lock();
+        if writeln!(o, "{v}").is_err() {
+            return Ok(());
+        }
+    } else {
+        let mut o = stdout.lock();
+        let _ = writeln!(o);
+    }
+    let what = match finish {
+        Finish::Eos => "stop (EOS)".to_string(),
+        Finish::StopString => "stop (a --stop string)".to_string(),
+        Finish::Length { context_full: true } if a.m.context_shift => "length: the context is full".to_string(),
+        Finish::Length { context_full: true } => {
+            format!("length: the context of {ctx} tokens is full (use --ctx-size or --context-shift)")
+        }
+        Finish::Length { context_full: false } => format!("length: {} tokens (-n)", a.n_predict),
+        Finish::Cancelled | Finish::ClosedOutput => "cancelled (Ctrl-C)".to_string(),
     };
     ui.detail(format!("answer ids: {:?}", g.tokens));
-    ui.info(format!("finish: {finish}\n{}", timings(l.seconds, image_seconds, &g)));
-    if g.finish == pixtral::FinishReason::Cancelled {
+    ui.info(format!("finish: {what}\n{}", timings(l.seconds, image_seconds, &g)));
+    if finish == Finish::Cancelled {
         return Err(pixtral::Error::Cancelled.into());
     }
     Ok(())
@@ -660,83 +1089,87 @@ fn run(m: ModelArgs, p: PromptArgs, n_predict: usize, sp: SamplingArgs, ui: Ui) 
 
 fn logits(m: ModelArgs, p: PromptArgs, out: PathBuf, ids_out: Option<PathBuf>) -> anyhow::Result<()> {
     let ui = Ui::new(UiArgs::default());
-    let l = load(&m, &ui)?;
+    let (plan, pids, images) = prepare(&m, &p, &ui)?;
+    let pre_cfg = plan.preprocess(p.images.image_max_side)?;
+    let ctx = plan.ctx;
+    let l = load(plan, &m, !images.is_empty(), &ui)?;
     let model = &l.model;
-    let Prompt { ids, embeds, keep, .. } = build_prompt(model, &l.path, &m, &p, &ui)?;
-    let mut session = pixtral::Session::try_new(model, session_options(&m, keep))?;
+    let embeds = match (&l.vision, &pre_cfg) {
+        (Some(vm), Some(cfg)) if !images.is_empty() => encode_images(vm, cfg, &images, &ui)?.1,
+        _ => Vec::new(),
+    };
+    let ids = &pids.ids;
+    let mut session = pixtral::Session::try_new(model, session_options(&m, ctx, pids.keep))?;
     let mut all = Vec::new();
-    session.eval_with_images(&ids, &embeds, Some(&mut all), None)?;
+    session.eval_with_images(ids, &embeds, Some(&mut all), None)?;
     pixtral::npy::write_f32(&out, &[ids.len(), model.cfg.vocab_size], &all)?;
     if let Some(p) = ids_out {
-        std::fs::write(&p, serde_json::to_string(&ids)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        std::fs::write(&p, serde_json::to_string(ids)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
     }
     eprintln!("wrote {} ({} tokens x {} logits)", out.display(), ids.len(), model.cfg.vocab_size);
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-fn bench(
-    model_path: PathBuf,
-    mmproj: Option<PathBuf>,
-    n_prompt: usize,
-    n_gen: usize,
-    runs: usize,
-    threads: Option<usize>,
-    image_size: Option<String>,
-    json: bool,
-) -> anyhow::Result<()> {
-    set_threads(threads)?;
-    let model = pixtral::Model::load(&model_path)?;
-    let isa = pixtral::quant::isa::selected().name();
-    let nt = threads_in_use();
-    let pp = (n_prompt > 0).then(|| pixtral::bench::prompt_processing(&model, n_prompt, runs)).transpose()?;
-    let tg = (n_gen > 0).then(|| pixtral::bench::generation(&model, n_gen, runs)).transpose()?;
-    let vit = match image_size {
-        None => None,
-        Some(s) => {
-            let (w, h) = s
-                .split_once('x')
-                .and_then(|(w, h)| Some((w.parse::<usize>().ok()?, h.parse::<usize>().ok()?)))
-                .filter(|(w, h)| *w > 0 && *h > 0)
-                .ok_or_else(|| anyhow::anyhow!("--image-size {s:?}: expected WIDTHxHEIGHT, e.g. 1024x1024"))?;
-            let args = ImageArgs { image: vec![], mmproj, image_max_side: None };
-            Some(pixtral::bench::vit(&load_vision(&model_path, &args)?, w, h, runs))
-        }
-    };
-    if json {
-        let mut o = serde_json::Map::new();
-        if let Some(t) = &pp {
-            o.insert("pp".into(), serde_json::json!({"n": t.n, "tps_median": t.tps_median}));
-        }
-        if let Some(t) = &tg {
-            o.insert("tg".into(), serde_json::json!({"n": t.n, "tps_median": t.tps_median}));
-        }
-        if let Some(v) = &vit {
-            o.insert("vit".into(), serde_json::json!({"width": v.width, "height": v.height, "patches": v.patches, "seconds_median": v.seconds_median, "gflops": v.gflops}));
-        }
-        println!("{}", serde_json::Value::Object(o));
-        return Ok(());
+/// The default thread count: the physical cores, else what the OS offers, at least 1.
+pub fn physical_cores_or_one() -> usize {
+    physical_cores().or_else(|| std::thread::available_parallelism().ok().map(|n| n.get())).unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pixtral_12b() -> (TextConfig, VisionConfig) {
+        let t = TextConfig {
+            dim: 5120,
+            n_layers: 40,
+            n_heads: 32,
+            n_heads_kv: 8,
+            head_dim: 128,
+            ffn_dim: 14336,
+            vocab_size: 131072,
+            rope_theta: 1e9,
+            norm_eps: 1e-5,
+            context_length: 131072,
+        };
+        let v = VisionConfig {
+            dim: 1024,
+            n_layers: 24,
+            n_heads: 16,
+            ffn_dim: 4096,
+            n_channels: 3,
+            image_size: 1024,
+            patch_size: 16,
+            rope_theta: 10000.0,
+            norm_eps: 1e-5,
+            act: "silu".into(),
+            img_token_id: 10,
+            img_break_token_id: 12,
+            img_end_token_id: 13,
+            image_mean: pixtral::convert::config::IMAGE_MEAN,
+            image_std: pixtral::convert::config::IMAGE_STD,
+        };
+        (t, v)
     }
-    println!("| model | type | ISA | threads | test | t/s | rate |");
-    println!("|---|---|---|---|---|---|---|");
-    let name = model_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let ty = model.weight_type.name();
-    if let Some(t) = &pp {
-        println!("| {name} | {ty} | {isa} | {nt} | pp{} | {:.2} | {:.1} GFLOP/s |", t.n, t.tps_median, t.rate);
+
+    #[test]
+    fn the_default_context_holds_the_largest_image_within_the_trained_context_and_the_memory() {
+        let (t, v) = pixtral_12b();
+        // 64x64 patches + 64 breaks = 4160, + 2048 = 6208, rounded up to 6400
+        let (ctx, why) = default_ctx(&t, Some(&v), KvType::F16, 8 << 30, None);
+        assert_eq!(ctx, 6400, "{why}");
+        assert!(why.contains("1024x1024 image is 4160 tokens"), "{why}");
+        assert_eq!(default_ctx(&t, None, KvType::F16, 0, None).0, 4096);
+        // a small model's image: at least 4096
+        let small = VisionConfig { image_size: 128, ..v.clone() };
+        assert_eq!(default_ctx(&t, Some(&small), KvType::F16, 0, None).0, 4096);
+        // capped by the trained context
+        let short = TextConfig { context_length: 5000, ..t.clone() };
+        assert_eq!(default_ctx(&short, Some(&v), KvType::F16, 0, None).0, 5000);
+        // lowered to what memory holds besides 8 GB of weights: 160 KB a token (f16), 512 MB for activations
+        let avail = (8u64 << 30) + (512 << 20) + 5000 * 163840;
+        let (ctx, why) = default_ctx(&t, Some(&v), KvType::F16, 8 << 30, Some(avail));
+        assert_eq!(ctx, 4864, "{why}");
+        assert!(why.contains("free memory"), "{why}");
     }
-    if let Some(t) = &tg {
-        println!("| {name} | {ty} | {isa} | {nt} | tg{} | {:.2} | {:.1} GB/s |", t.n, t.tps_median, t.rate);
-    }
-    if let Some(v) = &vit {
-        println!(
-            "| {name} | vision | {isa} | {nt} | vit {}x{} ({} patches) | {:.1} patches/s, {:.2} s | {:.1} GFLOP/s |",
-            v.width,
-            v.height,
-            v.patches,
-            v.patches as f64 / v.seconds_median,
-            v.seconds_median,
-            v.gflops
-        );
-    }
-    Ok(())
 }

@@ -3,17 +3,27 @@
 //!
 //! Ctrl-C at the prompt clears the line; during an answer it stops the answer (SIGINT sets the cancel flag the
 //! session polls), and the partial answer stays in the conversation. Ctrl-D or /quit leaves.
+//!
+//! Piped (stdin not a terminal), it is a script: a command that fails (an `/image` or `/load` that cannot be
+//! done) ends it with that error's exit code, so no message goes out without what it was meant to carry.
 
+use std::borrow::Cow;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
 use pixtral::model::vision::VisionModel;
-use pixtral::{Conversation, EncodedImage, FinishReason, Reply, Sampler, SamplerParams};
+use pixtral::{Conversation, EncodedImage, FinishReason, Reply, Sampler, SamplerParams, StopStrings};
+use rustyline::completion::{Completer, FilenameCompleter, Pair};
 use rustyline::error::ReadlineError;
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
 use rustyline::history::FileHistory;
+use rustyline::validate::Validator;
 
-use crate::ui::{Ui, UiArgs};
+use crate::input::{file_uri, shell_words};
+use crate::term::Stream;
+use crate::ui::{report, Ui, UiArgs};
 use crate::{ModelArgs, SamplingArgs};
 
 #[derive(clap::Args)]
@@ -23,15 +33,15 @@ pub struct ChatArgs {
     /// Vision GGUF (default: STEM.mmproj.gguf next to the model); without one, /image is unavailable.
     #[arg(long)]
     mmproj: Option<PathBuf>,
-    /// Longest image side before patching (default and maximum: the model's).
-    #[arg(long)]
+    /// Longest image side before patching, at least the patch size (default and maximum: the model's).
+    #[arg(long, value_parser = crate::parse_positive)]
     image_max_side: Option<usize>,
     /// System prompt.
     #[arg(long)]
     system: Option<String>,
-    /// Maximum tokens per answer.
-    #[arg(short = 'n', long, default_value_t = 512)]
-    n_predict: usize,
+    /// Maximum tokens per answer; -1: until EOS or a full context.
+    #[arg(short = 'n', long, default_value_t = 512, allow_negative_numbers = true, value_parser = crate::parse_n_predict)]
+    n_predict: i64,
     #[command(flatten)]
     sampling: SamplingArgs,
     /// History file (default: $XDG_STATE_HOME/pixtral/history or ~/.local/state/pixtral/history).
@@ -46,22 +56,63 @@ pub struct ChatArgs {
 
 const HELP: &str = "\
 Type a message and press Enter. End a line with \\ to continue it on the next line, or put the message
-between two lines holding only \"\"\". Pasting the path of an image file attaches it.
-  /image PATH...       attach images to the next message
+between two lines holding only \"\"\". Pasting the path of an image file (or a file:// URI) attaches it.
+Tab completes /commands and paths.
+  /image PATH...       attach images to the next message (quote or escape spaces as in a shell)
   /system [TEXT]       set the system prompt (no text: remove it)
   /reset               start a new conversation (keeps the system prompt)
   /undo                drop the last exchange (your message and the answer)
-  /save FILE           save the conversation as JSON (images by path)
+  /save FILE           save the conversation as JSON (images by absolute path)
   /load FILE           load a saved conversation
-  /stats               context used, speed of the last turn, what the KV cache saved
+  /stats               context used, speed of the last answer, what the KV cache saved
   /set [KEY VALUE]     show or set temp, top_k, top_p, min_p, repeat_penalty, seed, n (max answer tokens)
   /help                this text
   /quit                leave (also Ctrl-D)
 Ctrl-C stops an answer (what was said stays); at the prompt it clears the line.";
 
+const COMMANDS: &[&str] =
+    &["/image", "/system", "/reset", "/undo", "/save", "/load", "/stats", "/set", "/help", "/quit"];
+
+/// Line-editor help: Tab completes `/commands` at the start of a line and paths after them (or anywhere
+/// else, for a pasted image path); the prompt is coloured when the terminal takes colour.
+struct Helper {
+    files: FilenameCompleter,
+    colour: bool,
+}
+
+impl Completer for Helper {
+    type Candidate = Pair;
+
+    fn complete(&self, line: &str, pos: usize, _: &rustyline::Context<'_>) -> rustyline::Result<(usize, Vec<Pair>)> {
+        let head = &line[..pos];
+        if head.starts_with('/') && !head.contains(char::is_whitespace) {
+            let c = COMMANDS.iter().filter(|c| c.starts_with(head));
+            return Ok((0, c.map(|c| Pair { display: c.to_string(), replacement: format!("{c} ") }).collect()));
+        }
+        self.files.complete_path(line, pos)
+    }
+}
+
+impl Hinter for Helper {
+    type Hint = String;
+}
+
+impl Highlighter for Helper {
+    fn highlight_prompt<'b, 's: 'b, 'p: 'b>(&'s self, prompt: &'p str, _default: bool) -> Cow<'b, str> {
+        if self.colour {
+            Cow::Owned(format!("\x1b[1;32m{prompt}\x1b[0m"))
+        } else {
+            Cow::Borrowed(prompt)
+        }
+    }
+}
+
+impl Validator for Helper {}
+impl rustyline::Helper for Helper {}
+
 /// Where input comes from: a line editor on a terminal, plain lines from a pipe.
 enum Input {
-    Editor { ed: Box<rustyline::Editor<(), FileHistory>>, history: Option<PathBuf> },
+    Editor { ed: Box<rustyline::Editor<Helper, FileHistory>>, history: Option<PathBuf> },
     Lines(std::io::BufReader<std::io::Stdin>),
 }
 
@@ -84,8 +135,13 @@ impl Input {
         if !std::io::stdin().is_terminal() {
             return Ok(Input::Lines(std::io::BufReader::new(std::io::stdin())));
         }
-        let cfg = rustyline::Config::builder().auto_add_history(false).max_history_size(10_000)?.build();
+        let cfg = rustyline::Config::builder()
+            .auto_add_history(false)
+            .max_history_size(10_000)?
+            .completion_type(rustyline::CompletionType::List)
+            .build();
         let mut ed = Box::new(rustyline::Editor::with_config(cfg)?);
+        ed.set_helper(Some(Helper { files: FilenameCompleter::new(), colour: Stream::stdout().colour }));
         if let Some(h) = &history {
             if let Some(dir) = h.parent() {
                 let _ = std::fs::create_dir_all(dir);
@@ -119,7 +175,7 @@ impl Input {
                         while buf.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
                             buf.pop();
                         }
-                        Line::Text(lossy(buf))
+                        Line::Text(crate::input::lossy(buf, "the input"))
                     }
                     Err(e) => {
                         eprintln!("error: reading stdin: {e}");
@@ -179,54 +235,21 @@ impl Input {
     }
 }
 
-/// Bytes to text; invalid UTF-8 is replaced (U+FFFD) with a warning, never a panic.
-fn lossy(buf: Vec<u8>) -> String {
-    match String::from_utf8(buf) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("warning: the input was not valid UTF-8; invalid bytes were replaced with U+FFFD");
-            String::from_utf8_lossy(e.as_bytes()).into_owned()
-        }
-    }
-}
-
-/// Words of a command line; "double quotes" group words with spaces.
-fn words(s: &str) -> Vec<String> {
-    let (mut out, mut cur, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
-    for c in s.chars() {
-        match c {
-            '"' => {
-                quoted = !quoted;
-                any = true;
-            }
-            c if c.is_whitespace() && !quoted => {
-                if any {
-                    out.push(std::mem::take(&mut cur));
-                    any = false;
-                }
-            }
-            c => {
-                cur.push(c);
-                any = true;
-            }
-        }
-    }
-    if any {
-        out.push(cur);
-    }
-    out
-}
-
-/// A line that is just the path of an existing image file (as a terminal pastes a dragged file).
+/// A line that is just the path of an existing image file, as a terminal pastes a dragged file: plain, quoted
+/// or backslash-escaped as a shell would take it, or a `file://` URI.
 fn pasted_image(line: &str) -> Option<PathBuf> {
-    let t = line.trim().trim_matches(|c| c == '\'' || c == '"');
-    let p = Path::new(t);
+    let words = shell_words(line.trim()).ok()?;
+    let [w] = words.as_slice() else { return None };
+    let p = file_uri(w);
     let ext = p.extension()?.to_str()?.to_ascii_lowercase();
-    (["png", "jpg", "jpeg", "webp", "gif"].contains(&ext.as_str()) && p.is_file()).then(|| p.to_path_buf())
+    (["png", "jpg", "jpeg", "webp", "gif"].contains(&ext.as_str()) && p.is_file()).then_some(p)
 }
 
 struct Repl<'m> {
     ui: Ui,
+    /// stdout (answers) and stderr (everything else): cleaned and coloured on a terminal
+    out: Stream,
+    err: Stream,
     model: &'m pixtral::Model,
     model_path: PathBuf,
     vision: Option<VisionModel>,
@@ -236,13 +259,28 @@ struct Repl<'m> {
     params: SamplerParams,
     sampler: Sampler,
     n_predict: usize,
+    stop: Vec<String>,
+    /// --context-shift: drop the oldest whole exchanges to make room
+    shift: bool,
     /// images attached to the next message
     attached: Vec<EncodedImage>,
+    /// the last answer, while the conversation still ends with it
     last: Option<Reply>,
     ctx: usize,
 }
 
+/// A /command's outcome: done, or failed (in a piped script that ends the run).
+type Done = anyhow::Result<()>;
+
 impl Repl<'_> {
+    fn error(&self, e: &anyhow::Error) {
+        eprintln!("{} {}", self.err.paint("1;31", "error:"), self.err.text(&report(e)));
+    }
+
+    fn note(&self, msg: impl std::fmt::Display) {
+        eprintln!("{}", self.err.text(&msg.to_string()));
+    }
+
     fn encode_image(&self, path: &Path) -> anyhow::Result<EncodedImage> {
         let Some(vm) = &self.vision else {
             anyhow::bail!(
@@ -251,68 +289,75 @@ impl Repl<'_> {
             )
         };
         let cfg = vm.preprocess_config(self.image_max_side);
-        // counted from the header before any pixel is decoded
-        let (w, h) = pixtral::image::dimensions(path, &pixtral::image::ImageLimits::default())?;
+        let lim = pixtral::image::ImageLimits::default();
+        // counted from the header before any pixel is decoded (a pipe or FIFO is read whole, within the limit)
+        let (w, h) = pixtral::image::dimensions(path, &lim)?;
         let (gw, gh) = pixtral::image::grid(w, h, cfg.max_side, cfg.patch);
         let need = (gw + 1) * gh;
         let have = self.conv.prompt_tokens(&self.model.tokenizer)?
             + self.attached.iter().map(|a| (a.grid_w + 1) * a.grid_h).sum::<usize>();
         if have + need > self.ctx {
-            anyhow::bail!(
-                "{}: {w}x{h} needs {need} tokens ({gw}x{gh} patches) but only {} of the context's {} are free: \
-                 /reset, or restart with a smaller --image-max-side or a larger --ctx-size",
-                path.display(),
-                self.ctx.saturating_sub(have),
-                self.ctx
-            );
-        }
-        let pre = crate::prepare_image(&cfg, path, &self.ui)?;
-        let (embeds, _) = crate::encode_with_bar(vm, std::slice::from_ref(&pre), &self.ui);
-        Ok(EncodedImage { path: Some(path.to_path_buf()), grid_w: pre.grid_w, grid_h: pre.grid_h, embeds })
-    }
-
-    fn attach(&mut self, paths: &[String]) {
-        if paths.is_empty() {
-            eprintln!("usage: /image PATH...");
-        }
-        for p in paths {
-            match self.encode_image(Path::new(p)) {
-                Ok(img) => {
-                    self.attached.push(img);
-                    eprintln!("attached {p} ({} image(s) for the next message)", self.attached.len());
-                }
-                Err(e) => eprintln!("error: {}", crate::ui::report(&e)),
+            let free = self.ctx.saturating_sub(have);
+            if need > self.ctx || !self.shift {
+                anyhow::bail!(
+                    "{}: {w}x{h} needs {need} tokens ({gw}x{gh} patches) but only {free} of the context's {} are free: \
+                     /reset, or restart with a smaller --image-max-side or a larger --ctx-size",
+                    path.display(),
+                    self.ctx
+                );
             }
         }
+        let bytes = pixtral::image::read_bounded(path, &lim)?;
+        let img = pixtral::image::decode(path, &bytes, &lim)?;
+        let pre = pixtral::image::preprocess(&img, &cfg);
+        self.ui.info(format!(
+            "image {}: {}x{} -> {}x{} patches ({} tokens)",
+            path.display(),
+            img.width,
+            img.height,
+            pre.grid_w,
+            pre.grid_h,
+            (pre.grid_w + 1) * pre.grid_h
+        ));
+        let (embeds, _) = crate::encode_with_bar(vm, std::slice::from_ref(&pre), &self.ui);
+        // saved conversations name images by absolute path, so /load finds them from any directory
+        let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Ok(EncodedImage { path: Some(abs), grid_w: pre.grid_w, grid_h: pre.grid_h, embeds })
     }
 
-    fn set(&mut self, args: &[String]) {
+    fn attach(&mut self, paths: &[String]) -> Done {
+        if paths.is_empty() {
+            crate::ui::usage!("usage: /image PATH...");
+        }
+        for p in paths {
+            let path = file_uri(p);
+            let img = self.encode_image(&path)?;
+            self.attached.push(img);
+            self.note(format!("attached {} ({} image(s) for the next message)", path.display(), self.attached.len()));
+        }
+        Ok(())
+    }
+
+    fn set(&mut self, args: &[String]) -> Done {
         let p = &mut self.params;
         match args {
             [] => {}
             [k, v] => {
                 let ok = match k.as_str() {
-                    "temp" | "temperature" => v.parse().map(|x| p.temp = x).is_ok(),
+                    "temp" | "temperature" => crate::parse_temp(v).map(|x| p.temp = x).is_ok(),
                     "top_k" => v.parse().map(|x| p.top_k = x).is_ok(),
-                    "top_p" => v.parse().map(|x| p.top_p = x).is_ok(),
-                    "min_p" => v.parse().map(|x| p.min_p = x).is_ok(),
-                    "repeat_penalty" => v.parse().map(|x| p.repeat_penalty = x).is_ok(),
+                    "top_p" => crate::parse_unit(v).map(|x| p.top_p = x).is_ok(),
+                    "min_p" => crate::parse_unit(v).map(|x| p.min_p = x).is_ok(),
+                    "repeat_penalty" => crate::parse_penalty(v).map(|x| p.repeat_penalty = x).is_ok(),
                     "seed" => v.parse().map(|x| p.seed = x).is_ok(),
                     "n" | "n_predict" => v.parse().map(|x| self.n_predict = x).is_ok(),
-                    _ => {
-                        eprintln!("unknown setting {k:?}; /set lists them");
-                        return;
-                    }
+                    _ => crate::ui::usage!("unknown setting {k:?}; /set lists them"),
                 };
                 if !ok {
-                    eprintln!("{v:?} is not a valid value for {k}");
-                    return;
+                    crate::ui::usage!("{v:?} is not a valid value for {k}");
                 }
             }
-            _ => {
-                eprintln!("usage: /set KEY VALUE (or /set to list)");
-                return;
-            }
+            _ => crate::ui::usage!("usage: /set KEY VALUE (or /set to list)"),
         }
         self.sampler = Sampler::new(self.params.clone());
         let p = &self.params;
@@ -320,20 +365,23 @@ impl Repl<'_> {
             "settings: temp {} top_k {} top_p {} min_p {} repeat_penalty {} seed {} n {}",
             p.temp, p.top_k, p.top_p, p.min_p, p.repeat_penalty, p.seed, self.n_predict
         );
+        Ok(())
     }
 
-    fn stats(&self) {
-        let (used, total) = self.session.context_used();
+    /// The conversation as it stands (not the cache, which follows it lazily at the next answer).
+    fn stats(&self) -> Done {
+        let used = if self.conv.messages().is_empty() { 0 } else { self.conv.prompt_tokens(&self.model.tokenizer)? };
+        let total = self.ctx;
         eprintln!("context: {used}/{total} tokens ({:.1}%)", 100.0 * used as f64 / total.max(1) as f64);
         eprintln!("conversation: {} messages, {} images", self.conv.messages().len(), self.conv.images().count());
         let Some(r) = &self.last else {
             eprintln!("no answer yet");
-            return;
+            return Ok(());
         };
         let g = &r.generation;
         let pp = r.prefilled as f64 / g.prompt_seconds.max(1e-9);
         eprintln!(
-            "last turn: prompt {} tokens: {} found in the KV cache, {} evaluated in {:.2} s ({:.1} tok/s)",
+            "last answer: prompt {} tokens: {} found in the KV cache, {} evaluated in {:.2} s ({:.1} tok/s)",
             r.reused + r.prefilled,
             r.reused,
             r.prefilled,
@@ -341,7 +389,7 @@ impl Repl<'_> {
             pp
         );
         eprintln!(
-            "           answer {} tokens in {:.2} s ({:.1} tok/s)",
+            "             answer {} tokens in {:.2} s ({:.1} tok/s)",
             g.tokens.len(),
             g.gen_seconds,
             g.tokens.len() as f64 / g.gen_seconds.max(1e-9)
@@ -353,57 +401,102 @@ impl Repl<'_> {
                 r.reused as f64 / pp.max(1e-9)
             );
         }
-    }
-
-    fn save(&self, path: &str) -> anyhow::Result<()> {
-        let json = serde_json::to_string_pretty(&self.conv.to_json(&self.model.tokenizer))?;
-        std::fs::write(path, json + "\n").map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
-        eprintln!("saved {} messages to {path}", self.conv.messages().len());
         Ok(())
     }
 
-    fn load(&mut self, path: &str) -> anyhow::Result<()> {
-        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
+    fn save(&self, path: &Path) -> Done {
+        let json = serde_json::to_string_pretty(&self.conv.to_json(&self.model.tokenizer))?;
+        std::fs::write(path, json + "\n").map_err(|e| pixtral::Error::Io { path: path.to_path_buf(), source: e })?;
+        eprintln!("saved {} messages to {}", self.conv.messages().len(), path.display());
+        Ok(())
+    }
+
+    /// Load a saved conversation; image paths that are relative are taken from the JSON file's folder.
+    fn load(&mut self, path: &Path) -> Done {
+        let io = |e| pixtral::Error::Io { path: path.to_path_buf(), source: e };
+        let text = std::fs::read_to_string(path).map_err(io)?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let conv = Conversation::from_json(&v, |p| {
-            self.encode_image(p).map_err(|e| pixtral::Error::Invalid(format!("{path}: image {}: {e:#}", p.display())))
+            let p = if p.is_relative() { dir.join(p) } else { p.to_path_buf() };
+            self.encode_image(&p)
+                .map_err(|e| pixtral::Error::Invalid(format!("{}: image {}", path.display(), report(&e))))
         })
-        .map_err(|e| anyhow::anyhow!("{path}: {e}"))?;
-        eprintln!("loaded {} messages from {path}", conv.messages().len());
+        .map_err(|e| match e {
+            pixtral::Error::Invalid(m) if m.starts_with(&path.display().to_string()) => pixtral::Error::Invalid(m),
+            e => pixtral::Error::Invalid(format!("{}: {e}", path.display())),
+        })?;
+        eprintln!("loaded {} messages from {}", conv.messages().len(), path.display());
         // the session keeps its cache: the next turn reuses whatever prefix matches
         self.conv = conv;
+        self.last = None;
+        Ok(())
+    }
+
+    /// --context-shift: before a message is sent, drop the oldest whole exchanges (user message, its images
+    /// and the answers) until the conversation and room for an answer fit; never part of one, never the new one.
+    fn make_room(&mut self) -> Done {
+        let tok = &self.model.tokenizer;
+        let room = self.n_predict.min(self.ctx / 4).max(1);
+        let mut dropped = (0, 0, 0);
+        while self.conv.prompt_tokens(tok)? + room > self.ctx {
+            let Some((tokens, images)) = self.conv.drop_oldest_exchange(tok)? else { break };
+            dropped = (dropped.0 + 1, dropped.1 + tokens, dropped.2 + images);
+        }
+        if dropped.0 > 0 {
+            self.note(format!(
+                "[context shift: dropped the oldest {} exchange(s) ({} tokens, {} image(s)) to make room]",
+                dropped.0, dropped.1, dropped.2
+            ));
+        }
         Ok(())
     }
 
     /// Send `text` with the attached images and stream the answer.
-    fn respond(&mut self, text: &str) {
+    fn respond(&mut self, text: &str) -> Done {
         let images = std::mem::take(&mut self.attached);
         self.conv.push_user(text, images);
+        if self.shift {
+            if let Err(e) = self.make_room() {
+                self.conv.undo();
+                return Err(e);
+            }
+        }
         let cancel = pixtral::convert::os::interrupt_flag();
         cancel.store(false, Ordering::SeqCst);
         let stdout = std::io::stdout();
-        let r = self.conv.respond(&mut self.session, &mut self.sampler, self.n_predict, Some(cancel), |piece| {
+        let out = self.out;
+        let mut stops = StopStrings::new(&self.stop);
+        let show = |t: &str| {
             let mut o = stdout.lock();
-            let _ = o.write_all(piece.as_bytes());
+            let _ = o.write_all(out.text(t).as_bytes());
             let _ = o.flush();
-            true
+        };
+        let mut stopped = false;
+        let r = self.conv.respond(&mut self.session, &mut self.sampler, self.n_predict, Some(cancel), |piece| {
+            let (t, hit) = stops.push(piece);
+            show(&t);
+            stopped |= hit;
+            !hit
         });
+        if !stopped {
+            show(&stops.finish());
+        }
         match r {
             Ok(r) => {
                 println!();
                 let g = &r.generation;
                 match (g.finish, g.context_full) {
-                    (FinishReason::Cancelled, _) => {
-                        eprintln!("[stopped; the partial answer stays in the conversation]")
+                    _ if stopped => {}
+                    (FinishReason::Cancelled, _) => self.note("[stopped; the partial answer stays in the conversation]"),
+                    (FinishReason::Length, true) if self.shift => {
+                        self.note("[the context is full: the next message drops the oldest exchanges]")
                     }
-                    (FinishReason::Length, true) => {
-                        eprintln!(
-                            "[the context is full: /reset or /undo to make room, or restart with a larger --ctx-size]"
-                        )
-                    }
-                    (FinishReason::Length, false) => {
-                        eprintln!("[answer cut at {} tokens: /set n to change]", self.n_predict)
-                    }
+                    (FinishReason::Length, true) => self.note(
+                        "[the context is full: /reset or /undo to make room, or restart with a larger --ctx-size or --context-shift]",
+                    ),
+                    (FinishReason::Length, false) => self.note(format!("[answer cut at {} tokens: /set n to change]", self.n_predict)),
                     (FinishReason::Stop, _) => {}
                 }
                 self.ui.detail(format!(
@@ -414,53 +507,113 @@ impl Repl<'_> {
                     g.tokens.len() as f64 / g.gen_seconds.max(1e-9)
                 ));
                 self.last = Some(r);
-                let (used, total) = self.session.context_used();
-                if used * 10 >= total * 9 {
-                    eprintln!(
+                let used = self.conv.prompt_tokens(&self.model.tokenizer)?;
+                let total = self.ctx;
+                if used * 10 >= total * 9 && !self.shift {
+                    self.note(format!(
                         "warning: the context is {:.0}% full ({used}/{total} tokens): /reset or /undo to make room, or restart with a larger --ctx-size",
                         100.0 * used as f64 / total as f64
-                    );
+                    ));
                 }
+                Ok(())
             }
             Err(e) => {
                 // nothing was answered: the message goes, so it can be sent again
                 self.conv.undo();
                 match e {
                     pixtral::Error::Cancelled => {
-                        eprintln!("[stopped before the answer began; the message was dropped]")
+                        self.note("[stopped before the answer began; the message was dropped]");
+                        Ok(())
                     }
-                    e => eprintln!("error: {e}; the message was dropped"),
+                    e => Err(anyhow::Error::new(e).context("the message was dropped")),
                 }
             }
         }
+    }
+
+    /// One line of input: a /command, a pasted image path, or a message.
+    fn line(&mut self, text: &str) -> anyhow::Result<bool> {
+        let trimmed = text.trim();
+        if let Some(path) = pasted_image(trimmed) {
+            self.attach(&[path.to_string_lossy().into_owned()])?;
+            return Ok(true);
+        }
+        let Some(cmd) = trimmed.strip_prefix('/') else {
+            self.respond(text)?;
+            return Ok(true);
+        };
+        let (name, rest) = cmd.split_once(char::is_whitespace).unwrap_or((cmd, ""));
+        let args = match shell_words(rest) {
+            Ok(a) => a,
+            Err(e) => crate::ui::usage!("/{name}: {e}"),
+        };
+        match name {
+            "quit" | "exit" | "q" => return Ok(false),
+            "help" | "?" => eprintln!("{HELP}"),
+            "image" | "img" => self.attach(&args)?,
+            "system" => {
+                let s = rest.trim();
+                self.conv.system = (!s.is_empty()).then(|| s.to_string());
+                eprintln!("{}", if s.is_empty() { "system prompt removed" } else { "system prompt set" });
+            }
+            "reset" | "clear" => {
+                self.conv.clear();
+                self.attached.clear();
+                self.session.reset();
+                self.last = None;
+                eprintln!("new conversation (context 0/{})", self.ctx);
+            }
+            "undo" => {
+                if self.conv.undo() {
+                    self.last = None;
+                    eprintln!("dropped the last exchange ({} messages left)", self.conv.messages().len());
+                } else {
+                    eprintln!("nothing to undo");
+                }
+            }
+            "save" | "load" if args.len() != 1 => crate::ui::usage!("usage: /{name} FILE"),
+            "save" => self.save(&file_uri(&args[0]))?,
+            "load" => self.load(&file_uri(&args[0]))?,
+            "stats" => self.stats()?,
+            "set" => self.set(&args)?,
+            _ => crate::ui::usage!("unknown command /{name}; /help lists the commands"),
+        }
+        Ok(true)
     }
 }
 
 pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
     let ui = Ui::new(a.ui);
-    let l = crate::load(&a.m, &ui)?;
+    let plan = crate::plan(&a.m, a.mmproj.as_deref(), false, &ui)?;
+    plan.preprocess(a.image_max_side)?;
+    let ctx = plan.ctx;
+    let l = crate::load(plan, &a.m, true, &ui)?;
     let model = &l.model;
-    let mmproj = a.mmproj.clone().unwrap_or_else(|| pixtral::convert::mmproj_path(&l.path));
-    let vision = if mmproj.exists() {
-        let vm = VisionModel::load(&mmproj)?;
-        ui.info(format!(
+    let vision = l.vision;
+    match &vision {
+        Some(vm) => ui.info(format!(
             "vision: {} (images up to {} px a side, {}x{} patches)",
-            mmproj.display(),
+            vm.file.path.display(),
             vm.cfg.image_size,
             vm.cfg.patch_size,
             vm.cfg.patch_size
-        ));
-        Some(vm)
-    } else {
-        ui.info(format!("vision: no mmproj at {}: text only", mmproj.display()));
-        None
-    };
+        )),
+        None => {
+            ui.info(format!("vision: no mmproj at {}: text only", pixtral::convert::mmproj_path(&l.path).display()))
+        }
+    }
     let params = crate::sampler_params(&a.sampling, model.tokenizer.eos);
     ui.info(format!("sampling: temperature {}, seed {}; type /help for commands", params.temp, params.seed));
-    let mut session = pixtral::Session::try_new(model, crate::session_options(&a.m, 1))?;
+    // the REPL makes room by dropping whole exchanges, never with the ring (which would cut images)
+    let mut opts = crate::session_options(&a.m, ctx, 1);
+    opts.context_shift = false;
+    let mut session = pixtral::Session::try_new(model, opts)?;
     crate::prefill_bar(&mut session, model, &ui);
+    let n_predict = if a.n_predict < 0 { usize::MAX } else { a.n_predict as usize };
     let mut repl = Repl {
         ui,
+        out: Stream::stdout(),
+        err: Stream::stderr(),
         model,
         model_path: l.path.clone(),
         vision,
@@ -469,72 +622,38 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
         conv: Conversation::new(a.system.clone()),
         sampler: Sampler::new(params.clone()),
         params,
-        n_predict: a.n_predict,
+        n_predict,
+        stop: a.sampling.stop.clone(),
+        shift: a.m.context_shift,
         attached: Vec::new(),
         last: None,
-        ctx: a.m.ctx_size,
+        ctx,
     };
     let history = if a.no_history { None } else { a.history.clone().or_else(default_history) };
     let mut input = Input::new(history, &ui)?;
+    let scripted = matches!(input, Input::Lines(_));
     pixtral::convert::os::install_sigint_handler();
+    let mut result = Ok(());
     loop {
         let text = match input.message() {
             Line::Text(t) => t,
             Line::Cleared => continue,
             Line::Eof => break,
         };
-        let trimmed = text.trim();
-        if trimmed.is_empty() {
+        if text.trim().is_empty() {
             continue;
         }
-        if let Some(path) = pasted_image(trimmed) {
-            repl.attach(&[path.to_string_lossy().into_owned()]);
-            continue;
-        }
-        let Some(cmd) = trimmed.strip_prefix('/') else {
-            repl.respond(&text);
-            continue;
-        };
-        let (name, rest) = cmd.split_once(char::is_whitespace).unwrap_or((cmd, ""));
-        let args = words(rest);
-        match name {
-            "quit" | "exit" | "q" => break,
-            "help" | "?" => eprintln!("{HELP}"),
-            "image" | "img" => repl.attach(&args),
-            "system" => {
-                let s = rest.trim();
-                repl.conv.system = (!s.is_empty()).then(|| s.to_string());
-                eprintln!("{}", if s.is_empty() { "system prompt removed" } else { "system prompt set" });
+        match repl.line(&text) {
+            Ok(true) => {}
+            Ok(false) => break,
+            // piped, a failed command ends the script: what follows may depend on it
+            Err(e) if scripted => {
+                result = Err(e);
+                break;
             }
-            "reset" | "clear" => {
-                repl.conv.clear();
-                repl.attached.clear();
-                repl.session.reset();
-                eprintln!("new conversation (context 0/{})", repl.ctx);
-            }
-            "undo" => {
-                if repl.conv.undo() {
-                    eprintln!("dropped the last exchange ({} messages left)", repl.conv.messages().len());
-                } else {
-                    eprintln!("nothing to undo");
-                }
-            }
-            "save" | "load" if args.len() != 1 => eprintln!("usage: /{name} FILE"),
-            "save" => {
-                if let Err(e) = repl.save(&args[0]) {
-                    eprintln!("error: {}", crate::ui::report(&e));
-                }
-            }
-            "load" => {
-                if let Err(e) = repl.load(&args[0]) {
-                    eprintln!("error: {}", crate::ui::report(&e));
-                }
-            }
-            "stats" => repl.stats(),
-            "set" => repl.set(&args),
-            _ => eprintln!("unknown command /{name}; /help lists the commands"),
+            Err(e) => repl.error(&e),
         }
     }
     input.save_history();
-    Ok(())
+    result
 }

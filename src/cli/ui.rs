@@ -33,15 +33,24 @@ impl Ui {
     /// A header or timing line (not with --quiet).
     pub fn info(&self, msg: impl std::fmt::Display) {
         if !self.quiet {
-            eprintln!("{msg}");
+            self.always(msg);
         }
     }
 
     /// A detail line (only with --verbose).
     pub fn detail(&self, msg: impl std::fmt::Display) {
         if self.verbose {
-            eprintln!("{msg}");
+            self.always(msg);
         }
+    }
+
+    /// A line asked for by a flag (even with --quiet). Names from files and text from the model pass through
+    /// here, so on a terminal their control characters are made visible; a closed stderr is ignored.
+    pub fn always(&self, msg: impl std::fmt::Display) {
+        use std::io::Write;
+        let s = msg.to_string();
+        let s = if self.tty { crate::term::visible(&s) } else { s.as_str().into() };
+        let _ = writeln!(std::io::stderr(), "{s}");
     }
 
     /// A progress bar of `len` steps, or a hidden one when nobody watches.
@@ -77,6 +86,9 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
                 E::NonFinite { .. } => 1,
             });
         }
+        if cause.downcast_ref::<pixtral::gguf::GgufError>().is_some() {
+            return ExitCode::from(3);
+        }
         if let Some(e) = cause.downcast_ref::<C>() {
             return ExitCode::from(match e {
                 C::Interrupted => 130,
@@ -90,6 +102,11 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
         }
     }
     ExitCode::from(1)
+}
+
+/// Whether the error is a closed standard output (`pixtral … | head`): the reader has what it wanted.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// The error and its causes as one sentence, each cause once (our errors already print their source).

@@ -263,7 +263,12 @@ impl Model {
 
     /// [`Model::load`] with options.
     pub fn load_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Model> {
-        let file = GgufFile::open(path.as_ref())?;
+        Self::from_file(GgufFile::open(path.as_ref())?, opts)
+    }
+
+    /// [`Model::load_with`] for a file already opened (its header read, e.g. to plan a request before the
+    /// weights are touched).
+    pub fn from_file(file: GgufFile, opts: &LoadOptions) -> Result<Model> {
         let h = &file.header;
         let cfg = text_config(h)?;
         let mat = |e: &manifest::Entry| -> Result<Mat> {

@@ -131,6 +131,18 @@ pub fn vision_config(h: &Header) -> Result<(VisionConfig, usize)> {
     Ok((cfg, text_dim))
 }
 
+/// Preprocessing for this tower: images at most `max_side` a side (default and ceiling: the model's
+/// `image_size`; floor: one patch), its patch size, mean and std.
+pub fn preprocess_config(cfg: &VisionConfig, max_side: Option<usize>) -> PreprocessConfig {
+    let m = cfg.image_size;
+    PreprocessConfig {
+        max_side: max_side.map_or(m, |s| s.clamp(cfg.patch_size, m)),
+        patch: cfg.patch_size,
+        mean: cfg.image_mean,
+        std: cfg.image_std,
+    }
+}
+
 /// Exact GELU: `x · Φ(x) = 0.5 x (1 + erf(x / √2))`.
 pub fn gelu(x: f32) -> f32 {
     0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
@@ -247,7 +259,11 @@ impl VisionModel {
 
     /// [`VisionModel::load`] with options.
     pub fn load_with(path: impl AsRef<Path>, opts: &super::LoadOptions) -> Result<VisionModel> {
-        let file = GgufFile::open(path.as_ref())?;
+        Self::from_file(GgufFile::open(path.as_ref())?, opts)
+    }
+
+    /// [`VisionModel::load_with`] for a file already opened.
+    pub fn from_file(file: GgufFile, opts: &super::LoadOptions) -> Result<VisionModel> {
         let h = &file.header;
         let (cfg, text_dim) = vision_config(h)?;
         let entries = manifest::vision_tensors(&cfg, text_dim);
@@ -314,13 +330,7 @@ impl VisionModel {
 
     /// The `[IMG_BREAK]` embedding carried by the mmproj (row 12 of the text embedding).
     pub fn preprocess_config(&self, max_side: Option<usize>) -> PreprocessConfig {
-        let m = self.cfg.image_size;
-        PreprocessConfig {
-            max_side: max_side.map_or(m, |s| s.clamp(self.cfg.patch_size, m)),
-            patch: self.cfg.patch_size,
-            mean: self.cfg.image_mean,
-            std: self.cfg.image_std,
-        }
+        preprocess_config(&self.cfg, max_side)
     }
 
     /// Weights applied to every patch (patch embedding, layers, adapter): ~2 flops each per patch.

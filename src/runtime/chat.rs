@@ -139,3 +139,30 @@ pub fn encode_chat(tok: &Tokenizer, system: Option<&str>, messages: &[Message]) 
     }
     Ok(ids)
 }
+
+/// The prompt as the model sees it, for people (`--verbose-prompt`): text decoded, control tokens by their
+/// spelling (`<s>`, `[INST]`, …), and a run of one repeated control token written once with its count
+/// (`[IMG]×64`), so an image reads as `([IMG]×gw[IMG_BREAK])×gh` rows instead of thousands of tokens.
+pub fn render_prompt(tok: &Tokenizer, ids: &[u32]) -> String {
+    let mut out = String::new();
+    let mut text: Vec<u32> = Vec::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let id = ids[i];
+        if !tok.is_control(id) {
+            text.push(id);
+            i += 1;
+            continue;
+        }
+        out.push_str(&tok.decode(&text));
+        text.clear();
+        let run = ids[i..].iter().take_while(|&&t| t == id).count();
+        out.push_str(&String::from_utf8_lossy(tok.piece(id)));
+        if run > 1 {
+            out.push_str(&format!("×{run}"));
+        }
+        i += run;
+    }
+    out.push_str(&tok.decode(&text));
+    out
+}

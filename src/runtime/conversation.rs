@@ -110,6 +110,24 @@ impl Conversation {
         true
     }
 
+    /// Drop the oldest exchange: the first user message, its images and the answers up to the next user message.
+    /// Never the last user message (the one about to be answered): `None` when only that one is left. Returns the
+    /// tokens and images it took. The next [`Conversation::respond`] re-evaluates what follows (positions moved).
+    pub fn drop_oldest_exchange(&mut self, tok: &Tokenizer) -> Result<Option<(usize, usize)>> {
+        let users: Vec<usize> =
+            self.messages.iter().enumerate().filter(|(_, m)| m.role == Role::User).map(|(i, _)| i).collect();
+        if users.len() < 2 {
+            return Ok(None);
+        }
+        let before = self.prompt_tokens(tok)?;
+        let end = users[1];
+        let images: usize =
+            self.messages[..end].iter().flat_map(|m| &m.content).filter(|c| matches!(c, Chunk::Image { .. })).count();
+        self.messages.drain(..end);
+        self.images.drain(..images);
+        Ok(Some((before - self.prompt_tokens(tok)?, images)))
+    }
+
     /// Forget the messages (the system prompt stays); the session's cache is reused as far as it matches.
     pub fn clear(&mut self) {
         self.messages.clear();

@@ -5,4 +5,5 @@ pub mod conversation;
 pub mod kv_cache;
 pub mod sampler;
 pub mod session;
+pub mod stop;
 pub mod tokenizer;

@@ -71,6 +71,38 @@ pub fn tiny_gguf(
     (out, mmproj)
 }
 
+/// Copy the GGUF `src` to `dst` with its metadata edited by `edit` (tensor data copied by name; a new tensor
+/// gets zeros).
+pub fn rewrite(
+    src: &Path,
+    dst: &Path,
+    edit: impl FnOnce(&mut Vec<(String, pixtral::gguf::Value)>, &mut Vec<pixtral::gguf::TensorSpec>),
+) {
+    use pixtral::gguf::{GgufFile, GgufWriter, TensorSpec};
+    let f = GgufFile::open(src).unwrap();
+    let mut meta = f.header.metadata.clone();
+    let mut specs: Vec<TensorSpec> =
+        f.header.tensors.iter().map(|t| TensorSpec { name: t.name.clone(), ty: t.ty, ne: t.ne.clone() }).collect();
+    edit(&mut meta, &mut specs);
+    let mut w = GgufWriter::new(std::fs::File::create(dst).unwrap(), &meta, &specs).unwrap();
+    for s in &specs {
+        let n = s.n_bytes().unwrap() as usize;
+        match f.header.tensor(&s.name) {
+            Some(t) if t.n_bytes as usize == n => w.write_data(f.data(t)).unwrap(),
+            _ => w.write_data(&vec![0u8; n]).unwrap(),
+        }
+    }
+    w.finish().unwrap();
+}
+
+/// Set (or add) one metadata key.
+pub fn set(meta: &mut Vec<(String, pixtral::gguf::Value)>, key: &str, v: pixtral::gguf::Value) {
+    match meta.iter_mut().find(|(k, _)| k == key) {
+        Some(kv) => kv.1 = v,
+        None => meta.push((key.to_string(), v)),
+    }
+}
+
 /// Copy a fixture checkpoint folder (flat) into `dst`.
 pub fn copy_dir(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
