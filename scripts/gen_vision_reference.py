@@ -4,6 +4,8 @@ tests/fixtures/images/*.png|jpg          test images (RGB, RGBA, gray, palette w
                                          photo-like image, a JPEG), drawn with a fixed seed
 tests/fixtures/images/<name>.<M>.npy     mistral-common's preprocessed pixels (3, h, w) at max side M
 tests/fixtures/images/grids.json         mistral-common's (gw, gh) for 200+ sizes at several max sides
+tests/fixtures/images/corpus/            one small image per decode path and mistral-common's pixels
+                                         (scripts/gen_image_corpus.py, which also runs alone)
 tests/fixtures/tiny/vision/<case>.*      for the tiny model: prompt ids (mistral-common, with images), pixel
                                          values, HF vision embeddings after the adapter, HF logits at every position
 """
@@ -15,6 +17,7 @@ import torch
 from PIL import Image, ImageDraw
 from mistral_common.tokens.tokenizers.image import ImageConfig, ImageEncoder, SpecialImageIDs, transform_image
 
+import gen_image_corpus
 from common import FIXTURES
 
 IMG = os.path.join(FIXTURES, "images")
@@ -141,6 +144,7 @@ def main():
     with open(os.path.join(IMG, "grids.json"), "w") as f:
         json.dump(grids, f)
     print("images and grids written:", len(grids), "grid cases")
+    gen_image_corpus.main()
     tiny_vision_reference()
 
 

@@ -1,7 +1,11 @@
 //! Image preprocessing, following mistral-common (`tokens/tokenizers/image.py`), the training-time
 //! reference, not transformers' variant:
-//! 1. decode (PNG, JPEG, WebP, GIF first frame) and make RGB: anything with alpha is composited on white with
-//!    PIL's `paste` arithmetic; gray and palette images expand to RGB; 16-bit samples keep their high byte;
+//! 1. decode (PNG, JPEG, WebP, GIF first frame) to the pixels PIL's `Image.open` gives, then make RGB as
+//!    mistral-common's `_convert_to_rgb` does: an "RGB" image is kept as it is (a truecolour PNG's tRNS colour
+//!    stays opaque), anything else goes through `convert("RGBA")` (gray/palette tRNS, a GIF's transparent index
+//!    become alpha) and is composited on white with PIL's `paste` arithmetic. The modes, case by case, and our
+//!    deliberate deviations (16-bit gray) are in docs/images.md; tests/image.rs checks each against
+//!    mistral-common's pixels (`tests/fixtures/images/corpus`);
 //! 2. grid: `ratio = max(h/M, w/M)`; if `ratio > 1`: `w = max(round(w/ratio), 1)`, `h` likewise (Python's
 //!    round-half-to-even); `gw = (w−1)//P + 1`, `gh = (h−1)//P + 1`;
 //! 3. resize the *original* image to exactly `(gw·P, gh·P)` with OpenCV's `INTER_CUBIC` on float32 (A = −0.75,
@@ -57,29 +61,129 @@ fn div255(v: u32) -> u32 {
     ((t >> 8) + t) >> 8
 }
 
-/// Decoded image → RGB as mistral-common's `_convert_to_rgb` does it.
+/// RGBA over white, as mistral-common's `_convert_to_rgb` does it for every mode but "RGB": PIL's `paste` onto a
+/// white RGBA image with the alpha as mask (`DIV255(255·(255−a) + v·a)`), then the alpha dropped. `a = 255` gives
+/// `v` back, so opaque pixels are exact.
+fn over_white(rgba: [u8; 4]) -> [f32; 3] {
+    let a = rgba[3] as u32;
+    [0, 1, 2].map(|c| div255(255 * (255 - a) + rgba[c] as u32 * a) as f32)
+}
+
+fn rgb_from(w: usize, h: usize, pixels: impl Iterator<Item = [u8; 4]>) -> RgbF32 {
+    let mut data = Vec::with_capacity(w * h * 3);
+    pixels.for_each(|p| data.extend_from_slice(&over_white(p)));
+    RgbF32 { width: w, height: h, data }
+}
+
+/// A decoded JPEG or WebP → RGB as mistral-common's `_convert_to_rgb` does it: PIL opens these as "RGB", "L",
+/// "CMYK" (converted by the JPEG decoder here) or "RGBA", so alpha is the only transparency there is. (PNG and
+/// GIF, whose transparency PIL keeps outside the pixels, go through [`decode_png`] and [`decode_gif`].)
 pub fn to_rgb(img: image::DynamicImage) -> RgbF32 {
     use image::DynamicImage as D;
     let (w, h) = (img.width() as usize, img.height() as usize);
-    let data: Vec<f32> = match img {
-        D::ImageRgb8(b) => b.into_raw().into_iter().map(|v| v as f32).collect(),
-        other => {
-            // Everything else via 16-bit RGBA, keeping the high byte: exact for 8-bit sources (v·257 >> 8 = v) and
-            // what PIL does with 16-bit RGB. (PIL clips 16-bit grayscale to 255, turning it white; we take the high
-            // byte there too: a deliberate deviation from the reference.)
-            let rgba = other.to_rgba16();
-            let mut out = Vec::with_capacity(w * h * 3);
-            for p in rgba.pixels() {
-                // RGBA over white: PIL's paste with the alpha as mask, then drop alpha
-                let a = (p[3] >> 8) as u32;
-                for c in 0..3 {
-                    out.push(div255(255 * (255 - a) + (p[c] >> 8) as u32 * a) as f32);
-                }
-            }
-            out
+    match img {
+        D::ImageRgb8(b) => RgbF32 { width: w, height: h, data: b.into_raw().into_iter().map(|v| v as f32).collect() },
+        // 16-bit samples keep their high byte (v·257 >> 8 = v for 8-bit sources)
+        other => rgb_from(w, h, other.to_rgba16().pixels().map(|p| p.0.map(|v| (v >> 8) as u8))),
+    }
+}
+
+/// PNG's colour types as PIL opens them (`PngImagePlugin._MODES`, `chunk_tRNS`) and mistral-common then converts:
+/// - truecolour, 8 or 16 bits: "RGB" (16-bit: the high byte); a tRNS colour goes to `info["transparency"]`, which
+///   `_convert_to_rgb` never reads (it returns "RGB" as it is): the tRNS colour stays opaque;
+/// - gray 1/2/4/8 bits: "1" or "L" (scaled by 255/(2^d−1)) with tRNS in `info`; `convert("RGBA")` makes a pixel
+///   transparent when its 8-bit value equals the tRNS value cut to 8 bits (1-bit: tRNS ≠ 0 means 255). So a 2- or
+///   4-bit tRNS of 1 makes nothing transparent (the pixels are 0, 85, ... or 0, 17, ...), where PNG's own rule
+///   would: we follow PIL;
+/// - gray 16 bits: PIL's "I;16" clips at 255; we keep the high byte and make the sample equal to tRNS transparent
+///   (PNG's rule): a deliberate deviation (docs/images.md);
+/// - palette: "P" with tRNS as palette alphas; gray + alpha and RGBA, 8 or 16 bits: the high byte of each sample.
+///
+/// The first image (an APNG's default image) is decoded, as PIL does.
+fn decode_png(bytes: &[u8], max_alloc: u64) -> std::result::Result<RgbF32, String> {
+    use png::{BitDepth, ColorType, Transformations};
+    let limits = png::Limits { bytes: usize::try_from(max_alloc).unwrap_or(usize::MAX) };
+    let mut dec = png::Decoder::new_with_limits(std::io::Cursor::new(bytes), limits);
+    // EXPAND: palette → RGB(A) with the tRNS alphas; gray under 8 bits scaled to 8; tRNS on gray / truecolour
+    // also becomes alpha there, which we recompute (gray) or drop (truecolour) below
+    dec.set_transformations(Transformations::EXPAND);
+    let mut reader = dec.read_info().map_err(|e| e.to_string())?;
+    let (src, src_depth) = (reader.info().color_type, reader.info().bit_depth);
+    // gray tRNS as the png crate keeps it: the low byte under 16 bits (PIL cuts it to 8 bits too), else 2 bytes BE
+    let trns = reader.info().trns.as_deref().map(<[u8]>::to_vec);
+    let mut buf = vec![0u8; reader.output_buffer_size().ok_or("the image is too large")?];
+    let frame = reader.next_frame(&mut buf).map_err(|e| e.to_string())?;
+    let (w, h) = (frame.width as usize, frame.height as usize);
+    let (out, out_depth) = reader.output_color_type();
+    let bytes_per_sample = if out_depth == BitDepth::Sixteen { 2 } else { 1 };
+    let stride = out.samples() * bytes_per_sample;
+    let hi = |px: &[u8], k: usize| px[k * bytes_per_sample];
+    let gray_alpha = |px: &[u8]| -> u8 {
+        let transparent = match (src_depth, trns.as_deref()) {
+            (BitDepth::Sixteen, Some(&[t0, t1, ..])) => [px[0], px[1]] == [t0, t1],
+            (BitDepth::One, Some(&[t, ..])) => px[0] == if t != 0 { 255 } else { 0 },
+            (_, Some(&[t, ..])) => px[0] == t,
+            _ => false,
+        };
+        if transparent {
+            0
+        } else {
+            255
         }
     };
-    RgbF32 { width: w, height: h, data }
+    let rows = buf[..h * frame.line_size].chunks_exact(frame.line_size);
+    let pixels = rows.flat_map(|row| row[..w * stride].chunks_exact(stride)).map(|px| match src {
+        ColorType::Grayscale => [hi(px, 0), hi(px, 0), hi(px, 0), gray_alpha(px)],
+        ColorType::GrayscaleAlpha => [hi(px, 0), hi(px, 0), hi(px, 0), hi(px, 1)],
+        ColorType::Rgb => [hi(px, 0), hi(px, 1), hi(px, 2), 255],
+        ColorType::Indexed | ColorType::Rgba => {
+            [hi(px, 0), hi(px, 1), hi(px, 2), if out.samples() == 4 { hi(px, 3) } else { 255 }]
+        }
+    });
+    Ok(rgb_from(w, h, pixels))
+}
+
+/// A GIF's first frame as PIL opens it (`GifImagePlugin`): "P" (or "L" without any colour table: the index is
+/// the gray level) on a canvas the size of the screen, grown to hold the frame if it reaches past it. Outside the
+/// frame the canvas holds the transparent index if the frame has one, else index 0 (its colour, opaque: not the
+/// background colour). The transparent index then becomes alpha 0 in `convert("RGBA")`: white.
+fn decode_gif(bytes: &[u8], max_alloc: u64, lim: &ImageLimits) -> std::result::Result<RgbF32, String> {
+    // Without any colour table PIL opens "L", the index being the gray level; the gif crate refuses such a file,
+    // so it gets that gray ramp as its global table (flag in byte 10 of the 13-byte header, the table after it).
+    let with_ramp: Vec<u8>;
+    let bytes = if bytes.len() >= 13 && bytes[10] & 0x80 == 0 {
+        let ramp: Vec<u8> = (0..=255u8).flat_map(|i| [i; 3]).collect();
+        with_ramp = [&bytes[..10], &[bytes[10] | 0x87], &bytes[11..13], &ramp, &bytes[13..]].concat();
+        &with_ramp[..]
+    } else {
+        bytes
+    };
+    let mut opts = gif::DecodeOptions::new();
+    opts.set_color_output(gif::ColorOutput::Indexed);
+    opts.set_memory_limit(gif::MemoryLimit::Bytes(std::num::NonZeroU64::new(max_alloc.max(1)).unwrap()));
+    let mut dec = opts.read_info(std::io::Cursor::new(bytes)).map_err(|e| e.to_string())?;
+    let (sw, sh) = (dec.width() as usize, dec.height() as usize);
+    let global = dec.global_palette().map(<[u8]>::to_vec);
+    let f = dec.read_next_frame().map_err(|e| e.to_string())?.ok_or("the GIF has no frame")?;
+    let (fx, fy, fw, fh) = (f.left as usize, f.top as usize, f.width as usize, f.height as usize);
+    let (w, h) = (sw.max(fx + fw), sh.max(fy + fh));
+    if w > lim.max_side as usize || h > lim.max_side as usize || w as u64 * h as u64 > lim.max_pixels {
+        return Err(format!("the first frame makes the image {w}x{h}, over the limit"));
+    }
+    let palette = f.palette.as_deref().or(global.as_deref());
+    let mut canvas = vec![f.transparent.unwrap_or(0); w * h];
+    for (y, row) in f.buffer.chunks_exact(fw.max(1)).take(fh).enumerate() {
+        canvas[(fy + y) * w + fx..][..fw].copy_from_slice(row);
+    }
+    let color = |i: u8| -> [u8; 4] {
+        let a = if Some(i) == f.transparent { 0 } else { 255 };
+        match palette {
+            // an index past a short palette reads black
+            Some(p) => p.get(i as usize * 3..i as usize * 3 + 3).map_or([0, 0, 0, a], |c| [c[0], c[1], c[2], a]),
+            None => [i, i, i, a],
+        }
+    };
+    Ok(rgb_from(w, h, canvas.into_iter().map(color)))
 }
 
 /// What an image file may ask of us; checked before any pixel is decoded.
@@ -192,23 +296,33 @@ pub fn decode(path: &Path, bytes: &[u8], limits: &ImageLimits) -> Result<RgbF32>
         return Err(too_large(path, limits));
     }
     let (w, h) = header_checked(path, std::io::Cursor::new(bytes), limits)?;
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes)).with_guessed_format().map_err(io)?;
-    let mut l = image::Limits::default();
-    l.max_image_width = Some(w);
-    l.max_image_height = Some(h);
     // the decoded buffer (up to 16-bit RGBA) and the decoder's working memory
-    l.max_alloc = Some(w as u64 * h as u64 * 8 + (64 << 20));
-    reader.limits(l);
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| reader.decode()));
-    let img = match decoded {
+    let max_alloc = w as u64 * h as u64 * 8 + (64 << 20);
+    let decode = || -> std::result::Result<RgbF32, String> {
+        match image::guess_format(bytes).map_err(|e| e.to_string())? {
+            image::ImageFormat::Png => decode_png(bytes, max_alloc),
+            image::ImageFormat::Gif => decode_gif(bytes, max_alloc, limits),
+            _ => {
+                let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+                    .with_guessed_format()
+                    .map_err(|e| e.to_string())?;
+                let mut l = image::Limits::default();
+                l.max_image_width = Some(w);
+                l.max_image_height = Some(h);
+                l.max_alloc = Some(max_alloc);
+                reader.limits(l);
+                reader.decode().map(to_rgb).map_err(|e| e.to_string())
+            }
+        }
+    };
+    let img = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(decode)) {
         Ok(r) => r.map_err(|e| Error::Invalid(format!("{}: cannot decode image: {e}", path.display())))?,
         Err(_) => return Err(Error::Invalid(format!("{}: the image decoder failed on this file", path.display()))),
     };
-    if img.width() == 0 || img.height() == 0 {
+    if img.width == 0 || img.height == 0 {
         return Err(Error::Invalid(format!("{}: image has no pixels", path.display())));
     }
-    Ok(to_rgb(img))
+    Ok(img)
 }
 
 /// mistral-common's patch grid `(gw, gh)` for an image of `w × h`.
