@@ -5,9 +5,10 @@
 #   TYPES="q4_0 q8_0" (default) picks the files; PIXTRAL_ISA=avx2 etc. picks our tier (llama.cpp's is its build's).
 # Needs ~45 GB of disk under scratch/ while it converts (the 25 GB random checkpoint, removed afterwards, and the
 # 8 + 14 GB Q4_0 / Q8_0 files) and the venv.
-# llama.cpp comes from PyPI's llama-cpp-python (built from source for this CPU). Its 0.3.36 native build crashes
-# evaluating Q4_0/Q8_0 on AVX-512/AMX CPUs; set LLAMA_CMAKE_ARGS to build it differently (the AVX2-only flags below
-# are the default on such CPUs).
+# llama.cpp comes from PyPI's llama-cpp-python, built from source for this CPU. Its 0.3.36 native build crashes in
+# its AMX path on AMX CPUs, so on AVX-512 CPUs the default build names AVX-512 (with VNNI, VBMI, BF16) explicitly
+# and turns AMX off: llama.cpp built for the same CPU minus the crash. LLAMA_CMAKE_ARGS builds it differently (e.g.
+# the AVX2-only flags, to compare with PIXTRAL_ISA=avx2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PP=${1:-512}; TG=${2:-128}; RUNS=${3:-3}; THREADS=${4:-2}
@@ -15,7 +16,7 @@ PY=.venv/bin/python
 [ -x $PY ] || scripts/setup-venv.sh
 if ! $PY -c "import llama_cpp" 2>/dev/null; then
     if grep -q avx512f /proc/cpuinfo; then
-        : "${LLAMA_CMAKE_ARGS:=-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF}"
+        : "${LLAMA_CMAKE_ARGS:=-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON -DGGML_AVX512_BF16=ON -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF}"
     fi
     CMAKE_ARGS="${LLAMA_CMAKE_ARGS:-}" .venv/bin/pip install llama-cpp-python
 fi
@@ -49,9 +50,9 @@ printf "| file | test | pixtral t/s | llama.cpp t/s | ratio |\n|---|---|---|---|
 for t in ${TYPES:-q4_0 q8_0}; do
     f=scratch/p12b-$t.gguf
     # alternate: ours, theirs, for each test
-    ours_pp=$(target/release/pixtral bench -m $f -p $PP -n 0 -r $RUNS -t $THREADS --json | $PY -c "import json,sys; print(json.load(sys.stdin)['pp']['tps_median'])")
+    ours_pp=$(target/release/pixtral bench -m $f -p $PP -n 0 -r $RUNS -t $THREADS -o json | $PY -c "import json,sys; print(json.load(sys.stdin)[0]['median_ts'])")
     theirs=$($PY scratch/llama_bench.py $f $PP $TG $RUNS $THREADS)
-    ours_tg=$(target/release/pixtral bench -m $f -p 0 -n $TG -r $RUNS -t $THREADS --json | $PY -c "import json,sys; print(json.load(sys.stdin)['tg']['tps_median'])")
+    ours_tg=$(target/release/pixtral bench -m $f -p 0 -n $TG -r $RUNS -t $THREADS -o json | $PY -c "import json,sys; print(json.load(sys.stdin)[0]['median_ts'])")
     $PY - "$t" "$ours_pp" "$ours_tg" "$theirs" "$PP" "$TG" <<'PYEOF'
 import json, sys
 t, opp, otg, theirs, pp, tg = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), json.loads(sys.argv[4]), sys.argv[5], sys.argv[6]
