@@ -528,4 +528,21 @@ fn an_image_is_priced_before_the_wait() {
     assert!(est.contains("--image-max-side 64: 15 image tokens"), "{est}");
     // printed before the model loads
     assert!(err.find("estimate:").unwrap() < err.find("loaded in").unwrap(), "{err}");
+    // and in the REPL, before /image encodes
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pixtral"))
+        .args(["chat", "-m", &demo(), "-t", "1", "--no-history"])
+        .env("XDG_CACHE_HOME", cache.path())
+        .env("PIXTRAL_ISA", "scalar")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("/image {}\n", red_circle()).as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let est = err.lines().find(|l| l.starts_with("estimate:")).unwrap_or_else(|| panic!("no estimate: {err}"));
+    assert!(est.contains("54 image tokens of a 70-token prompt"), "{est}");
+    assert!(err.find("estimate:").unwrap() < err.find("attached").unwrap(), "{err}");
 }

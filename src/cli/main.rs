@@ -46,8 +46,8 @@ enum Cmd {
         /// Type of the text weights: f32, f16, bf16, q8_0 (8.5 bits a weight, near-lossless) or q4_0 (4.5 bits).
         #[arg(long, default_value = "q8_0", value_parser = parse_type)]
         outtype: GgmlType,
-        /// Type of the vision tower and adapter weights: f32, f16, bf16, q8_0, q4_0.
-        #[arg(long, default_value = "f16", value_parser = parse_type)]
+        /// Type of the vision tower and adapter weights: f32, f16 or q8_0.
+        #[arg(long, default_value = "f16", value_parser = parse_vision_type)]
         vision_type: GgmlType,
         /// Output text GGUF; the mmproj goes next to it as STEM.mmproj.gguf.
         #[arg(short, long)]
@@ -222,6 +222,13 @@ fn parse_type(s: &str) -> Result<GgmlType, String> {
     match GgmlType::from_name(s) {
         Some(t @ (GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0)) => Ok(t),
         _ => Err(format!("{s:?} is not one of f32, f16, bf16, q8_0, q4_0")),
+    }
+}
+
+fn parse_vision_type(s: &str) -> Result<GgmlType, String> {
+    match GgmlType::from_name(s) {
+        Some(t @ (GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0)) => Ok(t),
+        _ => Err(format!("{s:?} is not one of f32, f16, q8_0")),
     }
 }
 
@@ -695,8 +702,90 @@ fn prompt_ids(
     Ok(PromptIds { ids, grids: grids.to_vec(), keep, image_end })
 }
 
-/// Before the wait: what the images cost in tokens and, on this machine, in time (measured rates when this
-/// configuration ran before, else the tier's typical ones), and what `--image-max-side` would change.
+/// What images will cost on this machine, from the shapes of the two models and the rates of this configuration
+/// (measured by earlier runs when there are some, else the tier's typical ones).
+pub struct Pricing<'a> {
+    pub text: &'a TextConfig,
+    pub vision: &'a VisionConfig,
+    pub text_dim: usize,
+    pub rates: pixtral::cost::Rates,
+    pub measured: bool,
+    pub threads: usize,
+}
+
+/// The type of a block's weights, for the rates' key.
+pub fn weight_type(h: &pixtral::gguf::Header, tensor: &str) -> &'static str {
+    h.tensor(tensor).map_or("?", |t| t.ty.name())
+}
+
+impl<'a> Pricing<'a> {
+    pub fn new(
+        text: &'a TextConfig,
+        text_header: &pixtral::gguf::Header,
+        vision: &'a VisionConfig,
+        text_dim: usize,
+        vision_header: &pixtral::gguf::Header,
+        threads: usize,
+    ) -> Pricing<'a> {
+        let key = rates::key(
+            threads,
+            weight_type(text_header, "blk.0.ffn_up.weight"),
+            weight_type(vision_header, "v.blk.0.ffn_up.weight"),
+        );
+        let (rates, measured) = rates::load(&key, threads);
+        Pricing { text, vision, text_dim, rates, measured, threads }
+    }
+
+    fn seconds(&self, grids: &[(usize, usize)], new_tokens: usize, past: usize) -> f64 {
+        let patches: Vec<usize> = grids.iter().map(|(w, h)| w * h).collect();
+        pixtral::cost::vit_seconds(self.vision, self.text_dim, &patches, &self.rates)
+            + pixtral::cost::prefill_seconds(self.text, new_tokens, past, &self.rates)
+    }
+
+    /// The line to print before encoding images of `dims` (`(width, height)` each) at `max_side`, in a prompt of
+    /// `new_tokens` tokens (images included) after `past` cached ones; `None` when it is under two seconds.
+    pub fn line(
+        &self,
+        dims: &[(usize, usize)],
+        max_side: Option<usize>,
+        new_tokens: usize,
+        past: usize,
+    ) -> Option<String> {
+        let v = self.vision;
+        let side = max_side.unwrap_or(v.image_size).min(v.image_size);
+        let grids_at = |side: usize| -> Vec<(usize, usize)> {
+            dims.iter().map(|&(w, h)| pixtral::image::grid(w, h, side, v.patch_size)).collect()
+        };
+        let tokens = |g: &[(usize, usize)]| g.iter().map(|(w, h)| (w + 1) * h).sum::<usize>();
+        let grids = grids_at(side);
+        let img_tokens = tokens(&grids);
+        let secs = self.seconds(&grids, new_tokens, past);
+        if secs < 2.0 {
+            return None;
+        }
+        let source = if self.measured { "measured rates of earlier runs" } else { "this CPU tier's typical rates" };
+        let mut msg = format!(
+            "estimate: {img_tokens} image tokens of a {new_tokens}-token prompt, ~{} to encode and read on {} with {} threads ({source})",
+            human_seconds(secs),
+            pixtral::quant::isa::selected().name(),
+            self.threads
+        );
+        // the same prompt at half the side: about a quarter of the image tokens
+        let half = (side / 2).max(v.patch_size);
+        let small = grids_at(half);
+        if half < side && tokens(&small) < img_tokens {
+            let n = new_tokens - img_tokens + tokens(&small);
+            msg.push_str(&format!(
+                "; --image-max-side {half}: {} image tokens, ~{}",
+                tokens(&small),
+                human_seconds(self.seconds(&small, n, past))
+            ));
+        }
+        Some(msg)
+    }
+}
+
+/// Before the wait: each image's tokens and, when it is worth saying, what they cost (see [`Pricing`]).
 fn estimate(
     plan: &Plan,
     ids: &PromptIds,
@@ -706,19 +795,6 @@ fn estimate(
     ui: &Ui,
 ) {
     let Some(v) = &plan.vision else { return };
-    if ids.grids.is_empty() {
-        return;
-    }
-    let ttype = plan.file.header.tensor("blk.0.ffn_up.weight").map_or("?", |t| t.ty.name());
-    let vtype = v.file.header.tensor("v.blk.0.ffn_up.weight").map_or("?", |t| t.ty.name());
-    let (r, measured) = rates::load(&rates::key(threads, ttype, vtype), threads);
-    let cost = |grids: &[(usize, usize)], n_ids: usize| {
-        let patches: Vec<usize> = grids.iter().map(|(w, h)| w * h).collect();
-        pixtral::cost::vit_seconds(&v.cfg, v.text_dim, &patches, &r)
-            + pixtral::cost::prefill_seconds(&plan.cfg, n_ids, 0, &r)
-    };
-    let secs = cost(&ids.grids, ids.ids.len());
-    let img_tokens: usize = ids.grids.iter().map(|(w, h)| (w + 1) * h).sum();
     for (im, (gw, gh)) in images.iter().zip(&ids.grids) {
         ui.info(format!(
             "image {}: {}x{} -> {gw}x{gh} patches ({} tokens)",
@@ -728,32 +804,14 @@ fn estimate(
             (gw + 1) * gh
         ));
     }
-    if secs < 2.0 {
+    if images.is_empty() {
         return;
     }
-    let source = if measured { "measured rates of earlier runs" } else { "this CPU tier's typical rates" };
-    let mut msg = format!(
-        "estimate: {img_tokens} image tokens of a {}-token prompt, ~{} to encode and read on {} with {threads} threads ({source})",
-        ids.ids.len(),
-        human_seconds(secs),
-        pixtral::quant::isa::selected().name()
-    );
-    // the same prompt at half the side: a quarter of the image tokens
-    let cur = max_side.unwrap_or(v.cfg.image_size).min(v.cfg.image_size);
-    let half = (cur / 2).max(v.cfg.patch_size);
-    if half < cur {
-        let grids: Vec<(usize, usize)> =
-            images.iter().map(|im| pixtral::image::grid(im.width, im.height, half, v.cfg.patch_size)).collect();
-        let small: usize = grids.iter().map(|(w, h)| (w + 1) * h).sum();
-        if small < img_tokens {
-            let n = ids.ids.len() - img_tokens + small;
-            msg.push_str(&format!(
-                "; --image-max-side {half}: {small} image tokens, ~{}",
-                human_seconds(cost(&grids, n))
-            ));
-        }
+    let p = Pricing::new(&plan.cfg, &plan.file.header, &v.cfg, v.text_dim, &v.file.header, threads);
+    let dims: Vec<(usize, usize)> = images.iter().map(|im| (im.width, im.height)).collect();
+    if let Some(line) = p.line(&dims, max_side, ids.ids.len(), 0) {
+        ui.info(line);
     }
-    ui.info(msg);
 }
 
 fn human_seconds(s: f64) -> String {
@@ -770,9 +828,11 @@ fn human_seconds(s: f64) -> String {
 fn learn_rates(l: &Loaded, grids: &[(usize, usize)], vit_seconds: f64, g: &pixtral::Generation) {
     let Some(vm) = &l.vision else { return };
     let threads = threads_in_use();
-    let ttype = l.model.file.header.tensor("blk.0.ffn_up.weight").map_or("?", |t| t.ty.name());
-    let vtype = vm.file.header.tensor("v.blk.0.ffn_up.weight").map_or("?", |t| t.ty.name());
-    let key = rates::key(threads, ttype, vtype);
+    let key = rates::key(
+        threads,
+        weight_type(&l.model.file.header, "blk.0.ffn_up.weight"),
+        weight_type(&vm.file.header, "v.blk.0.ffn_up.weight"),
+    );
     let (mut r, _) = rates::load(&key, threads);
     let before = r;
     if vit_seconds > 0.5 {

@@ -1,6 +1,6 @@
 //! Throughputs measured on this machine, kept between runs for the cost estimates printed before an image is
 //! encoded: `$XDG_CACHE_HOME/pixtral/rates.json` (else `~/.cache/pixtral/rates.json`), one entry per
-//! (ISA tier, threads, weight type), written after each `run`/`chat` turn that did enough work to time.
+//! (ISA tier, threads, weight type), written after each `run` that did enough work to time.
 //! A missing or unreadable file means the tier's typical rates ([`Rates::typical`]); a write that fails is
 //! ignored (the estimate is a courtesy, never a reason to fail).
 
