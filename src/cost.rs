@@ -107,18 +107,7 @@ mod tests {
     use super::*;
 
     fn nemo() -> TextConfig {
-        TextConfig {
-            dim: 5120,
-            n_layers: 40,
-            n_heads: 32,
-            n_heads_kv: 8,
-            head_dim: 128,
-            ffn_dim: 14336,
-            vocab_size: 131072,
-            rope_theta: 1e9,
-            norm_eps: 1e-5,
-            context_length: 131072,
-        }
+        TextConfig::pixtral_12b()
     }
 
     #[test]

@@ -52,6 +52,47 @@ pub struct VisionConfig {
 /// ref: mistral_common `image.py` DATASET_MEAN / DATASET_STD (the CLIP constants), also what the HF
 /// `preprocessor_config.json` of Pixtral carries.
 #[allow(clippy::excessive_precision)] // the reference's literals, as written there
+impl TextConfig {
+    /// Pixtral-12B's text model (Mistral NeMo 12B), as its published config gives it: for sizing and tests.
+    pub fn pixtral_12b() -> TextConfig {
+        TextConfig {
+            dim: 5120,
+            n_layers: 40,
+            n_heads: 32,
+            n_heads_kv: 8,
+            head_dim: 128,
+            ffn_dim: 14336,
+            vocab_size: 131072,
+            rope_theta: 1e9,
+            norm_eps: 1e-5,
+            context_length: 131072,
+        }
+    }
+}
+
+impl VisionConfig {
+    /// Pixtral-12B's vision tower (Pixtral-ViT, 1024 px images in 16 px patches), as published.
+    pub fn pixtral_12b() -> VisionConfig {
+        VisionConfig {
+            dim: 1024,
+            n_layers: 24,
+            n_heads: 16,
+            ffn_dim: 4096,
+            n_channels: 3,
+            image_size: 1024,
+            patch_size: 16,
+            rope_theta: 10000.0,
+            norm_eps: VISION_NORM_EPS,
+            act: "silu".into(),
+            img_token_id: 10,
+            img_break_token_id: 12,
+            img_end_token_id: 13,
+            image_mean: IMAGE_MEAN,
+            image_std: IMAGE_STD,
+        }
+    }
+}
+
 pub const IMAGE_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
 #[allow(clippy::excessive_precision)]
 pub const IMAGE_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];

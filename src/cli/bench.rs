@@ -109,29 +109,15 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         pixtral::model::ops::set_serial(t == 1);
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
         pool.install(|| -> anyhow::Result<()> {
-            for &n in &pp {
-                let r = pixtral::bench::prompt_processing(&model, n, runs)?;
-                rows.push(Row {
-                    test: format!("pp{n}"),
-                    threads: t,
-                    units: n,
-                    seconds: r.seconds,
-                    rate: r.rate,
-                    rate_unit: "GFLOP/s",
-                    image: None,
-                });
-            }
-            for &n in &tg {
-                let r = pixtral::bench::generation(&model, n, runs)?;
-                rows.push(Row {
-                    test: format!("tg{n}"),
-                    threads: t,
-                    units: n,
-                    seconds: r.seconds,
-                    rate: r.rate,
-                    rate_unit: "GB/s",
-                    image: None,
-                });
+            // prompt processing, then generation: the same row but for what is timed and its rate's unit
+            let text_tests = pp.iter().map(|&n| ("pp", n, "GFLOP/s")).chain(tg.iter().map(|&n| ("tg", n, "GB/s")));
+            for (kind, n, rate_unit) in text_tests {
+                let r = match kind {
+                    "pp" => pixtral::bench::prompt_processing(&model, n, runs)?,
+                    _ => pixtral::bench::generation(&model, n, runs)?,
+                };
+                let test = format!("{kind}{n}");
+                rows.push(Row { test, threads: t, units: n, seconds: r.seconds, rate: r.rate, rate_unit, image: None });
             }
             if let Some(vm) = &vision {
                 for &(w, h) in &sizes {

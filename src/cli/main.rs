@@ -1180,36 +1180,7 @@ mod tests {
     use super::*;
 
     fn pixtral_12b() -> (TextConfig, VisionConfig) {
-        let t = TextConfig {
-            dim: 5120,
-            n_layers: 40,
-            n_heads: 32,
-            n_heads_kv: 8,
-            head_dim: 128,
-            ffn_dim: 14336,
-            vocab_size: 131072,
-            rope_theta: 1e9,
-            norm_eps: 1e-5,
-            context_length: 131072,
-        };
-        let v = VisionConfig {
-            dim: 1024,
-            n_layers: 24,
-            n_heads: 16,
-            ffn_dim: 4096,
-            n_channels: 3,
-            image_size: 1024,
-            patch_size: 16,
-            rope_theta: 10000.0,
-            norm_eps: 1e-5,
-            act: "silu".into(),
-            img_token_id: 10,
-            img_break_token_id: 12,
-            img_end_token_id: 13,
-            image_mean: pixtral::convert::config::IMAGE_MEAN,
-            image_std: pixtral::convert::config::IMAGE_STD,
-        };
-        (t, v)
+        (TextConfig::pixtral_12b(), VisionConfig::pixtral_12b())
     }
 
     #[test]
