@@ -176,6 +176,33 @@ fn a_closed_stdout_stops_generation_at_once_and_quietly() {
     child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     assert_eq!(status.code(), Some(0), "{err}");
     assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
+    // the same for chat, and a full disk is an error (exit 1), not a silent loss
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pixtral"))
+        .args(["chat", "-m", &demo(), "--no-history", "--ignore-eos", "-n", "-1", "-c", "100000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"Hello\nHello\n").unwrap();
+    child.stdout.as_mut().unwrap().read_exact(&mut first).unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(!text(&o.stderr).contains("panicked"), "{}", text(&o.stderr));
+    if Path::new("/dev/full").exists() {
+        for args in [vec!["run", "-m", &demo(), "-p", "Hello"], vec!["inspect", &demo()]] {
+            let o = Command::new(env!("CARGO_BIN_EXE_pixtral"))
+                .args(&args)
+                .stdout(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap())
+                .stderr(Stdio::piped())
+                .output()
+                .unwrap();
+            let err = text(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+            assert!(err.contains("writing to standard output: No space left on device"), "{args:?}: {err}");
+        }
+    }
 }
 
 #[test]
@@ -210,6 +237,7 @@ fn json_stop_strings_unlimited_n_seeds_and_the_verbose_prompt() {
     let (out, err, _) = run(&["-p", "Hello", "--stop", &stop, "--json"], None);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!((v["answer"].as_str().unwrap(), v["finish_reason"].as_str().unwrap()), (before, "stop"), "{err}");
+    assert_eq!(v["stop_string"].as_str(), Some(stop.as_str()));
     assert!(err.contains("finish: stop (a --stop string)"), "{err}");
     // -n -1 runs to EOS, as a large -n does
     let (a, err, _) = run(&["-p", "Hello", "-n", "-1"], None);

@@ -365,7 +365,7 @@ fn inspect(path: PathBuf, full: bool) -> anyhow::Result<()> {
     // names and values come from the file: on a terminal their control characters are made visible
     let out = term::Stream::stdout();
     let mut o = std::io::stdout().lock();
-    let mut line = |s: String| writeln!(o, "{}", out.text(&s));
+    let mut line = |s: String| writeln!(o, "{}", out.text(&s)).map_err(ui::Output);
     line(format!(
         "{}: GGUF v{}, {} metadata keys, {} tensors, alignment {}, data at {}",
         path.display(),
@@ -989,28 +989,13 @@ fn timings(load_s: f64, image_s: f64, g: &pixtral::Generation) -> String {
     )
 }
 
-/// Why an answer ended, as `run` and `--json` say it.
+/// Why an answer ended, as `run` says it.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Finish {
     Eos,
     StopString,
-    Length {
-        context_full: bool,
-    },
+    Length { context_full: bool },
     Cancelled,
-    /// stdout was closed (`| head`): not an error
-    ClosedOutput,
-}
-
-impl Finish {
-    /// OpenAI's `finish_reason` spelling.
-    fn reason(self) -> &'static str {
-        match self {
-            Finish::Eos | Finish::StopString => "stop",
-            Finish::Length { .. } => "length",
-            Finish::Cancelled | Finish::ClosedOutput => "cancelled",
-        }
-    }
 }
 
 fn run(a: RunArgs) -> anyhow::Result<()> {
@@ -1060,54 +1045,40 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     // Ctrl-C stops the answer; the timings still print
     pixtral::convert::os::install_sigint_handler();
     let cancel = pixtral::convert::os::interrupt_flag();
-    let out = term::Stream::stdout();
+    let mut out = ui::AnswerOut::new();
     let mut stops = pixtral::StopStrings::new(&a.sampling.stop);
-    let (mut answer, mut stopped, mut closed) = (String::new(), false, false);
-    let stdout = std::io::stdout();
-    let show = |text: &str, closed: &mut bool| {
-        if a.json || text.is_empty() {
-            return;
-        }
-        let mut o = stdout.lock();
-        if o.write_all(out.text(text).as_bytes()).and_then(|_| o.flush()).is_err() {
-            *closed = true;
-        }
-    };
+    let mut answer = String::new();
     let n_predict = if a.n_predict < 0 { usize::MAX } else { a.n_predict as usize };
     let g = session.generate_with_images(ids, &embeds, &mut sampler, n_predict, Some(cancel), |piece| {
         let (text, hit) = stops.push(piece);
         answer.push_str(&text);
-        show(&text, &mut closed);
-        stopped |= hit;
-        !hit && !closed
+        // with --json the answer is printed whole at the end; a failed write ends generation
+        let written = a.json || out.write(&text);
+        !hit && written
     })?;
-    if !stopped {
+    let stopped = stops.matched().map(str::to_string);
+    if stopped.is_none() {
         let rest = stops.finish();
         answer.push_str(&rest);
-        show(&rest, &mut closed);
-    }
-    let finish = match (g.finish, stopped, closed) {
-        (_, _, true) => Finish::ClosedOutput,
-        (_, true, _) => Finish::StopString,
-        (pixtral::FinishReason::Stop, ..) => Finish::Eos,
-        (pixtral::FinishReason::Length, ..) => Finish::Length { context_full: g.context_full },
-        (pixtral::FinishReason::Cancelled, ..) => Finish::Cancelled,
-    };
-    learn_rates(&l, &pids.grids, image_seconds, &g);
-    if finish == Finish::ClosedOutput {
-        // the reader has what it wanted: `pixtral run … | head -c 50` ends quietly
-        return Ok(());
+        if !a.json {
+            out.write(&rest);
+        }
     }
     if a.json {
         let name = match l.model.file.header.get("general.name") {
             Some(Value::String(n)) => serde_json::Value::from(n.as_str()),
             _ => serde_json::Value::Null,
         };
+        let finish = match (g.finish, &stopped) {
+            (_, Some(_)) | (pixtral::FinishReason::Stop, _) => "stop",
+            (pixtral::FinishReason::Length, _) => "length",
+            (pixtral::FinishReason::Cancelled, _) => "cancelled",
+        };
         let v = serde_json::json!({
             "model": l.path.display().to_string(),
             "model_name": name,
             "answer": answer,
-            "finish_reason": finish.reason(),
+            "finish_reason": finish,
             "stop_string": stopped,
             "context_full": g.context_full,
             "usage": {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.tokens.len(), "total_tokens": g.prompt_tokens + g.tokens.len()},
@@ -1121,14 +1092,19 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
                 "generation_tok_s": g.tokens.len() as f64 / g.gen_seconds.max(1e-9),
             },
         });
-        let mut o = stdout.lock();
-        if writeln!(o, "{v}").is_err() {
-            return Ok(());
-        }
+        out.write(&format!("{v}\n"));
     } else {
-        let mut o = stdout.lock();
-        let _ = writeln!(o);
+        out.write("\n");
     }
+    learn_rates(&l, &pids.grids, image_seconds, &g);
+    // a closed pipe (`pixtral run … | head -c 50`) ends quietly with 0; any other failed write is an error
+    out.result()?;
+    let finish = match (g.finish, &stopped) {
+        (_, Some(_)) => Finish::StopString,
+        (pixtral::FinishReason::Stop, _) => Finish::Eos,
+        (pixtral::FinishReason::Length, _) => Finish::Length { context_full: g.context_full },
+        (pixtral::FinishReason::Cancelled, _) => Finish::Cancelled,
+    };
     let what = match finish {
         Finish::Eos => "stop (EOS)".to_string(),
         Finish::StopString => "stop (a --stop string)".to_string(),
@@ -1137,7 +1113,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
             format!("length: the context of {ctx} tokens is full (use --ctx-size or --context-shift)")
         }
         Finish::Length { context_full: false } => format!("length: {} tokens (-n)", a.n_predict),
-        Finish::Cancelled | Finish::ClosedOutput => "cancelled (Ctrl-C)".to_string(),
+        Finish::Cancelled => "cancelled (Ctrl-C)".to_string(),
     };
     ui.detail(format!("answer ids: {:?}", g.tokens));
     ui.info(format!("finish: {what}\n{}", timings(l.seconds, image_seconds, &g)));

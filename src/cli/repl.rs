@@ -8,7 +8,7 @@
 //! done) ends it with that error's exit code, so no message goes out without what it was meant to carry.
 
 use std::borrow::Cow;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 
@@ -247,8 +247,7 @@ fn pasted_image(line: &str) -> Option<PathBuf> {
 
 struct Repl<'m> {
     ui: Ui,
-    /// stdout (answers) and stderr (everything else): cleaned and coloured on a terminal
-    out: Stream,
+    /// stderr (everything but answers): cleaned and coloured on a terminal
     err: Stream,
     model: &'m pixtral::Model,
     model_path: PathBuf,
@@ -472,27 +471,23 @@ impl Repl<'_> {
         }
         let cancel = pixtral::convert::os::interrupt_flag();
         cancel.store(false, Ordering::SeqCst);
-        let stdout = std::io::stdout();
-        let out = self.out;
+        let mut out = crate::ui::AnswerOut::new();
         let mut stops = StopStrings::new(&self.stop);
-        let show = |t: &str| {
-            let mut o = stdout.lock();
-            let _ = o.write_all(out.text(t).as_bytes());
-            let _ = o.flush();
-        };
-        let mut stopped = false;
         let r = self.conv.respond(&mut self.session, &mut self.sampler, self.n_predict, Some(cancel), |piece| {
             let (t, hit) = stops.push(piece);
-            show(&t);
-            stopped |= hit;
-            !hit
+            // a failed write (a closed stdout) ends the answer; the error ends the REPL below
+            out.write(&t) && !hit
         });
+        let stopped = stops.matched().is_some();
         if !stopped {
-            show(&stops.finish());
+            out.write(&stops.finish());
         }
+        if r.is_ok() {
+            out.write("\n");
+        }
+        out.result()?;
         match r {
             Ok(r) => {
-                println!();
                 let g = &r.generation;
                 match (g.finish, g.context_full) {
                     _ if stopped => {}
@@ -619,7 +614,6 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
     let n_predict = if a.n_predict < 0 { usize::MAX } else { a.n_predict as usize };
     let mut repl = Repl {
         ui,
-        out: Stream::stdout(),
         err: Stream::stderr(),
         model,
         model_path: l.path.clone(),
@@ -653,8 +647,9 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
         match repl.line(&text) {
             Ok(true) => {}
             Ok(false) => break,
-            // piped, a failed command ends the script: what follows may depend on it
-            Err(e) if scripted => {
+            // piped, a failed command ends the script: what follows may depend on it; and nobody reads answers
+            // once stdout is gone
+            Err(e) if scripted || e.is::<crate::ui::Output>() => {
                 result = Err(e);
                 break;
             }

@@ -75,6 +75,9 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
     use pixtral::convert::error::ConvertError as C;
     use pixtral::Error as E;
     for cause in e.chain() {
+        if cause.downcast_ref::<Output>().is_some() {
+            return ExitCode::from(1);
+        }
         if cause.downcast_ref::<Usage>().is_some() {
             return ExitCode::from(2);
         }
@@ -134,3 +137,41 @@ macro_rules! usage {
     ($($t:tt)*) => { return Err(anyhow::Error::new($crate::ui::Usage(format!($($t)*)))) };
 }
 pub(crate) use usage;
+
+/// A failed write to standard output: exit 1, except a closed pipe (`| head`), which ends the run quietly with 0.
+#[derive(Debug, thiserror::Error)]
+#[error("writing to standard output: {0}")]
+pub struct Output(#[source] pub std::io::Error);
+
+/// Standard output for answers: text cleaned for a terminal (see [`crate::term`]), each piece flushed as it comes;
+/// the first failed write is kept and every later one is skipped, so the caller can stop generating.
+pub struct AnswerOut {
+    stream: crate::term::Stream,
+    failed: Option<std::io::Error>,
+}
+
+impl AnswerOut {
+    pub fn new() -> AnswerOut {
+        AnswerOut { stream: crate::term::Stream::stdout(), failed: None }
+    }
+
+    /// Write `text`; false once a write has failed.
+    pub fn write(&mut self, text: &str) -> bool {
+        use std::io::Write;
+        if self.failed.is_none() && !text.is_empty() {
+            let mut o = std::io::stdout().lock();
+            if let Err(e) = o.write_all(self.stream.text(text).as_bytes()).and_then(|_| o.flush()) {
+                self.failed = Some(e);
+            }
+        }
+        self.failed.is_none()
+    }
+
+    /// The first failure, if any.
+    pub fn result(&mut self) -> Result<(), Output> {
+        match self.failed.take() {
+            Some(e) => Err(Output(e)),
+            None => Ok(()),
+        }
+    }
+}

@@ -9,12 +9,18 @@
 pub struct StopStrings {
     stops: Vec<String>,
     held: String,
+    /// the stop string that ended the text, once one has
+    matched: Option<usize>,
 }
 
 impl StopStrings {
     /// Empty strings are ignored (they would match before any text).
     pub fn new(stops: &[String]) -> StopStrings {
-        StopStrings { stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(), held: String::new() }
+        StopStrings {
+            stops: stops.iter().filter(|s| !s.is_empty()).cloned().collect(),
+            held: String::new(),
+            matched: None,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -28,10 +34,12 @@ impl StopStrings {
             return (piece.to_string(), false);
         }
         self.held.push_str(piece);
-        // the earliest match wins; at one position, the longest stop string
-        if let Some(at) = self.stops.iter().filter_map(|s| self.held.find(s.as_str())).min() {
+        // the earliest match wins (at one position, the first given)
+        let first = self.stops.iter().enumerate().filter_map(|(i, s)| Some((self.held.find(s.as_str())?, i))).min();
+        if let Some((at, i)) = first {
             let shown = self.held[..at].to_string();
             self.held.clear();
+            self.matched = Some(i);
             return (shown, true);
         }
         // hold back the longest tail that is a proper prefix of some stop string
@@ -44,6 +52,11 @@ impl StopStrings {
         let shown = self.held[..keep].to_string();
         self.held.drain(..keep);
         (shown, false)
+    }
+
+    /// The stop string that ended the text, if one did.
+    pub fn matched(&self) -> Option<&str> {
+        self.matched.map(|i| self.stops[i].as_str())
     }
 
     /// The text still held back when generation ended without a match.
@@ -80,6 +93,9 @@ mod tests {
         assert_eq!(run(&["END"], &["aE"]), ("aE".into(), false));
         // the earliest of several, and multi-byte text never split
         assert_eq!(run(&["b", "ab"], &["xab"]), ("x".into(), true));
+        let mut s = StopStrings::new(&["b".into(), "ab".into()]);
+        s.push("xab");
+        assert_eq!(s.matched(), Some("ab"));
         assert_eq!(run(&["é!"], &["café", "!"]), ("caf".into(), true));
         assert_eq!(run(&[""], &["a", "b"]), ("ab".into(), false));
     }
