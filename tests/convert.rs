@@ -623,3 +623,115 @@ fn a_missing_shard_is_named() {
     let (_, msg) = broken("hf-sharded", |s| std::fs::remove_file(s.join("model-00002-of-00002.safetensors")).unwrap());
     assert!(msg.contains("model-00002-of-00002.safetensors"), "{msg}");
 }
+
+// ---- quirks of the published checkpoints' files ----
+
+fn edit_json(p: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let mut j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    f(&mut j);
+    std::fs::write(p, serde_json::to_string_pretty(&j).unwrap()).unwrap();
+}
+
+/// One string of `tests/fixtures/tekken-full/llama3_regex.json` (scripts/gen_tokenizer_quirks.py).
+struct Case {
+    text: String,
+    /// mistral-common, full vocabulary
+    ids: Vec<u32>,
+    /// HF tokenizers with the llama3 pattern, full vocabulary
+    llama3: Vec<u32>,
+    /// mistral-common, the tiny fixture's vocabulary
+    tiny_ids: Vec<u32>,
+}
+
+fn llama3_cases() -> Vec<Case> {
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("tekken-full/llama3_regex.json")).unwrap())
+            .unwrap();
+    assert_eq!(j["llama3_pattern"], pixtral::convert::tokenizer::LLAMA3_PATTERN);
+    assert_eq!(j["tekken_pattern"], pixtral::convert::tokenizer::TEKKEN_PATTERN);
+    let ids = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    j["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            text: c["text"].as_str().unwrap().to_owned(),
+            ids: ids(&c["ids"]),
+            llama3: ids(&c["llama3"]),
+            tiny_ids: ids(&c["tiny_ids"]),
+        })
+        .collect()
+}
+
+/// The published `mistral-community/pixtral-12b` `tokenizer.json` splits with the llama3 pattern: the tiny HF
+/// checkpoint with that pattern converts to Tekken's, says so, and tokenizes as mistral-common and as the
+/// Mistral-layout conversion do.
+#[test]
+fn llama3_split_pattern_of_an_hf_tokenizer_is_replaced_by_tekkens() {
+    use pixtral::runtime::tokenizer::Tokenizer;
+    let dir = TempDir::new("llama3-regex");
+    let src = dir.join("hf-llama3-regex");
+    copy_dir(&tiny("hf"), &src);
+    edit_json(&src.join("tokenizer.json"), |j| {
+        j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = pixtral::convert::tokenizer::LLAMA3_PATTERN.into()
+    });
+    let s = convert(&opts(&src, &dir.join("h.gguf"), GgmlType::Q8_0, GgmlType::F16)).unwrap();
+    assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
+    assert!(s.notes[0].contains("tokenizer.json") && s.notes[0].contains("llama3"), "{}", s.notes[0]);
+    let (m, _) = run(&tiny("mistral"), &dir.join("m.gguf"), GgmlType::Q8_0, GgmlType::F16);
+    let h = GgufFile::open(dir.join("h.gguf")).unwrap();
+    assert_eq!(h.header.get_str("pixtral.tokenizer.pattern").unwrap(), pixtral::convert::tokenizer::TEKKEN_PATTERN);
+    assert_same_files(&h, &m, "HF with the llama3 pattern vs Mistral");
+    let (th, tm) = (Tokenizer::from_gguf(&h.header).unwrap(), Tokenizer::from_gguf(&m.header).unwrap());
+    for Case { text, tiny_ids, .. } in llama3_cases() {
+        assert_eq!(th.encode(&text), tiny_ids, "{text:?} vs mistral-common");
+        assert_eq!(th.encode(&text), tm.encode(&text), "{text:?} vs the Mistral-layout conversion");
+    }
+    // a tokenizer.json that already carries Tekken's pattern converts without a note
+    let s = convert(&opts(&tiny("hf"), &dir.join("plain.gguf"), GgmlType::Q8_0, GgmlType::F16)).unwrap();
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+}
+
+/// The tiny vocabulary has no token across the pieces the two patterns disagree on, so the ids are checked on
+/// the full 131072-token Tekken vocabulary, spelled as an HF `tokenizer.json` with the llama3 pattern.
+#[test]
+fn full_vocabulary_tokenizer_json_with_the_llama3_pattern_gives_mistral_common_ids() {
+    use pixtral::convert::tokenizer::{from_hf_noted, from_tekken, token_type, LLAMA3_PATTERN, TEKKEN_PATTERN};
+    use pixtral::runtime::tokenizer::Tokenizer;
+    let dir = TempDir::new("llama3-full");
+    let v = from_tekken(&common::write_full_tekken(&dir), 131072).unwrap();
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..v.tokens.len())
+        .filter(|&i| v.types[i] != token_type::CONTROL)
+        .map(|i| (v.tokens[i].clone(), serde_json::json!(i)))
+        .collect();
+    let added: Vec<serde_json::Value> = (0..v.tokens.len())
+        .filter(|&i| v.types[i] == token_type::CONTROL)
+        .map(|i| serde_json::json!({"id": i, "content": v.tokens[i], "special": true}))
+        .collect();
+    let tj = serde_json::json!({
+        "added_tokens": added,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_PATTERN}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]},
+        "model": {"type": "BPE", "vocab": vocab, "merges": v.merges},
+    });
+    std::fs::write(dir.join("tokenizer.json"), tj.to_string()).unwrap();
+    let (hf, note) = from_hf_noted(dir.path(), 131072).unwrap();
+    assert!(note.is_some_and(|n| n.contains("llama3")));
+    assert_eq!(hf.pattern, TEKKEN_PATTERN);
+    let fixed = Tokenizer::from_vocab(&hf).unwrap();
+    // negative control: the file's own pattern gives HF tokenizers' ids, and they differ where expected
+    let as_written =
+        Tokenizer::from_vocab(&pixtral::convert::tokenizer::Vocab { pattern: LLAMA3_PATTERN.into(), ..hf }).unwrap();
+    let mut differ = vec![];
+    for Case { text, ids: want, llama3, .. } in llama3_cases() {
+        assert_eq!(fixed.encode(&text), want, "{text:?} vs mistral-common");
+        assert_eq!(as_written.encode(&text), llama3, "{text:?}: the llama3 pattern vs HF tokenizers");
+        if want != llama3 {
+            differ.push(text);
+        }
+    }
+    for t in ["नमस्ते", "ภาษาไทย", ".\n//!"] {
+        assert!(differ.iter().any(|d| d.starts_with(t)), "{t:?} should tokenize differently under llama3: {differ:?}");
+    }
+}

@@ -76,6 +76,8 @@ pub struct Checkpoint {
     pub text: TextConfig,
     pub vision: Option<VisionConfig>,
     pub vocab: crate::tokenizer::Vocab,
+    /// What the reader changed or chose that the user should hear about (one line each, no trailing period).
+    pub notes: Vec<String>,
 }
 
 /// A JSON object with its file, for error messages that name the field.
@@ -200,9 +202,10 @@ impl Checkpoint {
             .ok()
             .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_default();
+        let mut notes = Vec::new();
         if dir.join("config.json").is_file() {
-            let (text, vision, vocab) = parse_hf(dir)?;
-            Ok(Checkpoint { dir: dir.into(), layout: Layout::Hf, name, text, vision, vocab })
+            let (text, vision, vocab) = parse_hf(dir, &mut notes)?;
+            Ok(Checkpoint { dir: dir.into(), layout: Layout::Hf, name, text, vision, vocab, notes })
         } else if dir.join("params.json").is_file() {
             let (text, vision) = parse_mistral(dir)?;
             let tekken = dir.join("tekken.json");
@@ -213,7 +216,7 @@ impl Checkpoint {
                 });
             }
             let vocab = crate::tokenizer::from_tekken(&tekken, text.vocab_size)?;
-            Ok(Checkpoint { dir: dir.into(), layout: Layout::Mistral, name, text, vision, vocab })
+            Ok(Checkpoint { dir: dir.into(), layout: Layout::Mistral, name, text, vision, vocab, notes })
         } else {
             Err(ConvertError::Input {
                 path: dir.into(),
@@ -223,7 +226,10 @@ impl Checkpoint {
     }
 }
 
-fn parse_hf(dir: &Path) -> Result<(TextConfig, Option<VisionConfig>, crate::tokenizer::Vocab)> {
+fn parse_hf(
+    dir: &Path,
+    notes: &mut Vec<String>,
+) -> Result<(TextConfig, Option<VisionConfig>, crate::tokenizer::Vocab)> {
     let path = dir.join("config.json");
     let root_map = read_json(&path)?;
     let root = Obj { path: &path, prefix: "", v: &root_map };
@@ -263,7 +269,8 @@ fn parse_hf(dir: &Path) -> Result<(TextConfig, Option<VisionConfig>, crate::toke
         context_length: t.usize_or("max_position_embeddings", Some(131072))?,
     };
     text.check(&path)?;
-    let vocab = crate::tokenizer::from_hf(dir, text.vocab_size)?;
+    let (vocab, note) = crate::tokenizer::from_hf_noted(dir, text.vocab_size)?;
+    notes.extend(note);
 
     let Some(v) = root.sub("vision_config", "vision_config.")? else {
         return Ok((text, None, vocab));

@@ -53,6 +53,8 @@ pub struct Summary {
     pub outputs: Vec<OutputSummary>,
     pub source_bytes: u64,
     pub seconds: f64,
+    /// What the converter changed or chose that the user should hear about, one line each.
+    pub notes: Vec<String>,
 }
 
 /// `OUT.gguf` → `OUT.mmproj.gguf` (same stem, next to it).
@@ -525,5 +527,11 @@ pub fn convert(opts: &Options) -> Result<Summary> {
     if let Ok(d) = File::open(&dir) {
         let _ = d.sync_all();
     }
-    Ok(Summary { layout: ck.layout, outputs: summaries, source_bytes, seconds: start.elapsed().as_secs_f64() })
+    Ok(Summary {
+        layout: ck.layout,
+        outputs: summaries,
+        source_bytes,
+        seconds: start.elapsed().as_secs_f64(),
+        notes: ck.notes,
+    })
 }

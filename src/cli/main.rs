@@ -312,6 +312,9 @@ fn convert(src: PathBuf, outtype: GgmlType, vision_type: GgmlType, out: PathBuf,
     pixtral::convert::os::install_interrupt_handler();
     let opts = pixtral::convert::Options { src, out, outtype, vision_type, force, progress: true };
     let s = pixtral::convert::convert(&opts)?;
+    for n in &s.notes {
+        eprintln!("note: {n}");
+    }
     let mb = |b: u64| b as f64 / 1e6;
     for o in &s.outputs {
         eprintln!("wrote {} ({} tensors, {:.1} MB)", o.path.display(), o.n_tensors, mb(o.bytes));
