@@ -176,3 +176,34 @@ fn exit_codes_tell_usage_input_and_success_apart_and_errors_say_what_to_do() {
     let (_, e, _) = code(&["run", "-m", m, "-p", "Describe a red circle in one word.", "--temp", "0", "--verbose"]);
     assert!(e.contains("prompt ids: [1, 3,") && e.contains("ISA") && e.contains("KV"), "{e}");
 }
+
+/// The quirks of published checkpoint files, from the command line: a config that says vision gelu is refused
+/// (exit 3, saying how to override) and converts with --vision-act; a llama3-pattern tokenizer.json is
+/// converted with a note.
+#[test]
+fn checkpoint_quirks_from_the_command_line() {
+    let dir = TempDir::new("cli-quirks");
+    let src = dir.join("src");
+    common::copy_dir(&fixtures().join("tiny/hf"), &src);
+    let edit = |file: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let p = src.join(file);
+        let mut j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        f(&mut j);
+        std::fs::write(&p, j.to_string()).unwrap();
+    };
+    edit("config.json", &|j| j["vision_config"]["hidden_act"] = "gelu".into());
+    edit("tokenizer.json", &|j| {
+        j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = pixtral::convert::tokenizer::LLAMA3_PATTERN.into()
+    });
+    let model = dir.join("q.gguf");
+    let m = model.to_str().unwrap();
+    let out = pixtral(&["convert", src.to_str().unwrap(), "-o", m]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("vision_config.hidden_act") && err.contains("--vision-act silu"), "{err}");
+    assert!(!model.exists());
+    let out = pixtral(&["convert", src.to_str().unwrap(), "--vision-act", "silu", "-o", m]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("note:") && err.contains("llama3") && err.contains("hidden_act"), "{err}");
+}

@@ -22,7 +22,7 @@ fn expect() -> serde_json::Value {
 }
 
 fn opts(src: &Path, out: &Path, outtype: GgmlType, vision_type: GgmlType) -> Options {
-    Options { src: src.into(), out: out.into(), outtype, vision_type, force: false, progress: false }
+    Options { src: src.into(), out: out.into(), outtype, vision_type, force: false, progress: false, vision_act: None }
 }
 
 fn run(src: &Path, out: &Path, outtype: GgmlType, vision_type: GgmlType) -> (GgufFile, GgufFile) {
@@ -734,4 +734,78 @@ fn full_vocabulary_tokenizer_json_with_the_llama3_pattern_gives_mistral_common_i
     for t in ["नमस्ते", "ภาษาไทย", ".\n//!"] {
         assert!(differ.iter().any(|d| d.starts_with(t)), "{t:?} should tokenize differently under llama3: {differ:?}");
     }
+}
+
+fn set_vision_act(src: &Path, act: &str) {
+    edit_json(&src.join("config.json"), |j| j["vision_config"]["hidden_act"] = act.into());
+}
+
+/// HF configs made before October 2024 say vision `hidden_act: "gelu"`; Pixtral's vision FFN is SiLU.
+#[test]
+fn explicit_gelu_vision_act_is_refused_naming_file_field_and_override() {
+    let (e, msg) = broken("hf", |s| set_vision_act(s, "gelu"));
+    assert!(matches!(e, ConvertError::Field { .. }), "{e:?}");
+    for want in ["config.json", "vision_config.hidden_act", "SiLU", "--vision-act silu", "--vision-act gelu"] {
+        assert!(msg.contains(want), "{want:?} not in {msg}");
+    }
+}
+
+#[test]
+fn vision_act_override_wins_over_the_config() {
+    use pixtral::convert::config::VisionAct;
+    let dir = TempDir::new("vision-act");
+    let src = dir.join("src");
+    copy_dir(&tiny("hf"), &src);
+    set_vision_act(&src, "gelu");
+    for (act, silu) in [(VisionAct::Silu, true), (VisionAct::Gelu, false)] {
+        let out = dir.join(&format!("{}.gguf", act.as_str()));
+        let o = Options { vision_act: Some(act), ..opts(&src, &out, GgmlType::Q8_0, GgmlType::F16) };
+        let s = convert(&o).unwrap();
+        let v = GgufFile::open(mmproj_path(&out)).unwrap();
+        assert_eq!(v.header.get("clip.use_silu"), Some(&Value::Bool(silu)), "{act:?}");
+        assert_eq!(v.header.get("clip.use_gelu"), Some(&Value::Bool(!silu)), "{act:?}");
+        // overriding what the file says is said; agreeing with it is not
+        assert_eq!(s.notes.iter().any(|n| n.contains("hidden_act")), silu, "{:?}", s.notes);
+    }
+    // with SiLU the gelu-config copy is the model itself: same files as the Mistral layout
+    let (m, mv) = run(&tiny("mistral"), &dir.join("m.gguf"), GgmlType::Q8_0, GgmlType::F16);
+    assert_same_files(&GgufFile::open(dir.join("silu.gguf")).unwrap(), &m, "text");
+    assert_same_files(&GgufFile::open(dir.join("silu.mmproj.gguf")).unwrap(), &mv, "mmproj");
+    // the Mistral layout has no field; the override applies there too
+    let o = Options {
+        vision_act: Some(VisionAct::Gelu),
+        ..opts(&tiny("mistral"), &dir.join("mg.gguf"), GgmlType::Q8_0, GgmlType::F16)
+    };
+    convert(&o).unwrap();
+    let v = GgufFile::open(dir.join("mg.mmproj.gguf")).unwrap();
+    assert_eq!(v.header.get("clip.use_gelu"), Some(&Value::Bool(true)));
+}
+
+/// `general.name` from the checkpoint, never an HF cache snapshot's commit hash.
+#[test]
+fn general_name_comes_from_the_checkpoint_not_a_hash_folder() {
+    use pixtral::convert::config::checkpoint_name;
+    let hash = "8b0f6c1e2a3d4f5b6c7d8e9f0a1b2c3d4e5f6a7b";
+    let dir = TempDir::new("name");
+    // an HF hub cache: models--ORG--NAME/snapshots/<commit>
+    let snap = dir.path().join("models--mistral-community--pixtral-12b").join("snapshots").join(hash);
+    copy_dir(&tiny("hf"), &snap);
+    let out = dir.join("a.gguf");
+    let (t, v) = run(&snap, &out, GgmlType::Q8_0, GgmlType::F16);
+    assert_eq!(t.header.get_str("general.name").unwrap(), "pixtral-12b");
+    assert_eq!(v.header.get_str("general.name").unwrap(), "pixtral-12b");
+    // a bare hash folder: the config's _name_or_path, else a generic name, never the hash
+    let bare = dir.path().join(hash);
+    copy_dir(&tiny("hf"), &bare);
+    edit_json(&bare.join("config.json"), |j| j["_name_or_path"] = "mistral-community/pixtral-12b".into());
+    let (t, _) = run(&bare, &dir.join("b.gguf"), GgmlType::Q8_0, GgmlType::F16);
+    assert_eq!(t.header.get_str("general.name").unwrap(), "pixtral-12b");
+    let mi = dir.path().join("m").join(hash);
+    copy_dir(&tiny("mistral"), &mi);
+    let (t, _) = run(&mi, &dir.join("c.gguf"), GgmlType::Q8_0, GgmlType::F16);
+    assert_eq!(t.header.get_str("general.name").unwrap(), "Pixtral");
+    // the rules on their own
+    assert_eq!(checkpoint_name(&bare, Some("/home/me/ckpts/my-pixtral/")), "my-pixtral");
+    assert_eq!(checkpoint_name(&bare, Some(&format!("/cache/snapshots/{hash}"))), "Pixtral");
+    assert_eq!(checkpoint_name(&tiny("mistral"), None), "mistral");
 }

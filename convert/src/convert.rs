@@ -15,7 +15,7 @@ use std::time::Instant;
 use pixtral_quant::GgmlType;
 use rayon::prelude::*;
 
-use crate::config::{Checkpoint, Layout, TextConfig, VisionConfig};
+use crate::config::{Checkpoint, Layout, TextConfig, VisionAct, VisionConfig};
 use crate::error::{io_err, ConvertError, Result};
 use crate::gguf::{keys, GgufWriter, TensorSpec, Value};
 use crate::manifest::{self, Entry};
@@ -38,6 +38,9 @@ pub struct Options {
     pub force: bool,
     /// Draw a progress bar on stderr (hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// The vision FFN activation whatever the config says (`--vision-act`); `None`: the config's, where an
+    /// explicit "gelu" in an HF config is refused (see [`crate::config`]).
+    pub vision_act: Option<VisionAct>,
 }
 
 #[derive(Debug, Clone)]
@@ -482,7 +485,7 @@ pub fn convert(opts: &Options) -> Result<Summary> {
     if !matches!(opts.vision_type, GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0) {
         return Err(ConvertError::Usage(format!("--vision-type {} is not one of f32, f16, q8_0", opts.vision_type)));
     }
-    let ck = Checkpoint::detect(&opts.src)?;
+    let ck = Checkpoint::detect_with(&opts.src, opts.vision_act)?;
     let src = open_sources(&ck)?;
     let (text_items, vision_items) = plan(&ck, &src, opts)?;
 

@@ -55,6 +55,10 @@ enum Cmd {
         /// Overwrite existing outputs.
         #[arg(long)]
         force: bool,
+        /// Vision FFN activation, whatever config.json says: silu (Pixtral's) or gelu. Needed when an HF config
+        /// says "gelu" (copies made before October 2024), which is refused otherwise.
+        #[arg(long, value_name = "silu|gelu")]
+        vision_act: Option<pixtral::convert::config::VisionAct>,
     },
     /// Generate text: the answer streams to stdout, header and timings go to stderr.
     Run(RunArgs),
@@ -290,7 +294,9 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let result = match cli.cmd {
-        Cmd::Convert { src, outtype, vision_type, out, force } => convert(src, outtype, vision_type, out, force),
+        Cmd::Convert { src, outtype, vision_type, out, force, vision_act } => {
+            convert(src, outtype, vision_type, out, force, vision_act)
+        }
         Cmd::Inspect { file, full } => inspect(file, full),
         Cmd::Run(a) => run(a),
         Cmd::Chat(a) => repl::chat(a),
@@ -308,9 +314,16 @@ fn main() -> ExitCode {
         }
     }
 }
-fn convert(src: PathBuf, outtype: GgmlType, vision_type: GgmlType, out: PathBuf, force: bool) -> anyhow::Result<()> {
+fn convert(
+    src: PathBuf,
+    outtype: GgmlType,
+    vision_type: GgmlType,
+    out: PathBuf,
+    force: bool,
+    vision_act: Option<pixtral::convert::config::VisionAct>,
+) -> anyhow::Result<()> {
     pixtral::convert::os::install_interrupt_handler();
-    let opts = pixtral::convert::Options { src, out, outtype, vision_type, force, progress: true };
+    let opts = pixtral::convert::Options { src, out, outtype, vision_type, force, progress: true, vision_act };
     let s = pixtral::convert::convert(&opts)?;
     for n in &s.notes {
         eprintln!("note: {n}");
