@@ -207,3 +207,33 @@ fn checkpoint_quirks_from_the_command_line() {
     assert!(out.status.success(), "{err}");
     assert!(err.contains("note:") && err.contains("llama3") && err.contains("hidden_act"), "{err}");
 }
+
+/// `run` warns on an mmproj of another checkpoint and refuses one of another width.
+#[test]
+fn mismatched_pairs_from_the_command_line() {
+    use pixtral::gguf::Value;
+    let dir = TempDir::new("cli-pairs");
+    let model = dir.join("q.gguf");
+    let m = model.to_str().unwrap();
+    assert!(pixtral(&["convert", fixtures().join("tiny/hf").to_str().unwrap(), "-o", m]).status.success());
+    let run = |mmproj: &std::path::Path| {
+        pixtral(&["run", "-m", m, "--mmproj", mmproj.to_str().unwrap(), "-p", "Hi", "-n", "1", "-t", "1"])
+    };
+    let mp = dir.join("q.mmproj.gguf");
+    let out = run(&mp);
+    assert!(out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("warning"));
+    let other = dir.join("other.mmproj.gguf");
+    common::rewrite(&mp, &other, |meta, _| {
+        common::set(meta, "pixtral.checkpoint.fingerprint", Value::String("0123456789abcdef".into()))
+    });
+    let out = run(&other);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning:") && err.contains("different checkpoints"), "{err}");
+    let narrow = dir.join("narrow.mmproj.gguf");
+    common::rewrite(&mp, &narrow, |meta, _| common::set(meta, "clip.vision.projection_dim", Value::U32(32)));
+    let out = run(&narrow);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("clip.vision.projection_dim"), "{err}");
+}

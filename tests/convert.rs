@@ -781,6 +781,35 @@ fn vision_act_override_wins_over_the_config() {
     assert_eq!(v.header.get("clip.use_gelu"), Some(&Value::Bool(true)));
 }
 
+/// Both files carry one fingerprint of the checkpoint: equal across layouts, dtypes and outtypes of one model,
+/// different for another checkpoint (here: one embedding value changed).
+#[test]
+fn checkpoint_fingerprint_is_per_checkpoint_not_per_layout_or_type() {
+    let dir = TempDir::new("fingerprint");
+    let fp = |f: &GgufFile| f.header.get_str("pixtral.checkpoint.fingerprint").unwrap().to_owned();
+    let mut seen = vec![];
+    for (i, (layout, t)) in
+        [("hf", GgmlType::Q8_0), ("hf-sharded", GgmlType::Q4_0), ("mistral", GgmlType::F32)].into_iter().enumerate()
+    {
+        let (text, vision) = run(&tiny(layout), &dir.join(&format!("{i}.gguf")), t, GgmlType::F16);
+        assert_eq!(fp(&text), fp(&vision), "{layout}");
+        assert_eq!(fp(&text).len(), 16);
+        seen.push(fp(&text));
+    }
+    assert!(seen.iter().all(|s| *s == seen[0]), "{seen:?}");
+    let src = dir.join("other");
+    copy_dir(&tiny("mistral"), &src);
+    rewrite(&src.join("consolidated.safetensors"), |name, d, s, mut b| {
+        if name == "tok_embeddings.weight" {
+            b[1] ^= 0x01; // element 0 (bf16, little-endian): its lowest exponent bit, the value doubles or halves
+        }
+        Some((name.to_owned(), d, s, b))
+    });
+    let (text, vision) = run(&src, &dir.join("other.gguf"), GgmlType::Q8_0, GgmlType::F16);
+    assert_eq!(fp(&text), fp(&vision));
+    assert_ne!(fp(&text), seen[0]);
+}
+
 /// `general.name` from the checkpoint, never an HF cache snapshot's commit hash.
 #[test]
 fn general_name_comes_from_the_checkpoint_not_a_hash_folder() {

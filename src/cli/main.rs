@@ -537,6 +537,9 @@ pub fn plan(m: &ModelArgs, mmproj: Option<&Path>, need_vision: bool, ui: &Ui) ->
     let vision = if vpath.exists() {
         let vfile = GgufFile::open(&vpath)?;
         let (vcfg, text_dim) = pixtral::model::vision::vision_config(&vfile.header)?;
+        for w in pixtral::model::check_pair(&file.header, &vfile.header)? {
+            ui.info(format!("warning: {}: {w}", vpath.display()));
+        }
         Some(VisionPlan { path: vpath, file: vfile, cfg: vcfg, text_dim })
     } else if need_vision {
         usage!("no mmproj found at {}: pass --mmproj, or convert the checkpoint with its vision tower", vpath.display())
