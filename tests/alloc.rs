@@ -41,6 +41,7 @@ fn decoding_does_not_allocate_per_token() {
         vision_type: GgmlType::F16,
         force: true,
         progress: false,
+        vision_act: None,
     };
     pixtral::convert::convert(&opts).unwrap();
     let model = Model::load(&out).unwrap();

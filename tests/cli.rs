@@ -176,3 +176,64 @@ fn exit_codes_tell_usage_input_and_success_apart_and_errors_say_what_to_do() {
     let (_, e, _) = code(&["run", "-m", m, "-p", "Describe a red circle in one word.", "--temp", "0", "--verbose"]);
     assert!(e.contains("prompt ids: [1, 3,") && e.contains("ISA") && e.contains("KV"), "{e}");
 }
+
+/// The quirks of published checkpoint files, from the command line: a config that says vision gelu is refused
+/// (exit 3, saying how to override) and converts with --vision-act; a llama3-pattern tokenizer.json is
+/// converted with a note.
+#[test]
+fn checkpoint_quirks_from_the_command_line() {
+    let dir = TempDir::new("cli-quirks");
+    let src = dir.join("src");
+    common::copy_dir(&fixtures().join("tiny/hf"), &src);
+    let edit = |file: &str, f: &dyn Fn(&mut serde_json::Value)| {
+        let p = src.join(file);
+        let mut j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        f(&mut j);
+        std::fs::write(&p, j.to_string()).unwrap();
+    };
+    edit("config.json", &|j| j["vision_config"]["hidden_act"] = "gelu".into());
+    edit("tokenizer.json", &|j| {
+        j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = pixtral::convert::tokenizer::LLAMA3_PATTERN.into()
+    });
+    let model = dir.join("q.gguf");
+    let m = model.to_str().unwrap();
+    let out = pixtral(&["convert", src.to_str().unwrap(), "-o", m]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("vision_config.hidden_act") && err.contains("--vision-act silu"), "{err}");
+    assert!(!model.exists());
+    let out = pixtral(&["convert", src.to_str().unwrap(), "--vision-act", "silu", "-o", m]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("note:") && err.contains("llama3") && err.contains("hidden_act"), "{err}");
+}
+
+/// `run` warns on an mmproj of another checkpoint and refuses one of another width.
+#[test]
+fn mismatched_pairs_from_the_command_line() {
+    use pixtral::gguf::Value;
+    let dir = TempDir::new("cli-pairs");
+    let model = dir.join("q.gguf");
+    let m = model.to_str().unwrap();
+    assert!(pixtral(&["convert", fixtures().join("tiny/hf").to_str().unwrap(), "-o", m]).status.success());
+    let run = |mmproj: &std::path::Path| {
+        pixtral(&["run", "-m", m, "--mmproj", mmproj.to_str().unwrap(), "-p", "Hi", "-n", "1", "-t", "1"])
+    };
+    let mp = dir.join("q.mmproj.gguf");
+    let out = run(&mp);
+    assert!(out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("warning"));
+    let other = dir.join("other.mmproj.gguf");
+    common::rewrite(&mp, &other, |meta, _| {
+        common::set(meta, "pixtral.checkpoint.fingerprint", Value::String("0123456789abcdef".into()))
+    });
+    let out = run(&other);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning:") && err.contains("different checkpoints"), "{err}");
+    let narrow = dir.join("narrow.mmproj.gguf");
+    common::rewrite(&mp, &narrow, |meta, _| common::set(meta, "clip.vision.projection_dim", Value::U32(32)));
+    let out = run(&narrow);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("clip.vision.projection_dim"), "{err}");
+}

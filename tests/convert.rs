@@ -22,7 +22,7 @@ fn expect() -> serde_json::Value {
 }
 
 fn opts(src: &Path, out: &Path, outtype: GgmlType, vision_type: GgmlType) -> Options {
-    Options { src: src.into(), out: out.into(), outtype, vision_type, force: false, progress: false }
+    Options { src: src.into(), out: out.into(), outtype, vision_type, force: false, progress: false, vision_act: None }
 }
 
 fn run(src: &Path, out: &Path, outtype: GgmlType, vision_type: GgmlType) -> (GgufFile, GgufFile) {
@@ -622,4 +622,219 @@ fn hostile_safetensors_headers_are_refused_naming_the_file() {
 fn a_missing_shard_is_named() {
     let (_, msg) = broken("hf-sharded", |s| std::fs::remove_file(s.join("model-00002-of-00002.safetensors")).unwrap());
     assert!(msg.contains("model-00002-of-00002.safetensors"), "{msg}");
+}
+
+// ---- quirks of the published checkpoints' files ----
+
+fn edit_json(p: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let mut j: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    f(&mut j);
+    std::fs::write(p, serde_json::to_string_pretty(&j).unwrap()).unwrap();
+}
+
+/// One string of `tests/fixtures/tekken-full/llama3_regex.json` (scripts/gen_tokenizer_quirks.py).
+struct Case {
+    text: String,
+    /// mistral-common, full vocabulary
+    ids: Vec<u32>,
+    /// HF tokenizers with the llama3 pattern, full vocabulary
+    llama3: Vec<u32>,
+    /// mistral-common, the tiny fixture's vocabulary
+    tiny_ids: Vec<u32>,
+}
+
+fn llama3_cases() -> Vec<Case> {
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("tekken-full/llama3_regex.json")).unwrap())
+            .unwrap();
+    assert_eq!(j["llama3_pattern"], pixtral::convert::tokenizer::LLAMA3_PATTERN);
+    assert_eq!(j["tekken_pattern"], pixtral::convert::tokenizer::TEKKEN_PATTERN);
+    let ids = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    j["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            text: c["text"].as_str().unwrap().to_owned(),
+            ids: ids(&c["ids"]),
+            llama3: ids(&c["llama3"]),
+            tiny_ids: ids(&c["tiny_ids"]),
+        })
+        .collect()
+}
+
+/// The published `mistral-community/pixtral-12b` `tokenizer.json` splits with the llama3 pattern: the tiny HF
+/// checkpoint with that pattern converts to Tekken's, says so, and tokenizes as mistral-common and as the
+/// Mistral-layout conversion do.
+#[test]
+fn llama3_split_pattern_of_an_hf_tokenizer_is_replaced_by_tekkens() {
+    use pixtral::runtime::tokenizer::Tokenizer;
+    let dir = TempDir::new("llama3-regex");
+    let src = dir.join("hf-llama3-regex");
+    copy_dir(&tiny("hf"), &src);
+    edit_json(&src.join("tokenizer.json"), |j| {
+        j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = pixtral::convert::tokenizer::LLAMA3_PATTERN.into()
+    });
+    let s = convert(&opts(&src, &dir.join("h.gguf"), GgmlType::Q8_0, GgmlType::F16)).unwrap();
+    assert_eq!(s.notes.len(), 1, "{:?}", s.notes);
+    assert!(s.notes[0].contains("tokenizer.json") && s.notes[0].contains("llama3"), "{}", s.notes[0]);
+    let (m, _) = run(&tiny("mistral"), &dir.join("m.gguf"), GgmlType::Q8_0, GgmlType::F16);
+    let h = GgufFile::open(dir.join("h.gguf")).unwrap();
+    assert_eq!(h.header.get_str("pixtral.tokenizer.pattern").unwrap(), pixtral::convert::tokenizer::TEKKEN_PATTERN);
+    assert_same_files(&h, &m, "HF with the llama3 pattern vs Mistral");
+    let (th, tm) = (Tokenizer::from_gguf(&h.header).unwrap(), Tokenizer::from_gguf(&m.header).unwrap());
+    for Case { text, tiny_ids, .. } in llama3_cases() {
+        assert_eq!(th.encode(&text), tiny_ids, "{text:?} vs mistral-common");
+        assert_eq!(th.encode(&text), tm.encode(&text), "{text:?} vs the Mistral-layout conversion");
+    }
+    // a tokenizer.json that already carries Tekken's pattern converts without a note
+    let s = convert(&opts(&tiny("hf"), &dir.join("plain.gguf"), GgmlType::Q8_0, GgmlType::F16)).unwrap();
+    assert!(s.notes.is_empty(), "{:?}", s.notes);
+}
+
+/// The tiny vocabulary has no token across the pieces the two patterns disagree on, so the ids are checked on
+/// the full 131072-token Tekken vocabulary, spelled as an HF `tokenizer.json` with the llama3 pattern.
+#[test]
+fn full_vocabulary_tokenizer_json_with_the_llama3_pattern_gives_mistral_common_ids() {
+    use pixtral::convert::tokenizer::{from_hf_noted, from_tekken, token_type, LLAMA3_PATTERN, TEKKEN_PATTERN};
+    use pixtral::runtime::tokenizer::Tokenizer;
+    let dir = TempDir::new("llama3-full");
+    let v = from_tekken(&common::write_full_tekken(&dir), 131072).unwrap();
+    let vocab: serde_json::Map<String, serde_json::Value> = (0..v.tokens.len())
+        .filter(|&i| v.types[i] != token_type::CONTROL)
+        .map(|i| (v.tokens[i].clone(), serde_json::json!(i)))
+        .collect();
+    let added: Vec<serde_json::Value> = (0..v.tokens.len())
+        .filter(|&i| v.types[i] == token_type::CONTROL)
+        .map(|i| serde_json::json!({"id": i, "content": v.tokens[i], "special": true}))
+        .collect();
+    let tj = serde_json::json!({
+        "added_tokens": added,
+        "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_PATTERN}, "behavior": "Isolated", "invert": false},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]},
+        "model": {"type": "BPE", "vocab": vocab, "merges": v.merges},
+    });
+    std::fs::write(dir.join("tokenizer.json"), tj.to_string()).unwrap();
+    let (hf, note) = from_hf_noted(dir.path(), 131072).unwrap();
+    assert!(note.is_some_and(|n| n.contains("llama3")));
+    assert_eq!(hf.pattern, TEKKEN_PATTERN);
+    let fixed = Tokenizer::from_vocab(&hf).unwrap();
+    // negative control: the file's own pattern gives HF tokenizers' ids, and they differ where expected
+    let as_written =
+        Tokenizer::from_vocab(&pixtral::convert::tokenizer::Vocab { pattern: LLAMA3_PATTERN.into(), ..hf }).unwrap();
+    let mut differ = vec![];
+    for Case { text, ids: want, llama3, .. } in llama3_cases() {
+        assert_eq!(fixed.encode(&text), want, "{text:?} vs mistral-common");
+        assert_eq!(as_written.encode(&text), llama3, "{text:?}: the llama3 pattern vs HF tokenizers");
+        if want != llama3 {
+            differ.push(text);
+        }
+    }
+    for t in ["नमस्ते", "ภาษาไทย", ".\n//!"] {
+        assert!(differ.iter().any(|d| d.starts_with(t)), "{t:?} should tokenize differently under llama3: {differ:?}");
+    }
+}
+
+fn set_vision_act(src: &Path, act: &str) {
+    edit_json(&src.join("config.json"), |j| j["vision_config"]["hidden_act"] = act.into());
+}
+
+/// HF configs made before October 2024 say vision `hidden_act: "gelu"`; Pixtral's vision FFN is SiLU.
+#[test]
+fn explicit_gelu_vision_act_is_refused_naming_file_field_and_override() {
+    let (e, msg) = broken("hf", |s| set_vision_act(s, "gelu"));
+    assert!(matches!(e, ConvertError::Field { .. }), "{e:?}");
+    for want in ["config.json", "vision_config.hidden_act", "SiLU", "--vision-act silu", "--vision-act gelu"] {
+        assert!(msg.contains(want), "{want:?} not in {msg}");
+    }
+}
+
+#[test]
+fn vision_act_override_wins_over_the_config() {
+    use pixtral::convert::config::VisionAct;
+    let dir = TempDir::new("vision-act");
+    let src = dir.join("src");
+    copy_dir(&tiny("hf"), &src);
+    set_vision_act(&src, "gelu");
+    for (act, silu) in [(VisionAct::Silu, true), (VisionAct::Gelu, false)] {
+        let out = dir.join(&format!("{}.gguf", act.as_str()));
+        let o = Options { vision_act: Some(act), ..opts(&src, &out, GgmlType::Q8_0, GgmlType::F16) };
+        let s = convert(&o).unwrap();
+        let v = GgufFile::open(mmproj_path(&out)).unwrap();
+        assert_eq!(v.header.get("clip.use_silu"), Some(&Value::Bool(silu)), "{act:?}");
+        assert_eq!(v.header.get("clip.use_gelu"), Some(&Value::Bool(!silu)), "{act:?}");
+        // overriding what the file says is said; agreeing with it is not
+        assert_eq!(s.notes.iter().any(|n| n.contains("hidden_act")), silu, "{:?}", s.notes);
+    }
+    // with SiLU the gelu-config copy is the model itself: same files as the Mistral layout
+    let (m, mv) = run(&tiny("mistral"), &dir.join("m.gguf"), GgmlType::Q8_0, GgmlType::F16);
+    assert_same_files(&GgufFile::open(dir.join("silu.gguf")).unwrap(), &m, "text");
+    assert_same_files(&GgufFile::open(dir.join("silu.mmproj.gguf")).unwrap(), &mv, "mmproj");
+    // the Mistral layout has no field; the override applies there too
+    let o = Options {
+        vision_act: Some(VisionAct::Gelu),
+        ..opts(&tiny("mistral"), &dir.join("mg.gguf"), GgmlType::Q8_0, GgmlType::F16)
+    };
+    convert(&o).unwrap();
+    let v = GgufFile::open(dir.join("mg.mmproj.gguf")).unwrap();
+    assert_eq!(v.header.get("clip.use_gelu"), Some(&Value::Bool(true)));
+}
+
+/// Both files carry one fingerprint of the checkpoint: equal across layouts, dtypes and outtypes of one model,
+/// different for another checkpoint (here: one embedding value changed).
+#[test]
+fn checkpoint_fingerprint_is_per_checkpoint_not_per_layout_or_type() {
+    let dir = TempDir::new("fingerprint");
+    let fp = |f: &GgufFile| f.header.get_str("pixtral.checkpoint.fingerprint").unwrap().to_owned();
+    let mut seen = vec![];
+    for (i, (layout, t)) in
+        [("hf", GgmlType::Q8_0), ("hf-sharded", GgmlType::Q4_0), ("mistral", GgmlType::F32)].into_iter().enumerate()
+    {
+        let (text, vision) = run(&tiny(layout), &dir.join(&format!("{i}.gguf")), t, GgmlType::F16);
+        assert_eq!(fp(&text), fp(&vision), "{layout}");
+        assert_eq!(fp(&text).len(), 16);
+        seen.push(fp(&text));
+    }
+    assert!(seen.iter().all(|s| *s == seen[0]), "{seen:?}");
+    let src = dir.join("other");
+    copy_dir(&tiny("mistral"), &src);
+    rewrite(&src.join("consolidated.safetensors"), |name, d, s, mut b| {
+        if name == "tok_embeddings.weight" {
+            b[1] ^= 0x01; // element 0 (bf16, little-endian): its lowest exponent bit, the value doubles or halves
+        }
+        Some((name.to_owned(), d, s, b))
+    });
+    let (text, vision) = run(&src, &dir.join("other.gguf"), GgmlType::Q8_0, GgmlType::F16);
+    assert_eq!(fp(&text), fp(&vision));
+    assert_ne!(fp(&text), seen[0]);
+}
+
+/// `general.name` from the checkpoint, never an HF cache snapshot's commit hash.
+#[test]
+fn general_name_comes_from_the_checkpoint_not_a_hash_folder() {
+    use pixtral::convert::config::checkpoint_name;
+    let hash = "8b0f6c1e2a3d4f5b6c7d8e9f0a1b2c3d4e5f6a7b";
+    let dir = TempDir::new("name");
+    // an HF hub cache: models--ORG--NAME/snapshots/<commit>
+    let snap = dir.path().join("models--mistral-community--pixtral-12b").join("snapshots").join(hash);
+    copy_dir(&tiny("hf"), &snap);
+    let out = dir.join("a.gguf");
+    let (t, v) = run(&snap, &out, GgmlType::Q8_0, GgmlType::F16);
+    assert_eq!(t.header.get_str("general.name").unwrap(), "pixtral-12b");
+    assert_eq!(v.header.get_str("general.name").unwrap(), "pixtral-12b");
+    // a bare hash folder: the config's _name_or_path, else a generic name, never the hash
+    let bare = dir.path().join(hash);
+    copy_dir(&tiny("hf"), &bare);
+    edit_json(&bare.join("config.json"), |j| j["_name_or_path"] = "mistral-community/pixtral-12b".into());
+    let (t, _) = run(&bare, &dir.join("b.gguf"), GgmlType::Q8_0, GgmlType::F16);
+    assert_eq!(t.header.get_str("general.name").unwrap(), "pixtral-12b");
+    let mi = dir.path().join("m").join(hash);
+    copy_dir(&tiny("mistral"), &mi);
+    let (t, _) = run(&mi, &dir.join("c.gguf"), GgmlType::Q8_0, GgmlType::F16);
+    assert_eq!(t.header.get_str("general.name").unwrap(), "Pixtral");
+    // the rules on their own
+    assert_eq!(checkpoint_name(&bare, Some("/home/me/ckpts/my-pixtral/")), "my-pixtral");
+    assert_eq!(checkpoint_name(&bare, Some(&format!("/cache/snapshots/{hash}"))), "Pixtral");
+    assert_eq!(checkpoint_name(&tiny("mistral"), None), "mistral");
 }

@@ -18,6 +18,7 @@ fn interrupt_leaves_nothing_behind() {
         vision_type: GgmlType::F16,
         force: false,
         progress: false,
+        vision_act: None,
     };
     os::request_interrupt();
     let e = convert(&opts).err();

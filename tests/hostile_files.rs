@@ -222,3 +222,64 @@ fn nonsense_hyper_parameters_fail_at_load_naming_the_key_before_allocating() {
         assert!(peak < 8 << 20, "{what}: {peak} bytes before the error");
     }
 }
+
+/// A text GGUF and an mmproj that do not belong together: a projection width that cannot enter the decoder is an
+/// error naming the key; another checkpoint's fingerprint and an image_std equal to image_mean are warnings;
+/// files without our fingerprint key (llama.cpp's) get the width check only.
+#[test]
+fn mismatched_pairs_are_refused_or_warned_from_the_headers() {
+    use pixtral::gguf::GgufFile;
+    use pixtral::model::check_pair;
+    let (text, mmproj) = tiny();
+    let dir = TempDir::new("pair");
+    let head = |p: &PathBuf| GgufFile::open(p).unwrap().header.clone();
+    let (t, v) = (head(&text), head(&mmproj));
+    assert!(t.get_str("pixtral.checkpoint.fingerprint").is_ok());
+    assert_eq!(check_pair(&t, &v).unwrap(), Vec::<String>::new(), "a converted pair");
+
+    let edited = |src: &PathBuf, name: &str, edit: Edit| {
+        let p = dir.join(name);
+        rewrite(src, &p, edit);
+        head(&p)
+    };
+    let other = edited(
+        &mmproj,
+        "other.mmproj.gguf",
+        Box::new(|m, _| set(m, "pixtral.checkpoint.fingerprint", Value::String("0123456789abcdef".into()))),
+    );
+    let w = check_pair(&t, &other).unwrap();
+    assert!(w.len() == 1 && w[0].contains("different checkpoints") && w[0].contains("0123456789abcdef"), "{w:?}");
+
+    // without our key on either side: no fingerprint verdict, only the width check
+    let bare_v = edited(&mmproj, "bare.mmproj.gguf", Box::new(|m, _| remove(m, "pixtral.checkpoint.fingerprint")));
+    assert_eq!(check_pair(&t, &bare_v).unwrap(), Vec::<String>::new());
+    let fx = common::fixtures().join("tiny/llama-cpp");
+    let (lt, lv) = (head(&fx.join("text-f32.gguf")), head(&fx.join("mmproj-f32.gguf")));
+    assert_eq!(check_pair(&lt, &lv).unwrap(), Vec::<String>::new(), "llama.cpp's files of the same model");
+    let narrow = edited(
+        &mmproj,
+        "narrow.mmproj.gguf",
+        Box::new(|m, _| {
+            remove(m, "pixtral.checkpoint.fingerprint");
+            set(m, "clip.vision.projection_dim", Value::U32(32));
+        }),
+    );
+    let e = check_pair(&lt, &narrow).expect_err("width 32 into a 64-wide decoder").to_string();
+    assert!(e.contains("clip.vision.projection_dim") && e.contains("32") && e.contains("64"), "{e}");
+    // the width check holds with fingerprints too (an error, not a warning)
+    let narrow_fp =
+        edited(&mmproj, "narrow-fp.mmproj.gguf", Box::new(|m, _| set(m, "clip.vision.projection_dim", Value::U32(32))));
+    assert!(check_pair(&t, &narrow_fp).is_err());
+
+    // old llama.cpp converters wrote the mean as the std
+    let mean_std = edited(
+        &mmproj,
+        "meanstd.mmproj.gguf",
+        Box::new(|m, _| {
+            let mean = m.iter().find(|(k, _)| k == "clip.vision.image_mean").unwrap().1.clone();
+            set(m, "clip.vision.image_std", mean);
+        }),
+    );
+    let w = check_pair(&t, &mean_std).unwrap();
+    assert!(w.len() == 1 && w[0].contains("image_std") && w[0].contains("image_mean"), "{w:?}");
+}

@@ -5,7 +5,12 @@
 //! back to that default (`MistralConfig`, `PixtralVisionConfig`, `LlavaConfig` in transformers). One
 //! deliberate exception: an absent vision `hidden_act` defaults to `gelu` in `PixtralVisionConfig`, but
 //! Pixtral's vision FFN was trained with SiLU (mistral-inference `FeedForward` uses `F.silu`, and the
-//! Mistral-native format has no such field), so we take SiLU; an explicit value is honoured.
+//! Mistral-native format has no such field), so we take SiLU. An explicit `"gelu"` is refused: copies of
+//! the HF config made before October 2024 say so by mistake, and converting as written gives a silently wrong
+//! model; [`VisionAct`] (`--vision-act`) overrides whatever the config says.
+//!
+//! `general.name`: from the checkpoint, not from a folder that may be an HF cache snapshot hash (see
+//! [`checkpoint_name`]).
 
 use std::path::{Path, PathBuf};
 
@@ -101,6 +106,33 @@ pub const VISION_NORM_EPS: f32 = 1e-5;
 /// Pixtral-12B's training context (HF `max_position_embeddings`); params.json does not carry it.
 pub const DEFAULT_CONTEXT_LENGTH: usize = 1_024_000;
 
+/// The vision FFN activation, when the caller overrides the config's (`--vision-act`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VisionAct {
+    Silu,
+    Gelu,
+}
+
+impl VisionAct {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VisionAct::Silu => "silu",
+            VisionAct::Gelu => "gelu",
+        }
+    }
+}
+
+impl std::str::FromStr for VisionAct {
+    type Err = String;
+    fn from_str(s: &str) -> Result<VisionAct, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "silu" => Ok(VisionAct::Silu),
+            "gelu" => Ok(VisionAct::Gelu),
+            _ => Err(format!("{s:?} is not silu or gelu")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Layout {
     /// transformers `LlavaForConditionalGeneration` (`config.json`, `model*.safetensors`, `tokenizer.json`)
@@ -117,6 +149,8 @@ pub struct Checkpoint {
     pub text: TextConfig,
     pub vision: Option<VisionConfig>,
     pub vocab: crate::tokenizer::Vocab,
+    /// What the reader changed or chose that the user should hear about (one line each, no trailing period).
+    pub notes: Vec<String>,
 }
 
 /// A JSON object with its file, for error messages that name the field.
@@ -233,19 +267,22 @@ impl Checkpoint {
     /// Look at `dir` and read the config of whichever layout it holds.
     /// The tokenizer is read here too: the HF layout finds `[IMG_BREAK]`/`[IMG_END]` ids in it.
     pub fn detect(dir: &Path) -> Result<Checkpoint> {
+        Checkpoint::detect_with(dir, None)
+    }
+
+    /// [`Checkpoint::detect`], with the vision activation overridden when `vision_act` is given.
+    pub fn detect_with(dir: &Path, vision_act: Option<VisionAct>) -> Result<Checkpoint> {
         if !dir.is_dir() {
             return Err(ConvertError::Input { path: dir.into(), msg: "not a directory".into() });
         }
-        let name = dir
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .unwrap_or_default();
+        let mut notes = Vec::new();
         if dir.join("config.json").is_file() {
-            let (text, vision, vocab) = parse_hf(dir)?;
-            Ok(Checkpoint { dir: dir.into(), layout: Layout::Hf, name, text, vision, vocab })
+            let (text, vision, vocab, name) = parse_hf(dir, vision_act, &mut notes)?;
+            let name = checkpoint_name(dir, name.as_deref());
+            Ok(Checkpoint { dir: dir.into(), layout: Layout::Hf, name, text, vision, vocab, notes })
         } else if dir.join("params.json").is_file() {
-            let (text, vision) = parse_mistral(dir)?;
+            let (text, vision) = parse_mistral(dir, vision_act)?;
+            let name = checkpoint_name(dir, None);
             let tekken = dir.join("tekken.json");
             if !tekken.is_file() {
                 return Err(ConvertError::Input {
@@ -254,7 +291,7 @@ impl Checkpoint {
                 });
             }
             let vocab = crate::tokenizer::from_tekken(&tekken, text.vocab_size)?;
-            Ok(Checkpoint { dir: dir.into(), layout: Layout::Mistral, name, text, vision, vocab })
+            Ok(Checkpoint { dir: dir.into(), layout: Layout::Mistral, name, text, vision, vocab, notes })
         } else {
             Err(ConvertError::Input {
                 path: dir.into(),
@@ -264,10 +301,44 @@ impl Checkpoint {
     }
 }
 
-fn parse_hf(dir: &Path) -> Result<(TextConfig, Option<VisionConfig>, crate::tokenizer::Vocab)> {
+/// An HF cache snapshot folder (`snapshots/<commit>`) or a bare commit: 16 or more hex digits.
+fn is_hash(s: &str) -> bool {
+    s.len() >= 16 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// `general.name`, first found of: the config's `_name_or_path` (transformers < 5 writes the hub id or the path
+/// it loaded from; its last component), the repository of an HF hub cache (`models--ORG--NAME/snapshots/…`),
+/// the folder's own name (`--local-dir Pixtral-12B-2409`), then "Pixtral". A component that looks like a commit
+/// hash is never taken. Mistral's `params.json` carries no name.
+pub fn checkpoint_name(dir: &Path, name_or_path: Option<&str>) -> String {
+    let usable = |s: &str| !s.is_empty() && !is_hash(s) && s != "." && s != "..";
+    if let Some(n) = name_or_path.and_then(|p| p.trim_end_matches(['/', '\\']).rsplit(['/', '\\']).next()) {
+        if usable(n) {
+            return n.to_owned();
+        }
+    }
+    let abs = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let parts: Vec<String> = abs.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    if let Some(repo) = parts.iter().rev().find_map(|p| p.strip_prefix("models--")) {
+        if let Some((_, name)) = repo.split_once("--") {
+            if usable(name) {
+                return name.to_owned();
+            }
+        }
+    }
+    match parts.last() {
+        Some(n) if usable(n) => n.clone(),
+        _ => "Pixtral".to_owned(),
+    }
+}
+
+type HfParts = (TextConfig, Option<VisionConfig>, crate::tokenizer::Vocab, Option<String>);
+
+fn parse_hf(dir: &Path, vision_act: Option<VisionAct>, notes: &mut Vec<String>) -> Result<HfParts> {
     let path = dir.join("config.json");
     let root_map = read_json(&path)?;
     let root = Obj { path: &path, prefix: "", v: &root_map };
+    let name_or_path = root.get("_name_or_path").and_then(|n| n.as_str()).map(str::to_owned);
     let arch = root.get("architectures").and_then(|a| a.get(0)).and_then(|a| a.as_str()).unwrap_or("");
     let text_obj = root.sub("text_config", "text_config.")?;
     // a plain MistralForCausalLM config.json is the text config itself
@@ -304,10 +375,11 @@ fn parse_hf(dir: &Path) -> Result<(TextConfig, Option<VisionConfig>, crate::toke
         context_length: t.usize_or("max_position_embeddings", Some(131072))?,
     };
     text.check(&path)?;
-    let vocab = crate::tokenizer::from_hf(dir, text.vocab_size)?;
+    let (vocab, note) = crate::tokenizer::from_hf_noted(dir, text.vocab_size)?;
+    notes.extend(note);
 
     let Some(v) = root.sub("vision_config", "vision_config.")? else {
-        return Ok((text, None, vocab));
+        return Ok((text, None, vocab, name_or_path));
     };
     let model_type = v.str_or("model_type", "pixtral")?;
     if model_type != "pixtral" {
@@ -336,7 +408,7 @@ fn parse_hf(dir: &Path) -> Result<(TextConfig, Option<VisionConfig>, crate::toke
             _ => v.f32_or("rope_theta", Some(10000.0))?,
         },
         norm_eps: VISION_NORM_EPS,
-        act: v.str_or("hidden_act", "silu")?,
+        act: hf_vision_act(&v, vision_act, notes)?,
         img_token_id,
         img_break_token_id: lookup("[IMG_BREAK]")?,
         img_end_token_id: lookup("[IMG_END]")?,
@@ -348,7 +420,35 @@ fn parse_hf(dir: &Path) -> Result<(TextConfig, Option<VisionConfig>, crate::toke
         return Err(root.field_err("projector_hidden_act", format!("{projector_act:?}: the Pixtral adapter is gelu")));
     }
     vision.check(&path)?;
-    Ok((text, Some(vision), vocab))
+    Ok((text, Some(vision), vocab, name_or_path))
+}
+
+/// `vision_config.hidden_act`: absent is SiLU (module doc), an explicit "gelu" is refused unless overridden.
+fn hf_vision_act(v: &Obj, over: Option<VisionAct>, notes: &mut Vec<String>) -> Result<String> {
+    let written = match v.get("hidden_act") {
+        None => None,
+        Some(_) => Some(v.str_or("hidden_act", "")?),
+    };
+    match (over, written) {
+        (Some(a), Some(w)) if w != a.as_str() => {
+            notes.push(format!(
+                "{}: field \"{}hidden_act\" says {w:?}; using {} as --vision-act asks",
+                v.path.display(),
+                v.prefix,
+                a.as_str()
+            ));
+            Ok(a.as_str().to_owned())
+        }
+        (Some(a), _) => Ok(a.as_str().to_owned()),
+        (None, Some(w)) if w == "gelu" => Err(v.field_err(
+            "hidden_act",
+            "\"gelu\", but Pixtral's vision layers use SiLU (HF configs made before October 2024 say gelu by \
+             mistake; converting as written would give a silently wrong model). Pass --vision-act silu (right for \
+             Pixtral-12B; Options::vision_act in the library), or --vision-act gelu if this checkpoint really was \
+             trained with GELU",
+        )),
+        (None, w) => Ok(w.unwrap_or_else(|| "silu".to_owned())),
+    }
 }
 
 fn read_preprocessor(dir: &Path) -> Result<([f32; 3], [f32; 3])> {
@@ -370,7 +470,7 @@ fn read_preprocessor(dir: &Path) -> Result<([f32; 3], [f32; 3])> {
     Ok((triple("image_mean", IMAGE_MEAN)?, triple("image_std", IMAGE_STD)?))
 }
 
-fn parse_mistral(dir: &Path) -> Result<(TextConfig, Option<VisionConfig>)> {
+fn parse_mistral(dir: &Path, vision_act: Option<VisionAct>) -> Result<(TextConfig, Option<VisionConfig>)> {
     let path = dir.join("params.json");
     let m = read_json(&path)?;
     let p = Obj { path: &path, prefix: "", v: &m };
@@ -405,7 +505,7 @@ fn parse_mistral(dir: &Path) -> Result<(TextConfig, Option<VisionConfig>)> {
         patch_size: v.usize_or("patch_size", None)?,
         rope_theta: v.f32_or("rope_theta", Some(10000.0))?,
         norm_eps: VISION_NORM_EPS,
-        act: "silu".into(),
+        act: vision_act.unwrap_or(VisionAct::Silu).as_str().into(),
         img_token_id: v.usize_or("image_token_id", Some(10))? as u32,
         img_break_token_id: v.usize_or("image_break_token_id", Some(12))? as u32,
         img_end_token_id: v.usize_or("image_end_token_id", Some(13))? as u32,

@@ -15,7 +15,7 @@ use std::time::Instant;
 use pixtral_quant::GgmlType;
 use rayon::prelude::*;
 
-use crate::config::{Checkpoint, Layout, TextConfig, VisionConfig};
+use crate::config::{Checkpoint, Layout, TextConfig, VisionAct, VisionConfig};
 use crate::error::{io_err, ConvertError, Result};
 use crate::gguf::{keys, GgufWriter, TensorSpec, Value};
 use crate::manifest::{self, Entry};
@@ -38,6 +38,9 @@ pub struct Options {
     pub force: bool,
     /// Draw a progress bar on stderr (hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// The vision FFN activation whatever the config says (`--vision-act`); `None`: the config's, where an
+    /// explicit "gelu" in an HF config is refused (see [`crate::config`]).
+    pub vision_act: Option<VisionAct>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +56,8 @@ pub struct Summary {
     pub outputs: Vec<OutputSummary>,
     pub source_bytes: u64,
     pub seconds: f64,
+    /// What the converter changed or chose that the user should hear about, one line each.
+    pub notes: Vec<String>,
 }
 
 /// `OUT.gguf` → `OUT.mmproj.gguf` (same stem, next to it).
@@ -206,6 +211,63 @@ fn plan(ck: &Checkpoint, src: &SourceSet, opts: &Options) -> Result<(Vec<Item>, 
     }
     let vision = items.split_off(text_entries.len());
     Ok((items, vision))
+}
+
+/// 64-bit FNV-1a, streamed.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn put(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+/// Rows of the token embedding hashed into the fingerprint (evenly spaced, always row 0 and the last).
+const FINGERPRINT_ROWS: usize = 1024;
+
+/// `pixtral.checkpoint.fingerprint`: FNV-1a 64 over the config's shapes, up to [`FINGERPRINT_ROWS`] evenly
+/// spaced rows of the token embedding and the whole vision patch convolution, as f32 little-endian values.
+///
+/// Why these: the embedding is what makes a text file this checkpoint's and the patch convolution what makes an
+/// mmproj this checkpoint's; both are stored unpermuted in both layouts and hashed as f32, so the HF (BF16 or
+/// F32) and Mistral layouts of one model, at any outtype, give the same value, while two trained checkpoints
+/// differ in every row. Cost: ≈ 1024 × 5120 + 786432 values read (≈ 12 MB of BF16 for Pixtral-12B), not the
+/// whole checkpoint a second time. Not a security digest: it catches accidental mismatches, nothing forged.
+fn fingerprint(ck: &Checkpoint, src: &SourceSet, text: &[Item], vision: &[Item]) -> Result<String> {
+    let mut h = Fnv::new();
+    let t = &ck.text;
+    let mut shape = vec![t.dim, t.n_layers, t.n_heads, t.n_heads_kv, t.head_dim, t.ffn_dim, t.vocab_size];
+    if let Some(v) = &ck.vision {
+        shape.extend([v.dim, v.n_layers, v.n_heads, v.ffn_dim, v.patch_size]);
+    }
+    for x in shape {
+        h.put(&(x as u64).to_le_bytes());
+    }
+    let mut buf = RowBuf::default();
+    let mut put_rows = |h: &mut Fnv, item: &Item, row0: usize, n: usize| -> Result<()> {
+        src.read_rows(&item.source, &item.src, item.row_len(), row0, n, &mut buf)?;
+        for x in &buf.rows {
+            h.put(&x.to_le_bytes());
+        }
+        Ok(())
+    };
+    if let Some(e) = text.iter().find(|i| i.entry.name == "token_embd.weight") {
+        let n = e.n_rows();
+        let k = FINGERPRINT_ROWS.min(n);
+        for j in 0..k {
+            let r = if k > 1 { j * (n - 1) / (k - 1) } else { 0 };
+            put_rows(&mut h, e, r, 1)?;
+        }
+    }
+    if let Some(c) = vision.iter().find(|i| i.entry.name == "v.patch_embd.weight") {
+        put_rows(&mut h, c, 0, c.n_rows())?;
+    }
+    Ok(format!("{:016x}", h.0))
 }
 
 fn text_metadata(ck: &Checkpoint, opts: &Options) -> Vec<(String, Value)> {
@@ -480,13 +542,19 @@ pub fn convert(opts: &Options) -> Result<Summary> {
     if !matches!(opts.vision_type, GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0) {
         return Err(ConvertError::Usage(format!("--vision-type {} is not one of f32, f16, q8_0", opts.vision_type)));
     }
-    let ck = Checkpoint::detect(&opts.src)?;
+    let ck = Checkpoint::detect_with(&opts.src, opts.vision_act)?;
     let src = open_sources(&ck)?;
     let (text_items, vision_items) = plan(&ck, &src, opts)?;
+    let fp = fingerprint(&ck, &src, &text_items, &vision_items)?;
+    let fp_entry = || (keys::PIXTRAL_CHECKPOINT_FINGERPRINT.to_string(), Value::String(fp.clone()));
 
-    let mut outputs = vec![Output { path: opts.out.clone(), meta: text_metadata(&ck, opts), items: text_items }];
+    let mut text_meta = text_metadata(&ck, opts);
+    text_meta.push(fp_entry());
+    let mut outputs = vec![Output { path: opts.out.clone(), meta: text_meta, items: text_items }];
     if let Some(v) = &ck.vision {
-        outputs.push(Output { path: mmproj_path(&opts.out), meta: vision_metadata(&ck, v, opts), items: vision_items });
+        let mut meta = vision_metadata(&ck, v, opts);
+        meta.push(fp_entry());
+        outputs.push(Output { path: mmproj_path(&opts.out), meta, items: vision_items });
     }
     for o in &outputs {
         if o.path.exists() && !opts.force {
@@ -525,5 +593,11 @@ pub fn convert(opts: &Options) -> Result<Summary> {
     if let Ok(d) = File::open(&dir) {
         let _ = d.sync_all();
     }
-    Ok(Summary { layout: ck.layout, outputs: summaries, source_bytes, seconds: start.elapsed().as_secs_f64() })
+    Ok(Summary {
+        layout: ck.layout,
+        outputs: summaries,
+        source_bytes,
+        seconds: start.elapsed().as_secs_f64(),
+        notes: ck.notes,
+    })
 }

@@ -58,6 +58,9 @@ pub mod keys {
     /// Ours (llama.cpp hard-codes the Tekken regex behind `pre = tekken`): the split pattern, for readers
     /// that build the tokenizer from metadata alone.
     pub const PIXTRAL_TOKENIZER_PATTERN: &str = "pixtral.tokenizer.pattern";
+    /// Ours, in both files: a digest of the checkpoint they were converted from (`convert::fingerprint`), so a
+    /// text file and an mmproj of different checkpoints are told apart at load.
+    pub const PIXTRAL_CHECKPOINT_FINGERPRINT: &str = "pixtral.checkpoint.fingerprint";
 
     // mmproj, `general.architecture` = "clip"
     pub const CLIP_HAS_VISION_ENCODER: &str = "clip.has_vision_encoder";

@@ -15,10 +15,15 @@ use serde_json::Value as Json;
 
 use crate::error::{io_err, ConvertError, Result};
 
-/// Tekken's pre-tokenizer split pattern (mistral-common `tekken.json` `config.pattern`). Digits split one by
-/// one (`\p{N}`); `tokenizer.json` files written by transformers < 5 carry `\p{N}{1,3}`, which is wrong for
-/// Tekken and is replaced by this.
+/// Tekken's pre-tokenizer split pattern (mistral-common `tekken.json` `config.pattern`, the same string
+/// transformers installs with `fix_mistral_regex=True`). An HF `tokenizer.json` of a Tekken vocabulary gets
+/// this whatever it carries: the files written by transformers' < 5 `TikTokenConverter`, the published
+/// `mistral-community/pixtral-12b` one among them, carry [`LLAMA3_PATTERN`].
 pub const TEKKEN_PATTERN: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// transformers' `TikTokenConverter` default pattern (llama3's): contractions, `\p{L}+` without combining marks
+/// (Hindi, Thai split apart), digits in threes, and `[\r\n]*` where Tekken has `[\r\n/]*`.
+pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// llama.cpp `llama_token_type` values.
 pub mod token_type {
@@ -243,6 +248,11 @@ pub fn from_tekken(path: &Path, vocab_size: usize) -> Result<Vocab> {
 
 /// From HF `tokenizer.json` (BPE with byte-level spelling; specials as added tokens).
 pub fn from_hf(dir: &Path, vocab_size: usize) -> Result<Vocab> {
+    from_hf_noted(dir, vocab_size).map(|(v, _)| v)
+}
+
+/// [`from_hf`], with a note for the user when the file's split pattern was replaced by Tekken's.
+pub fn from_hf_noted(dir: &Path, vocab_size: usize) -> Result<(Vocab, Option<String>)> {
     let path = dir.join("tokenizer.json");
     let j = read_json(&path)?;
     let model = j.get("model").ok_or_else(|| field(&path, "model", "missing"))?;
@@ -298,9 +308,34 @@ pub fn from_hf(dir: &Path, vocab_size: usize) -> Result<Vocab> {
             })
             .collect::<Result<Vec<_>>>()?,
     };
-    let pattern = hf_split_pattern(&j).unwrap_or(TEKKEN_PATTERN).replace(r"\p{N}{1,3}", r"\p{N}");
+    let file_pattern = hf_split_pattern(&j);
     let chat_template = hf_chat_template(dir)?.unwrap_or_else(|| DEFAULT_CHAT_TEMPLATE.to_owned());
-    finish(tokens, types, vocab_size, merges, pattern, chat_template, &path)
+    let v = finish(tokens, types, vocab_size, merges, String::new(), chat_template, &path)?;
+    // ref: transformers `fix_mistral_regex`: the split pattern is a property of the Tekken vocabulary, not of the file
+    let (pattern, note) = match file_pattern {
+        _ if !is_tekken(&v) => (file_pattern.unwrap_or(TEKKEN_PATTERN).to_owned(), None),
+        Some(p) if p != TEKKEN_PATTERN => {
+            let what = if p == LLAMA3_PATTERN { "the llama3 pattern of transformers < 5" } else { "another pattern" };
+            let note = format!(
+                "{}: the pre-tokenizer split pattern is {what}, not Tekken's; storing Tekken's, as mistral-common \
+                 and transformers' fix_mistral_regex=True split (otherwise Hindi, Thai or \".\\n//!\" get other ids)",
+                path.display()
+            );
+            (TEKKEN_PATTERN.to_owned(), Some(note))
+        }
+        _ => (TEKKEN_PATTERN.to_owned(), None),
+    };
+    Ok((Vocab { pattern, ..v }, note))
+}
+
+/// Tekken's reserved ids lead the vocabulary: `<unk> <s> </s> [INST] [/INST]` as control tokens (mistral-common
+/// `Tekkenizer.DEPRECATED_SPECIAL_TOKENS` ranks 0..5; both `tekken.json` versions and every Pixtral/Nemo
+/// `tokenizer.json`).
+pub fn is_tekken(v: &Vocab) -> bool {
+    TEKKEN_DEFAULT_SPECIALS[..5]
+        .iter()
+        .enumerate()
+        .all(|(i, s)| v.tokens.get(i).map(String::as_str) == Some(*s) && v.types[i] == token_type::CONTROL)
 }
 
 /// The regex of the `Split` pre-tokenizer, if any.

@@ -55,6 +55,10 @@ enum Cmd {
         /// Overwrite existing outputs.
         #[arg(long)]
         force: bool,
+        /// Vision FFN activation, whatever config.json says: silu (Pixtral's) or gelu. Needed when an HF config
+        /// says "gelu" (copies made before October 2024), which is refused otherwise.
+        #[arg(long, value_name = "silu|gelu")]
+        vision_act: Option<pixtral::convert::config::VisionAct>,
     },
     /// Generate text: the answer streams to stdout, header and timings go to stderr.
     Run(RunArgs),
@@ -297,7 +301,9 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     let result = match cli.cmd {
-        Cmd::Convert { src, outtype, vision_type, out, force } => convert(src, outtype, vision_type, out, force),
+        Cmd::Convert { src, outtype, vision_type, out, force, vision_act } => {
+            convert(src, outtype, vision_type, out, force, vision_act)
+        }
         Cmd::Inspect { file, full } => inspect(file, full),
         Cmd::Run(a) => run(a),
         Cmd::Chat(a) => repl::chat(a),
@@ -315,10 +321,20 @@ fn main() -> ExitCode {
         }
     }
 }
-fn convert(src: PathBuf, outtype: GgmlType, vision_type: GgmlType, out: PathBuf, force: bool) -> anyhow::Result<()> {
+fn convert(
+    src: PathBuf,
+    outtype: GgmlType,
+    vision_type: GgmlType,
+    out: PathBuf,
+    force: bool,
+    vision_act: Option<pixtral::convert::config::VisionAct>,
+) -> anyhow::Result<()> {
     pixtral::convert::os::install_interrupt_handler();
-    let opts = pixtral::convert::Options { src, out, outtype, vision_type, force, progress: true };
+    let opts = pixtral::convert::Options { src, out, outtype, vision_type, force, progress: true, vision_act };
     let s = pixtral::convert::convert(&opts)?;
+    for n in &s.notes {
+        eprintln!("note: {n}");
+    }
     let mb = |b: u64| b as f64 / 1e6;
     for o in &s.outputs {
         eprintln!("wrote {} ({} tensors, {:.1} MB)", o.path.display(), o.n_tensors, mb(o.bytes));
@@ -528,6 +544,9 @@ pub fn plan(m: &ModelArgs, mmproj: Option<&Path>, need_vision: bool, ui: &Ui) ->
     let vision = if vpath.exists() {
         let vfile = GgufFile::open(&vpath)?;
         let (vcfg, text_dim) = pixtral::model::vision::vision_config(&vfile.header)?;
+        for w in pixtral::model::check_pair(&file.header, &vfile.header)? {
+            ui.info(format!("warning: {}: {w}", vpath.display()));
+        }
         Some(VisionPlan { path: vpath, file: vfile, cfg: vcfg, text_dim })
     } else if need_vision {
         usage!("no mmproj found at {}: pass --mmproj, or convert the checkpoint with its vision tower", vpath.display())

@@ -194,6 +194,49 @@ pub(crate) fn u32_key(h: &Header, key: &str) -> Result<usize> {
     Ok(v)
 }
 
+/// Whether a text GGUF and an mmproj belong together, from their headers alone (before any weight is mapped).
+///
+/// An error when the mmproj's projection width (`clip.vision.projection_dim`) is not the text embedding width
+/// (`llama.embedding_length`): its image rows cannot enter this decoder. Warnings, one line each: both files
+/// carry `pixtral.checkpoint.fingerprint` (ours) and the two differ, i.e. they were converted from different
+/// checkpoints (files without the key, llama.cpp's, get only the width check); the mmproj's `image_std` equals
+/// its `image_mean` (an old llama.cpp converter wrote the mean twice), so every image is normalised wrongly.
+pub fn check_pair(text: &Header, mmproj: &Header) -> Result<Vec<String>> {
+    let (td, pd) = (text.get_u32(keys::LLAMA_EMBEDDING_LENGTH)?, mmproj.get_u32(keys::CLIP_VISION_PROJECTION_DIM)?);
+    if td != pd {
+        return Err(Error::Model {
+            what: keys::CLIP_VISION_PROJECTION_DIM.into(),
+            msg: format!(
+                "the mmproj projects images to width {pd}, but the text model's embedding width is {td}: \
+                 they are not from the same model"
+            ),
+        });
+    }
+    let mut warnings = Vec::new();
+    let fp = |h: &Header| h.get_str(keys::PIXTRAL_CHECKPOINT_FINGERPRINT).ok().map(str::to_owned);
+    if let (Some(a), Some(b)) = (fp(text), fp(mmproj)) {
+        if a != b {
+            warnings.push(format!(
+                "the model and the mmproj were converted from different checkpoints ({} {a} vs {b}); image \
+                 answers may be wrong: convert both from one checkpoint",
+                keys::PIXTRAL_CHECKPOINT_FINGERPRINT
+            ));
+        }
+    }
+    if let (Some(mean), Some(std)) = (mmproj.get(keys::CLIP_VISION_IMAGE_MEAN), mmproj.get(keys::CLIP_VISION_IMAGE_STD))
+    {
+        if mean == std {
+            warnings.push(format!(
+                "the mmproj's {} equals its {} (an old llama.cpp converter bug): images will be normalised \
+                 wrongly; reconvert it",
+                keys::CLIP_VISION_IMAGE_STD,
+                keys::CLIP_VISION_IMAGE_MEAN
+            ));
+        }
+    }
+    Ok(warnings)
+}
+
 /// Text hyper-parameters from metadata only, checked before anything is sized from them.
 pub fn text_config(h: &Header) -> Result<TextConfig> {
     let arch = h.get_str(keys::GENERAL_ARCHITECTURE)?;

@@ -63,8 +63,15 @@ pub fn tiny_gguf(
     let out = dir.join(&format!("{layout}-{outtype}-{vision_type}.gguf"));
     if !out.exists() {
         let src = fixtures().join("tiny").join(layout);
-        let opts =
-            pixtral::convert::Options { src, out: out.clone(), outtype, vision_type, force: true, progress: false };
+        let opts = pixtral::convert::Options {
+            src,
+            out: out.clone(),
+            outtype,
+            vision_type,
+            force: true,
+            progress: false,
+            vision_act: None,
+        };
         pixtral::convert::convert(&opts).unwrap();
     }
     let mmproj = pixtral::convert::mmproj_path(&out);
