@@ -57,6 +57,10 @@ fn run(args: &[&str], stdin: Option<&[u8]>) -> (String, String, i32) {
 fn flags_and_files_are_checked_before_the_model_loads_with_exit_2_for_usage_and_3_for_files() {
     let img = red_circle();
     let dir = TempDir::new("daily-precheck");
+    // a PNG whose header is fine and whose data stops short: found by decoding, still before the model loads
+    let png = std::fs::read(&img).unwrap();
+    let truncated = dir.join("cut.png").to_str().unwrap().to_string();
+    std::fs::write(&truncated, &png[..png.len() / 2]).unwrap();
     let cases: &[(&[&str], i32, &str)] = &[
         (&["--top-p", "1.5", "-p", "hi"], 2, "not a number in [0, 1]"),
         (&["--min-p", "-0.1", "-p", "hi"], 2, "--min-p"),
@@ -81,6 +85,15 @@ fn flags_and_files_are_checked_before_the_model_loads_with_exit_2_for_usage_and_
             2,
             "only one --image can be read from standard input",
         ),
+        (&["-c", "2000000000", "-p", "hi"], 2, "MB of memory are available"),
+        (
+            &["-c", "8", "--context-shift", "-p", "a prompt longer than eight tokens, surely"],
+            2,
+            "use a larger --ctx-size",
+        ),
+        (&["-c", "100", "--context-shift", "--keep", "100", "-p", "hi"], 2, "--keep 100 must be below"),
+        (&["--stop", "", "-p", "hi"], 2, "a stop string cannot be empty"),
+        (&["--image", &truncated, "-p", "hi"], 3, "cannot decode image"),
     ];
     for (args, code, want) in cases {
         let (_, err, c) = run(args, None);
@@ -95,10 +108,12 @@ fn flags_and_files_are_checked_before_the_model_loads_with_exit_2_for_usage_and_
         (vec!["run", "-m", &img, "-p", "hi"], "not a GGUF file"),
         (vec!["inspect", &img], "not a GGUF file"),
         (vec!["inspect", "/nonexistent.gguf"], "/nonexistent.gguf: No such file"),
+        (vec!["logits", "-p", "hi", "--out", "/nonexistent/l.npy"], "the folder /nonexistent does not exist"),
     ] {
         let o = px(&args, None);
         assert_eq!(o.status.code(), Some(3), "{args:?}: {}", text(&o.stderr));
-        assert!(text(&o.stderr).contains(want), "{args:?}: {}", text(&o.stderr));
+        let err = text(&o.stderr);
+        assert!(err.contains(want) && !err.contains("loaded in"), "{args:?}: {err}");
     }
 }
 
@@ -347,7 +362,7 @@ fn a_prompt_image_is_never_cut_by_context_shift() {
     let (_, err, c) = run(&["-c", "50", "--context-shift", "--image", &img, "-p", "What colour is the shape?"], None);
     assert_eq!(c, 2, "{err}");
     assert!(
-        err.contains("54 for images") && err.contains("images are never cut") && !err.contains("or --context-shift"),
+        err.contains("54 for images") && err.contains("never cut to fit") && !err.contains("--context-shift"),
         "{err}"
     );
     // it fits, and the answer runs past the context: the ring keeps everything through the image
@@ -387,6 +402,26 @@ fn a_prompt_image_is_never_cut_by_context_shift() {
     let stats: Vec<&str> = err.lines().filter(|l| l.starts_with("conversation:")).collect();
     assert_eq!(stats.first(), Some(&"conversation: 2 messages, 1 images"), "{err}");
     assert!(stats.last().unwrap().ends_with(", 0 images"), "{err}");
+    // images that cannot fit even after dropping every older exchange: refused up front, the history kept
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pixtral"))
+        .args(["chat", "-m", &demo(), "--temp", "0", "-c", "100", "--context-shift", "--no-history", "-n", "8"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ex = |f: &str| root().join("examples").join(f).to_str().unwrap().to_string();
+    let script = format!(
+        "/image {img}\nWhat colour is the shape?\n/image {} {}\n",
+        ex("green-star.png"),
+        ex("three-squares.png")
+    );
+    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("three-squares.png") && err.contains("even after dropping every older exchange"), "{err}");
+    assert!(!err.contains("dropped the oldest"), "{err}");
 }
 
 /// A piped chat session: its stdout, stderr and exit code.
@@ -421,6 +456,14 @@ fn repl_paths_split_like_a_shell_and_saved_conversations_load_from_anywhere() {
     for n in 1..=5 {
         assert!(err.contains(&format!("({n} image(s) for the next message)")), "{n}: {err}");
     }
+    // a path then a question on one line attaches the image and asks (as Ollama takes it); /set takes -1 for n
+    let (out, err, c) = chat_script(&root(), "/set n -1\nexamples/red-circle.png What shape is this?\n/stats\n", &[]);
+    assert_eq!(c, 0, "{err}");
+    assert!(err.contains("n -1") && err.contains("(1 image(s) for the next message)"), "{err}");
+    assert!(err.contains("conversation: 2 messages, 1 images") && !out.trim().is_empty(), "{err}");
+    let (_, err, c) = chat_script(&root(), "/set top_p 3\n", &[]);
+    assert_eq!(c, 2, "{err}");
+    assert!(err.contains("/set top_p: \"3\" is not a number in [0, 1]"), "{err}");
     // a conversation saved with a relative image path loads from another working directory
     let saved = dir.join("conv.json");
     let script = format!("/image examples/red-circle.png\nWhat shape is this?\n/save {}\n", saved.display());
@@ -522,10 +565,11 @@ fn bench_takes_lists_formats_and_reports_the_size_it_encoded() {
     let o = px(&["bench", "-p", "8", "-n", "0", "-r", "1", "--image-size", "1024x1024"], None);
     let md = text(&o.stdout);
     assert!(md.contains("| vit 128x128 (asked 1024x1024) |") && md.contains(" ± "), "{md}");
+    assert!(md.contains(" MB | ") && md.contains(" M | "), "the demo's size and parameters in MB and M: {md}");
     let o = px(&["bench", "-p", "8", "-n", "2", "-r", "1", "-o", "csv"], None);
     let csv = text(&o.stdout);
     assert_eq!(csv.lines().count(), 3, "{csv}");
-    assert!(csv.starts_with("model,type,") && csv.lines().all(|l| l.split(',').count() == 14), "{csv}");
+    assert!(csv.starts_with("model,type,") && csv.lines().all(|l| l.split(',').count() == 15), "{csv}");
     let o = px(&["bench", "-p", "0", "-n", "0"], None);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("nothing to measure"), "{}", text(&o.stderr));

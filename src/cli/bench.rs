@@ -140,6 +140,17 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     print(format, &name, &model, &rows)
 }
 
+/// `x` with a decimal prefix: 7.23 G, 3.06 M, 512 (llama-bench prints sizes and parameter counts so).
+fn human(x: f64, unit: &str) -> String {
+    let (v, p) = match x {
+        x if x >= 1e9 => (x / 1e9, "G"),
+        x if x >= 1e6 => (x / 1e6, "M"),
+        x if x >= 1e3 => (x / 1e3, "k"),
+        x => (x, ""),
+    };
+    format!("{v:.2} {p}{unit}").trim_end().to_string()
+}
+
 fn print(format: Format, name: &str, model: &pixtral::Model, rows: &[Row]) -> anyhow::Result<()> {
     let isa = pixtral::quant::isa::selected().name();
     let ty = model.weight_type.name();
@@ -175,7 +186,7 @@ fn print(format: Format, name: &str, model: &pixtral::Model, rows: &[Row]) -> an
         Format::Csv => {
             writeln!(
                 o,
-                "model,type,size_gb,params_b,isa,threads,test,n,avg_ts,stddev_ts,median_ts,rate,rate_unit,image_size"
+                "model,type,size_gb,params_b,isa,threads,test,n,avg_ts,stddev_ts,median_ts,rate,rate_unit,image_size,encoded_size"
             )?;
             for r in rows {
                 let v = json(r);
@@ -188,7 +199,7 @@ fn print(format: Format, name: &str, model: &pixtral::Model, rows: &[Row]) -> an
                 };
                 writeln!(
                     o,
-                    "{},{ty},{size_gb:.3},{params_b:.3},{isa},{},{},{},{:.4},{:.4},{:.4},{:.2},{},{}",
+                    "{},{ty},{size_gb:.6},{params_b:.6},{isa},{},{},{},{:.4},{:.4},{:.4},{:.2},{},{},{}",
                     csv(&out.text(name)),
                     r.threads,
                     csv(&r.test),
@@ -198,7 +209,8 @@ fn print(format: Format, name: &str, model: &pixtral::Model, rows: &[Row]) -> an
                     v["median_ts"].as_f64().unwrap_or(0.0),
                     r.rate,
                     r.rate_unit,
-                    r.image.as_ref().map(|i| i.0.as_str()).unwrap_or("")
+                    r.image.as_ref().map(|i| i.0.as_str()).unwrap_or(""),
+                    r.image.as_ref().map(|(_, w, h)| format!("{w}x{h}")).unwrap_or_default()
                 )?;
             }
         }
@@ -214,8 +226,10 @@ fn print(format: Format, name: &str, model: &pixtral::Model, rows: &[Row]) -> an
                 };
                 writeln!(
                     o,
-                    "| {} | {size_gb:.2} GB | {params_b:.2} B | {ty} | {isa} | {} | {test} | {:.2} ± {:.2}{unit} | {:.2} | {:.1} {} |",
+                    "| {} | {} | {} | {ty} | {isa} | {} | {test} | {:.2} ± {:.2}{unit} | {:.2} | {:.1} {} |",
                     out.text(name),
+                    human(size_gb * 1e9, "B"),
+                    human(params_b * 1e9, ""),
                     r.threads,
                     v["avg_ts"].as_f64().unwrap_or(0.0),
                     v["stddev_ts"].as_f64().unwrap_or(0.0),

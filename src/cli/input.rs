@@ -64,6 +64,9 @@ pub fn prompt_text(prompt: Option<&str>, file: Option<&Path>, stdin_taken: bool)
     if stdin_taken {
         usage!("standard input cannot be both the prompt and an image (--image -): give the prompt with -p or -f");
     }
+    if std::io::stdin().is_terminal() {
+        eprintln!("reading the prompt from standard input: end it with Ctrl-D");
+    }
     let text = read_text(std::io::stdin().lock(), "standard input")?;
     if text.trim().is_empty() {
         usage!("the prompt read from standard input is empty");
@@ -107,6 +110,20 @@ pub fn existing_file(path: &Path) -> anyhow::Result<()> {
         }
         Ok(_) => Ok(()),
     }
+}
+
+/// An output path whose folder exists (exit 3 otherwise, before any work): the file itself is written later.
+pub fn writable(path: &Path) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        let e =
+            std::io::Error::new(std::io::ErrorKind::NotFound, format!("the folder {} does not exist", dir.display()));
+        return Err(pixtral::Error::Io { path: path.to_path_buf(), source: e }.into());
+    }
+    Ok(())
 }
 
 /// `file://` URIs as paths (percent-escapes decoded); other text unchanged.

@@ -210,7 +210,7 @@ pub struct SamplingArgs {
     #[arg(long)]
     ignore_eos: bool,
     /// End the answer where this text appears (not printed); repeatable.
-    #[arg(long = "stop", short = 'r', visible_alias = "reverse-prompt", value_name = "TEXT")]
+    #[arg(long = "stop", short = 'r', visible_alias = "reverse-prompt", value_name = "TEXT", value_parser = parse_stop)]
     stop: Vec<String>,
 }
 
@@ -234,6 +234,13 @@ fn parse_vision_type(s: &str) -> Result<GgmlType, String> {
         Some(t @ (GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0)) => Ok(t),
         _ => Err(format!("{s:?} is not one of f32, f16, q8_0")),
     }
+}
+
+fn parse_stop(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("a stop string cannot be empty (it would end every answer before it began)".into());
+    }
+    Ok(s.to_string())
 }
 
 fn parse_positive(s: &str) -> Result<usize, String> {
@@ -564,6 +571,17 @@ pub fn plan(m: &ModelArgs, mmproj: Option<&Path>, need_vision: bool, ui: &Ui) ->
             pixtral::convert::os::available_memory(),
         ),
     };
+    if let Some(k) = m.keep.filter(|&k| m.context_shift && k >= ctx) {
+        usage!("--keep {k} must be below the context's {ctx} tokens");
+    }
+    if ctx > cfg.context_length {
+        ui.info(format!(
+            "warning: a context of {ctx} tokens is beyond the {} the model was trained on; answers past it degrade",
+            cfg.context_length
+        ));
+    }
+    // the KV cache the memory cannot hold is refused now, not after seconds of loading
+    pixtral::Session::check_memory(&cfg, &session_options(m, ctx, 1))?;
     Ok(Plan { path, file, cfg, tokenizer, vision, ctx, ctx_why })
 }
 
@@ -653,13 +671,7 @@ struct PromptIds {
 /// The prompt's ids: the chat template (user message, optional system), or BOS + plain text with --raw; images
 /// where the `<image>` markers are, else first. Refused (usage, exit 2) when it cannot fit the context: images
 /// are never cut by --context-shift, so they count whatever the flag says.
-fn prompt_ids(
-    plan: &Plan,
-    m: &ModelArgs,
-    p: &PromptArgs,
-    text: &str,
-    grids: &[(usize, usize)],
-) -> anyhow::Result<PromptIds> {
+fn prompt_ids(plan: &Plan, p: &PromptArgs, text: &str, grids: &[(usize, usize)]) -> anyhow::Result<PromptIds> {
     use pixtral::chat::{encode_chat, image_tokens, Chunk, Message};
     let tok = &plan.tokenizer;
     let parts: Vec<&str> = text.split("<image>").collect();
@@ -695,18 +707,12 @@ fn prompt_ids(
         encode_chat(tok, system, &[Message::user_chunks(chunks)])?
     };
     let img: usize = grids.iter().map(|(w, h)| (w + 1) * h).sum();
-    let shift = m.context_shift && img == 0;
-    if ids.len() > plan.ctx && !shift {
-        if img > 0 {
-            usage!(
-                "the prompt has {} tokens ({img} for images) but the context holds {}: use a larger --ctx-size or a \
-                 smaller --image-max-side (images are never cut to fit)",
-                ids.len(),
-                plan.ctx
-            );
-        }
+    // --context-shift makes room while generating; a prompt must fit whole (nothing of it is dropped unsaid)
+    if ids.len() > plan.ctx {
+        let images = if img > 0 { format!(" ({img} for images, which are never cut to fit)") } else { String::new() };
+        let smaller = if img > 0 { ", or a smaller --image-max-side" } else { "" };
         usage!(
-            "the prompt has {} tokens but the context holds {}: use a larger --ctx-size, or --context-shift",
+            "the prompt has {} tokens{images} but the context holds {}: use a larger --ctx-size{smaller}",
             ids.len(),
             plan.ctx
         );
@@ -866,22 +872,21 @@ fn learn_rates(l: &Loaded, grids: &[(usize, usize)], vit_seconds: f64, g: &pixtr
     }
 }
 
-/// Decode the images (already read and checked) and encode them as one packed sequence, with a progress bar
-/// when it takes a while.
-fn encode_images(
-    vm: &pixtral::model::vision::VisionModel,
-    cfg: &pixtral::image::PreprocessConfig,
+/// Decode and preprocess the images (already read and checked) before any weight loads: a file whose header is
+/// fine but whose data is not fails here, in milliseconds, not after the model's seconds of loading.
+fn decode_images(
+    plan: &Plan,
+    max_side: Option<usize>,
     images: &[input::ImageInput],
-    ui: &Ui,
-) -> anyhow::Result<(Vec<pixtral::image::Preprocessed>, Vec<f32>, f64)> {
+) -> anyhow::Result<Vec<pixtral::image::Preprocessed>> {
+    let Some(cfg) = plan.preprocess(max_side)? else { return Ok(Vec::new()) };
     let lim = pixtral::image::ImageLimits::default();
     let mut pre = Vec::with_capacity(images.len());
     for im in images {
         let rgb = pixtral::image::decode(&im.name, &im.bytes, &lim)?;
-        pre.push(pixtral::image::preprocess(&rgb, cfg));
+        pre.push(pixtral::image::preprocess(&rgb, &cfg));
     }
-    let (embeds, secs) = encode_with_bar(vm, &pre, ui);
-    Ok((pre, embeds, secs))
+    Ok(pre)
 }
 
 /// Encode preprocessed images as one packed sequence, with a progress bar when it takes a while.
@@ -906,7 +911,9 @@ pub fn encode_with_bar(
 
 /// Everything `run` and `logits` know before the weights load: the prompt text and images read and checked,
 /// the headers opened, the context chosen, the prompt's ids counted.
-fn prepare(m: &ModelArgs, p: &PromptArgs, ui: &Ui) -> anyhow::Result<(Plan, PromptIds, Vec<input::ImageInput>)> {
+type Prepared = (Plan, PromptIds, Vec<input::ImageInput>, Vec<pixtral::image::Preprocessed>);
+
+fn prepare(m: &ModelArgs, p: &PromptArgs, ui: &Ui) -> anyhow::Result<Prepared> {
     let stdin_image = p.images.image.iter().any(|i| i.as_os_str() == "-");
     let text = input::prompt_text(p.prompt.as_deref(), p.file.as_deref(), stdin_image)?;
     let markers = text.matches("<image>").count();
@@ -921,8 +928,9 @@ fn prepare(m: &ModelArgs, p: &PromptArgs, ui: &Ui) -> anyhow::Result<(Plan, Prom
         }
         None => Vec::new(),
     };
-    let ids = prompt_ids(&plan, m, p, &text, &grids)?;
-    Ok((plan, ids, images))
+    let ids = prompt_ids(&plan, p, &text, &grids)?;
+    let pre = decode_images(&plan, p.images.image_max_side, &images)?;
+    Ok((plan, ids, images, pre))
 }
 
 fn encode_image(model: Option<PathBuf>, a: ImageArgs, out: PathBuf, pixels_out: Option<PathBuf>) -> anyhow::Result<()> {
@@ -934,10 +942,13 @@ fn encode_image(model: Option<PathBuf>, a: ImageArgs, out: PathBuf, pixels_out: 
     let m =
         ModelArgs { model, ctx_size: Some(1), context_shift: false, keep: None, kv_type: KvType::F16, threads: None };
     let plan = plan(&m, a.mmproj.as_deref(), true, &ui)?;
-    let cfg = plan.preprocess(a.image_max_side)?.expect("vision planned");
+    for o in std::iter::once(&out).chain(&pixels_out) {
+        input::writable(o)?;
+    }
+    let pre = decode_images(&plan, a.image_max_side, &images)?;
     let v = plan.vision.expect("vision planned");
     let vm = &pixtral::model::vision::VisionModel::from_file(v.file, &Default::default())?;
-    let (pre, embeds, secs) = encode_images(vm, &cfg, &images, &ui)?;
+    let (embeds, secs) = encode_with_bar(vm, &pre, &ui);
     for (im, p) in images.iter().zip(&pre) {
         ui.info(format!(
             "image {}: {}x{} -> {}x{} patches ({} tokens)",
@@ -1020,23 +1031,19 @@ enum Finish {
 fn run(a: RunArgs) -> anyhow::Result<()> {
     let ui = Ui::new(a.ui);
     // ---- everything that can be checked before the weights load ----
-    let (plan, pids, images) = prepare(&a.m, &a.p, &ui)?;
-    let pre_cfg = plan.preprocess(a.p.images.image_max_side)?;
+    let (plan, pids, images, pre) = prepare(&a.m, &a.p, &ui)?;
+    let got: Vec<(usize, usize)> = pre.iter().map(|p| (p.grid_w, p.grid_h)).collect();
+    if got != pids.grids {
+        anyhow::bail!("decoded image grids {got:?} differ from the headers' {:?}", pids.grids);
+    }
     let threads = a.m.threads.or_else(physical_cores).unwrap_or(1);
     estimate(&plan, &pids, &images, a.p.images.image_max_side, threads, &ui);
     let ctx = plan.ctx;
-    // ---- weights, images, prompt ----
+    // ---- weights, then the images through the vision tower ----
     let l = load(plan, &a.m, !images.is_empty(), &ui)?;
     let model = &l.model;
-    let (embeds, image_seconds) = match (&l.vision, &pre_cfg) {
-        (Some(vm), Some(cfg)) if !images.is_empty() => {
-            let (pre, embeds, secs) = encode_images(vm, cfg, &images, &ui)?;
-            let got: Vec<(usize, usize)> = pre.iter().map(|p| (p.grid_w, p.grid_h)).collect();
-            if got != pids.grids {
-                anyhow::bail!("decoded image grids {got:?} differ from the headers' {:?}", pids.grids);
-            }
-            (embeds, secs)
-        }
+    let (embeds, image_seconds) = match &l.vision {
+        Some(vm) if !pre.is_empty() => encode_with_bar(vm, &pre, &ui),
         _ => (Vec::new(), 0.0),
     };
     let ids = &pids.ids;
@@ -1144,13 +1151,15 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
 
 fn logits(m: ModelArgs, p: PromptArgs, out: PathBuf, ids_out: Option<PathBuf>) -> anyhow::Result<()> {
     let ui = Ui::new(UiArgs::default());
-    let (plan, pids, images) = prepare(&m, &p, &ui)?;
-    let pre_cfg = plan.preprocess(p.images.image_max_side)?;
+    let (plan, pids, _, pre) = prepare(&m, &p, &ui)?;
+    for o in std::iter::once(&out).chain(&ids_out) {
+        input::writable(o)?;
+    }
     let ctx = plan.ctx;
-    let l = load(plan, &m, !images.is_empty(), &ui)?;
+    let l = load(plan, &m, !pre.is_empty(), &ui)?;
     let model = &l.model;
-    let embeds = match (&l.vision, &pre_cfg) {
-        (Some(vm), Some(cfg)) if !images.is_empty() => encode_images(vm, cfg, &images, &ui)?.1,
+    let embeds = match &l.vision {
+        Some(vm) if !pre.is_empty() => encode_with_bar(vm, &pre, &ui).0,
         _ => Vec::new(),
     };
     let ids = &pids.ids;

@@ -218,9 +218,13 @@ impl Input {
                 }
             }
         }
-        if let Input::Editor { ed, .. } = self {
+        if let Input::Editor { ed, history } = self {
             if !text.trim().is_empty() {
                 let _ = ed.add_history_entry(text.as_str());
+                // saved at once: a closed terminal never takes the session's lines with it
+                if let Some(h) = history {
+                    let _ = ed.save_history(h);
+                }
             }
         }
         Line::Text(text)
@@ -233,6 +237,25 @@ impl Input {
             }
         }
     }
+}
+
+/// A line that starts with the path of an existing image file and goes on with a message (`photo.png What is
+/// this?`, as Ollama takes it): the path and the message. The first word is the shortest prefix that a shell
+/// would take as one word, so quotes and escapes work and an apostrophe later in the message does not matter.
+fn image_then_text(line: &str) -> Option<(PathBuf, &str)> {
+    let line = line.trim();
+    for (i, c) in line.char_indices() {
+        if !c.is_whitespace() {
+            continue;
+        }
+        if let Ok(w) = shell_words(&line[..i]) {
+            if w.len() == 1 {
+                let rest = line[i..].trim();
+                return Some((pasted_image(&line[..i])?, rest)).filter(|(_, r)| !r.is_empty());
+            }
+        }
+    }
+    None
 }
 
 /// A line that is just the path of an existing image file, as a terminal pastes a dragged file: plain, quoted
@@ -293,18 +316,29 @@ impl Repl<'_> {
         let (w, h) = pixtral::image::dimensions(path, &lim)?;
         let (gw, gh) = pixtral::image::grid(w, h, cfg.max_side, cfg.patch);
         let need = (gw + 1) * gh;
-        let have = self.conv.prompt_tokens(&self.model.tokenizer)?
-            + self.attached.iter().map(|a| (a.grid_w + 1) * a.grid_h).sum::<usize>();
-        if have + need > self.ctx {
-            let free = self.ctx.saturating_sub(have);
-            if need > self.ctx || !self.shift {
-                anyhow::bail!(
-                    "{}: {w}x{h} needs {need} tokens ({gw}x{gh} patches) but only {free} of the context's {} are free: \
-                     /reset, or restart with a smaller --image-max-side or a larger --ctx-size",
+        let attached: usize = self.attached.iter().map(|a| (a.grid_w + 1) * a.grid_h).sum();
+        let have = self.conv.prompt_tokens(&self.model.tokenizer)? + attached;
+        if self.shift {
+            // older exchanges can be dropped, but the next message's own images must fit with a frame and room
+            // for an answer
+            let alone = attached + need + 8 + self.answer_room();
+            if alone > self.ctx {
+                crate::ui::usage!(
+                    "{}: {w}x{h} needs {need} tokens ({gw}x{gh} patches); with the {attached} of the images already \
+                     attached and room for an answer that is {alone} of the context's {} even after dropping every \
+                     older exchange: restart with a smaller --image-max-side or a larger --ctx-size",
                     path.display(),
                     self.ctx
                 );
             }
+        } else if have + need > self.ctx {
+            crate::ui::usage!(
+                "{}: {w}x{h} needs {need} tokens ({gw}x{gh} patches) but only {} of the context's {} are free: \
+                 /reset, or restart with a smaller --image-max-side, a larger --ctx-size or --context-shift",
+                path.display(),
+                self.ctx.saturating_sub(have),
+                self.ctx
+            );
         }
         let threads = crate::threads_in_use();
         let m = self.model;
@@ -349,18 +383,21 @@ impl Repl<'_> {
         match args {
             [] => {}
             [k, v] => {
-                let ok = match k.as_str() {
-                    "temp" | "temperature" => crate::parse_temp(v).map(|x| p.temp = x).is_ok(),
-                    "top_k" => v.parse().map(|x| p.top_k = x).is_ok(),
-                    "top_p" => crate::parse_unit(v).map(|x| p.top_p = x).is_ok(),
-                    "min_p" => crate::parse_unit(v).map(|x| p.min_p = x).is_ok(),
-                    "repeat_penalty" => crate::parse_penalty(v).map(|x| p.repeat_penalty = x).is_ok(),
-                    "seed" => v.parse().map(|x| p.seed = x).is_ok(),
-                    "n" | "n_predict" => v.parse().map(|x| self.n_predict = x).is_ok(),
+                let whole = |v: &str| v.parse::<u64>().map_err(|_| format!("{v:?} is not a whole number ≥ 0"));
+                let set: Result<(), String> = match k.as_str() {
+                    "temp" | "temperature" => crate::parse_temp(v).map(|x| p.temp = x),
+                    "top_k" => whole(v).map(|x| p.top_k = x as usize),
+                    "top_p" => crate::parse_unit(v).map(|x| p.top_p = x),
+                    "min_p" => crate::parse_unit(v).map(|x| p.min_p = x),
+                    "repeat_penalty" => crate::parse_penalty(v).map(|x| p.repeat_penalty = x),
+                    "seed" => crate::parse_seed(v).map(|x| p.seed = x as u64),
+                    "n" | "n_predict" => {
+                        crate::parse_n_predict(v).map(|x| self.n_predict = if x < 0 { usize::MAX } else { x as usize })
+                    }
                     _ => crate::ui::usage!("unknown setting {k:?}; /set lists them"),
                 };
-                if !ok {
-                    crate::ui::usage!("{v:?} is not a valid value for {k}");
+                if let Err(e) = set {
+                    crate::ui::usage!("/set {k}: {e}");
                 }
             }
             _ => crate::ui::usage!("usage: /set KEY VALUE (or /set to list)"),
@@ -369,7 +406,13 @@ impl Repl<'_> {
         let p = &self.params;
         eprintln!(
             "settings: temp {} top_k {} top_p {} min_p {} repeat_penalty {} seed {} n {}",
-            p.temp, p.top_k, p.top_p, p.min_p, p.repeat_penalty, p.seed, self.n_predict
+            p.temp,
+            p.top_k,
+            p.top_p,
+            p.min_p,
+            p.repeat_penalty,
+            p.seed,
+            if self.n_predict == usize::MAX { "-1".to_string() } else { self.n_predict.to_string() }
         );
         Ok(())
     }
@@ -444,7 +487,17 @@ impl Repl<'_> {
     /// and the answers) until the conversation and room for an answer fit; never part of one, never the new one.
     fn make_room(&mut self) -> Done {
         let tok = &self.model.tokenizer;
-        let room = self.n_predict.min(self.ctx / 4).max(1);
+        let room = self.answer_room();
+        // the new message alone must fit, or nothing is dropped for nothing
+        let last = self.conv.messages().last().cloned().into_iter().collect::<Vec<_>>();
+        let alone = pixtral::chat::encode_chat(tok, self.conv.system.as_deref(), &last)?.len();
+        if alone + room > self.ctx {
+            crate::ui::usage!(
+                "this message and its images need {alone} tokens, and {room} more for an answer, but the context \
+                 holds {}: send fewer or smaller images, or restart with a larger --ctx-size",
+                self.ctx
+            );
+        }
         let mut dropped = (0, 0, 0);
         while self.conv.prompt_tokens(tok)? + room > self.ctx {
             let Some((tokens, images)) = self.conv.drop_oldest_exchange(tok)? else { break };
@@ -457,6 +510,11 @@ impl Repl<'_> {
             ));
         }
         Ok(())
+    }
+
+    /// Tokens kept free for an answer when --context-shift makes room: -n, at most a quarter of the context.
+    fn answer_room(&self) -> usize {
+        self.n_predict.min(self.ctx / 4).max(1)
     }
 
     /// Send `text` with the attached images and stream the answer.
@@ -539,6 +597,13 @@ impl Repl<'_> {
         if let Some(path) = pasted_image(trimmed) {
             self.attach(&[path.to_string_lossy().into_owned()])?;
             return Ok(true);
+        }
+        if !trimmed.starts_with('/') || Path::new(trimmed.split_whitespace().next().unwrap_or("")).is_file() {
+            if let Some((path, rest)) = image_then_text(trimmed) {
+                self.attach(&[path.to_string_lossy().into_owned()])?;
+                self.respond(rest)?;
+                return Ok(true);
+            }
         }
         let Some(cmd) = trimmed.strip_prefix('/') else {
             self.respond(text)?;

@@ -55,7 +55,7 @@ impl Ui {
 
     /// A progress bar of `len` steps, or a hidden one when nobody watches.
     pub fn bar(&self, len: u64, what: &str) -> ProgressBar {
-        if !self.tty || self.quiet {
+        if !self.tty || self.quiet || len == 0 {
             return ProgressBar::hidden();
         }
         let b = ProgressBar::new(len);

@@ -12,6 +12,7 @@ use crate::model::Model;
 use crate::runtime::kv_cache::{KvCache, KvType};
 use crate::runtime::sampler::Sampler;
 use crate::runtime::tokenizer::StreamDecoder;
+use pixtral_convert::config::TextConfig;
 
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
@@ -78,7 +79,11 @@ pub struct Session<'m> {
 impl<'m> Session<'m> {
     /// Bytes a session with `opts` allocates: the KV cache and the activations of a prefill chunk.
     pub fn bytes_needed(model: &Model, opts: &SessionOptions) -> u64 {
-        let c = &model.cfg;
+        Self::bytes_for(&model.cfg, opts)
+    }
+
+    /// [`Session::bytes_needed`] from the config alone (before the weights are loaded).
+    pub fn bytes_for(c: &TextConfig, opts: &SessionOptions) -> u64 {
         let kv = KvCache::bytes_for(c.n_layers, c.n_heads_kv * c.head_dim, opts.ctx_size, opts.kv_type) as u64;
         let batch = opts.batch.clamp(1, opts.ctx_size.max(1)) as u64;
         // x, residual, q, k, v, attention out, gate, up, logits: f32 per token of the chunk
@@ -86,10 +91,10 @@ impl<'m> Session<'m> {
         kv + batch * per_token
     }
 
-    /// [`Session::new`], refused with both numbers when the memory cannot hold it (instead of the kernel's
-    /// OOM killer deciding later).
-    pub fn try_new(model: &'m Model, opts: SessionOptions) -> Result<Session<'m>> {
-        let need = Self::bytes_needed(model, &opts);
+    /// Refuse, with both numbers, a session the memory cannot hold (MemAvailable and the cgroup limit), instead
+    /// of the kernel's OOM killer deciding later. Needs only the config, so a front end can ask before loading.
+    pub fn check_memory(c: &TextConfig, opts: &SessionOptions) -> Result<()> {
+        let need = Self::bytes_for(c, opts);
         if let Some(available) = pixtral_convert::os::available_memory() {
             if need > available {
                 return Err(Error::Memory {
@@ -103,6 +108,12 @@ impl<'m> Session<'m> {
                 });
             }
         }
+        Ok(())
+    }
+
+    /// [`Session::new`], refused with both numbers when the memory cannot hold it ([`Session::check_memory`]).
+    pub fn try_new(model: &'m Model, opts: SessionOptions) -> Result<Session<'m>> {
+        Self::check_memory(&model.cfg, &opts)?;
         Ok(Session::new(model, opts))
     }
 
