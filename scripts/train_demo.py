@@ -97,7 +97,8 @@ QUESTIONS = {
                  "Tell me what is in the image.", "Describe this image.", "Could you describe the picture?",
                  "Can you describe it?"],
     "count": ["How many shapes are there?", "Count the shapes.", "How many are there?",
-              "How many shapes are in the image?", "How many shapes do you see?", "How many shapes are in this picture?",
+              "How many shapes are in the image?", "How many shapes do you see?",
+              "How many shapes are in this picture?",
               "What is the number of shapes?", "Count them.", "How many shapes?", "How many objects are there?",
               "Can you count them?", "Could you count the shapes?"],
     "digit": ["What number is written?", "Which digit is this?", "Read the number.", "What digit is written?",
@@ -109,7 +110,8 @@ QUESTIONS = {
 HELD_OUT = {
     "shape": ["What shape is shown?", "What is the shape in this image?", "Which shape do you see in the picture?",
               "Can you tell me the shape?", "What shape is drawn here?", "what shape is that"],
-    "colour": ["What color is this shape?", "What is the color of the shape in this picture?", "Which colour do you see?",
+    "colour": ["What color is this shape?", "What is the color of the shape in this picture?",
+               "Which colour do you see?",
                "Can you tell me the colour?", "What colour is shown in the image?", "what color are they"],
     "describe": ["Describe this picture.", "What can you see in the image?", "Can you describe the image?",
                  "What is shown in this image?", "Give a short description of the picture."],
@@ -356,9 +358,11 @@ def init_from_gguf(model, path):
     from gguf import GGUFReader, quants
     sd = model.state_dict()
     if "model.language_model.embed_tokens.weight" in sd:
-        p, head, v, pr = "model.language_model.", "lm_head.weight", "model.vision_tower.", "model.multi_modal_projector."
+        p, head = "model.language_model.", "lm_head.weight"
+        v, pr = "model.vision_tower.", "model.multi_modal_projector."
     else:
-        p, head, v, pr = "language_model.model.", "language_model.lm_head.weight", "vision_tower.", "multi_modal_projector."
+        p, head = "language_model.model.", "language_model.lm_head.weight"
+        v, pr = "vision_tower.", "multi_modal_projector."
     text = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
             "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
             "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
@@ -367,7 +371,8 @@ def init_from_gguf(model, path):
               "ffn_gate": "feed_forward.gate_proj", "ffn_up": "feed_forward.up_proj",
               "ffn_down": "feed_forward.down_proj"}
     fixed = {"token_embd.weight": p + "embed_tokens.weight", "output_norm.weight": p + "norm.weight",
-             "output.weight": head, "v.patch_embd.weight": v + "patch_conv.weight", "v.pre_ln.weight": v + "ln_pre.weight",
+             "output.weight": head, "v.patch_embd.weight": v + "patch_conv.weight",
+             "v.pre_ln.weight": v + "ln_pre.weight",
              "mm.1.weight": pr + "linear_1.weight", "mm.1.bias": pr + "linear_1.bias",
              "mm.2.weight": pr + "linear_2.weight", "mm.2.bias": pr + "linear_2.bias"}
     heads = {"attn_q": TEXT["num_attention_heads"], "attn_k": TEXT["num_key_value_heads"]}
@@ -515,8 +520,8 @@ def main():
     opt = torch.optim.AdamW(model.parameters(), lr=float(os.environ.get("DEMO_LR", 5e-4)), weight_decay=0.01,
                             betas=(0.9, 0.98))
     warm = min(200, max(1, STEPS // 10))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, STEPS))))))
+    cosine = lambda s: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, STEPS))))  # noqa: E731
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * cosine(s))
     rng = random.Random(SEED + 1 if resume else SEED)  # a resumed run sees new images
     data = batches(rng, enc)
     t0 = time.time()
