@@ -83,8 +83,7 @@ fn a_conversation_through_a_terminal() {
     p.send("/stats\r");
     turn(&mut p, "conversation: 4 messages, 1 images");
 
-    // a multi-line message with a trailing backslash, then a pasted image path (new conversations: the demo
-    // model was trained on one image per conversation, in its first message)
+    // a multi-line message with a trailing backslash, then a pasted image path, each in a new conversation
     p.send("/reset\r");
     p.expect(">>> ", T);
     p.send("Hello\\\r");
