@@ -384,60 +384,47 @@ fn a_prompt_image_is_never_cut_by_context_shift() {
     assert_eq!(c, 0, "{err}");
     assert!(err.contains("context shift keeps the first 56 tokens (through the last image)"), "{err}");
     // chat drops whole exchanges, and says so; the image goes with its exchange, never in part
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pixtral"))
-        .args(["chat", "-m", &demo(), "--temp", "0", "-c", "100", "--context-shift", "--no-history", "-n", "8"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let shift = ["--temp", "0", "-c", "100", "--context-shift", "--no-history", "-n", "8"];
     let script = format!(
         "/image {img}\nWhat colour is the shape?\n/stats\nWhat shape is this?\nDescribe the image.\nHow many shapes are there?\n/stats\n"
     );
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-    let o = child.wait_with_output().unwrap();
-    let err = text(&o.stderr);
-    assert!(o.status.success(), "{err}");
+    let (_, err, c) = chat_with(&shift, &root(), &script, &[]);
+    assert_eq!(c, 0, "{err}");
     assert!(err.contains("[context shift: dropped the oldest 1 exchange(s)") && err.contains("1 image(s))"), "{err}");
     let stats: Vec<&str> = err.lines().filter(|l| l.starts_with("conversation:")).collect();
     assert_eq!(stats.first(), Some(&"conversation: 2 messages, 1 images"), "{err}");
     assert!(stats.last().unwrap().ends_with(", 0 images"), "{err}");
     // images that cannot fit even after dropping every older exchange: refused up front, the history kept
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pixtral"))
-        .args(["chat", "-m", &demo(), "--temp", "0", "-c", "100", "--context-shift", "--no-history", "-n", "8"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     let ex = |f: &str| root().join("examples").join(f).to_str().unwrap().to_string();
     let script = format!(
         "/image {img}\nWhat colour is the shape?\n/image {} {}\n",
         ex("green-star.png"),
         ex("three-squares.png")
     );
-    child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
-    let o = child.wait_with_output().unwrap();
-    let err = text(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let (_, err, c) = chat_with(&shift, &root(), &script, &[]);
+    assert_eq!(c, 2, "{err}");
     assert!(err.contains("three-squares.png") && err.contains("even after dropping every older exchange"), "{err}");
     assert!(!err.contains("dropped the oldest"), "{err}");
 }
 
-/// A piped chat session: its stdout, stderr and exit code.
-fn chat_script(cwd: &Path, script: &str, extra: &[&str]) -> (String, String, i32) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pixtral"))
-        .current_dir(cwd)
-        .args(["chat", "-m", &demo(), "--temp", "0", "--no-history", "-n", "12"])
-        .args(extra)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+/// `pixtral chat -m DEMO ARGS` in `cwd` with `script` piped in and `env` set: its stdout, stderr and exit code.
+fn chat_with(args: &[&str], cwd: &Path, script: &str, env: &[(&str, &Path)]) -> (String, String, i32) {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pixtral"));
+    c.current_dir(cwd).args(["chat", "-m", &demo()]).args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let mut child = c.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     child.stdin.take().unwrap().write_all(script.as_bytes()).unwrap();
     let o = child.wait_with_output().unwrap();
     (text(&o.stdout), text(&o.stderr), o.status.code().unwrap_or(-1))
+}
+
+/// A piped greedy chat session: its stdout, stderr and exit code.
+fn chat_script(cwd: &Path, script: &str, extra: &[&str]) -> (String, String, i32) {
+    let mut args = vec!["--temp", "0", "--no-history", "-n", "12"];
+    args.extend_from_slice(extra);
+    chat_with(&args, cwd, script, &[])
 }
 
 #[test]
@@ -601,19 +588,9 @@ fn an_image_is_priced_before_the_wait() {
     // printed before the model loads
     assert!(err.find("estimate:").unwrap() < err.find("loaded in").unwrap(), "{err}");
     // and in the REPL, before /image encodes
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pixtral"))
-        .args(["chat", "-m", &demo(), "-t", "1", "--no-history"])
-        .env("XDG_CACHE_HOME", cache.path())
-        .env("PIXTRAL_ISA", "scalar")
-        .stdin(Stdio::piped())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(format!("/image {}\n", red_circle()).as_bytes()).unwrap();
-    let o = child.wait_with_output().unwrap();
-    let err = text(&o.stderr);
-    assert!(o.status.success(), "{err}");
+    let env = [("XDG_CACHE_HOME", cache.path()), ("PIXTRAL_ISA", Path::new("scalar"))];
+    let (_, err, c) = chat_with(&["-t", "1", "--no-history"], &root(), &format!("/image {}\n", red_circle()), &env);
+    assert_eq!(c, 0, "{err}");
     let est = err.lines().find(|l| l.starts_with("estimate:")).unwrap_or_else(|| panic!("no estimate: {err}"));
     assert!(est.contains("54 image tokens of a 70-token prompt"), "{est}");
     assert!(err.find("estimate:").unwrap() < err.find("attached").unwrap(), "{err}");
