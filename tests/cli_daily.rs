@@ -595,3 +595,20 @@ fn an_image_is_priced_before_the_wait() {
     assert!(est.contains("54 image tokens of a 70-token prompt"), "{est}");
     assert!(err.find("estimate:").unwrap() < err.find("attached").unwrap(), "{err}");
 }
+
+#[test]
+fn convert_names_its_layout_first_and_refuses_an_mmproj_name_as_its_output() {
+    let dir = TempDir::new("daily-convert");
+    let src = common::fixtures().join("tiny/hf");
+    let bad = dir.join("x.mmproj.gguf");
+    let o = px(&["convert", src.to_str().unwrap(), "-o", bad.to_str().unwrap()], None);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("-o names the text GGUF"), "{}", text(&o.stderr));
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none(), "nothing written");
+    let out = dir.join("x.gguf");
+    let o = px(&["convert", src.to_str().unwrap(), "-o", out.to_str().unwrap()], None);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let first = err.lines().next().unwrap_or_default();
+    assert!(first.starts_with("HF (Llava) checkpoint,") && err.contains("wrote "), "{err}");
+}

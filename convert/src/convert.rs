@@ -542,6 +542,12 @@ pub fn convert(opts: &Options) -> Result<Summary> {
     if !matches!(opts.vision_type, GgmlType::F32 | GgmlType::F16 | GgmlType::Q8_0) {
         return Err(ConvertError::Usage(format!("--vision-type {} is not one of f32, f16, q8_0", opts.vision_type)));
     }
+    if opts.out.to_string_lossy().ends_with(".mmproj.gguf") {
+        return Err(ConvertError::Usage(format!(
+            "-o {} names an mmproj file: -o names the text GGUF, and its mmproj goes next to it as STEM.mmproj.gguf",
+            opts.out.display()
+        )));
+    }
     let ck = Checkpoint::detect_with(&opts.src, opts.vision_act)?;
     let src = open_sources(&ck)?;
     let (text_items, vision_items) = plan(&ck, &src, opts)?;

@@ -339,20 +339,23 @@ fn convert(
     pixtral::convert::os::install_interrupt_handler();
     let opts = pixtral::convert::Options { src, out, outtype, vision_type, force, progress: true, vision_act };
     let s = pixtral::convert::convert(&opts)?;
-    for n in &s.notes {
-        eprintln!("note: {n}");
-    }
     let mb = |b: u64| b as f64 / 1e6;
-    for o in &s.outputs {
-        eprintln!("wrote {} ({} tensors, {:.1} MB)", o.path.display(), o.n_tensors, mb(o.bytes));
-    }
+    let layout = match s.layout {
+        pixtral::convert::config::Layout::Hf => "HF (Llava)",
+        pixtral::convert::config::Layout::Mistral => "Mistral-native",
+    };
     eprintln!(
-        "{:?} checkpoint, {:.1} MB read in {:.1} s ({:.0} MB/s)",
-        s.layout,
+        "{layout} checkpoint, {:.1} MB read in {:.1} s ({:.0} MB/s)",
         mb(s.source_bytes),
         s.seconds,
         mb(s.source_bytes) / s.seconds.max(1e-9)
     );
+    for n in &s.notes {
+        eprintln!("note: {n}");
+    }
+    for o in &s.outputs {
+        eprintln!("wrote {} ({} tensors, {:.1} MB)", o.path.display(), o.n_tensors, mb(o.bytes));
+    }
     Ok(())
 }
 
