@@ -451,6 +451,19 @@ fn repl_paths_split_like_a_shell_and_saved_conversations_load_from_anywhere() {
     let (_, err, c) = chat_script(&root(), "/set top_p 3\n", &[]);
     assert_eq!(c, 2, "{err}");
     assert!(err.contains("/set top_p: \"3\" is not a number in [0, 1]"), "{err}");
+    // /image reads a FIFO once (it used to read the header, then open the FIFO again and wait forever)
+    let fifo = dir.join("img.fifo");
+    let cpath = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(cpath.as_ptr(), 0o600) }, 0);
+    let writer = {
+        let (fifo, png) = (fifo.clone(), std::fs::read(red_circle()).unwrap());
+        std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo).unwrap().write_all(&png))
+    };
+    let (_, err, c) = chat_script(&root(), &format!("/image {}\n", fifo.display()), &[]);
+    writer.join().unwrap().unwrap();
+    assert_eq!(c, 0, "{err}");
+    assert!(err.contains("(1 image(s) for the next message)"), "{err}");
     // a conversation saved with a relative image path loads from another working directory
     let saved = dir.join("conv.json");
     let script = format!("/image examples/red-circle.png\nWhat shape is this?\n/save {}\n", saved.display());

@@ -23,6 +23,11 @@ pub struct ImageInput {
     pub height: usize,
 }
 
+/// A typed I/O error about `path` (exit 3): `PATH: msg`.
+fn io_error(path: &Path, kind: std::io::ErrorKind, msg: impl Into<String>) -> anyhow::Error {
+    pixtral::Error::Io { path: path.to_path_buf(), source: std::io::Error::new(kind, msg.into()) }.into()
+}
+
 /// Bytes to text; invalid UTF-8 is replaced (U+FFFD) with a warning, never a panic.
 pub fn lossy(buf: Vec<u8>, what: &str) -> String {
     match String::from_utf8(buf) {
@@ -53,8 +58,7 @@ pub fn prompt_text(prompt: Option<&str>, file: Option<&Path>, stdin_taken: bool)
         (None, Some(f)) => {
             let r = std::fs::File::open(f).map_err(|e| pixtral::Error::Io { path: f.to_path_buf(), source: e })?;
             if r.metadata().is_ok_and(|m| m.is_dir()) {
-                let e = std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory, not a prompt file");
-                return Err(pixtral::Error::Io { path: f.to_path_buf(), source: e }.into());
+                return Err(io_error(f, std::io::ErrorKind::IsADirectory, "is a directory, not a prompt file"));
             }
             return read_text(r, &f.display().to_string());
         }
@@ -89,8 +93,7 @@ pub fn read_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageInput>> {
             (name, bytes)
         } else {
             if p.is_dir() {
-                let e = std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory, not an image");
-                return Err(pixtral::Error::Io { path: p.clone(), source: e }.into());
+                return Err(io_error(p, std::io::ErrorKind::IsADirectory, "is a directory, not an image"));
             }
             (p.clone(), pixtral::image::read_bounded(p, &lim)?)
         };
@@ -102,12 +105,9 @@ pub fn read_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageInput>> {
 
 /// A path given on the command line that must be an existing file (exit 3 otherwise, naming it).
 pub fn existing_file(path: &Path) -> anyhow::Result<()> {
-    let io = |e| anyhow::Error::new(pixtral::Error::Io { path: path.to_path_buf(), source: e });
     match std::fs::metadata(path) {
-        Err(e) => Err(io(e)),
-        Ok(m) if m.is_dir() => {
-            Err(io(std::io::Error::new(std::io::ErrorKind::IsADirectory, "is a directory, not a GGUF file")))
-        }
+        Err(e) => Err(pixtral::Error::Io { path: path.to_path_buf(), source: e }.into()),
+        Ok(m) if m.is_dir() => Err(io_error(path, std::io::ErrorKind::IsADirectory, "is a directory, not a GGUF file")),
         Ok(_) => Ok(()),
     }
 }
@@ -119,9 +119,11 @@ pub fn writable(path: &Path) -> anyhow::Result<()> {
         _ => Path::new("."),
     };
     if !dir.is_dir() {
-        let e =
-            std::io::Error::new(std::io::ErrorKind::NotFound, format!("the folder {} does not exist", dir.display()));
-        return Err(pixtral::Error::Io { path: path.to_path_buf(), source: e }.into());
+        return Err(io_error(
+            path,
+            std::io::ErrorKind::NotFound,
+            format!("the folder {} does not exist", dir.display()),
+        ));
     }
     Ok(())
 }

@@ -605,6 +605,8 @@ struct Loaded {
     model: pixtral::Model,
     vision: Option<pixtral::model::vision::VisionModel>,
     path: PathBuf,
+    /// `general.name`, when the file has one
+    name: Option<String>,
     seconds: f64,
 }
 
@@ -618,12 +620,13 @@ fn load(plan: Plan, m: &ModelArgs, with_vision: bool, ui: &Ui) -> anyhow::Result
         Some(v) if with_vision => Some(pixtral::model::vision::VisionModel::from_file(v.file, &Default::default())?),
         _ => None,
     };
-    let l = Loaded { model, vision, path, seconds: t0.elapsed().as_secs_f64() };
-    let c = &l.model.cfg;
-    let name = match l.model.file.header.get("general.name") {
-        Some(Value::String(n)) => format!("{n}, "),
-        _ => String::new(),
+    let name = match model.file.header.get("general.name") {
+        Some(Value::String(n)) => Some(n.clone()),
+        _ => None,
     };
+    let l = Loaded { model, vision, path, name, seconds: t0.elapsed().as_secs_f64() };
+    let c = &l.model.cfg;
+    let name = l.name.as_ref().map(|n| format!("{n}, ")).unwrap_or_default();
     let kv = pixtral::runtime::kv_cache::KvCache::bytes_for(c.n_layers, c.n_heads_kv * c.head_dim, ctx, m.kv_type);
     let r = l.model.repacked;
     let layout = if r.bytes > 0 {
@@ -650,11 +653,12 @@ fn load(plan: Plan, m: &ModelArgs, with_vision: bool, ui: &Ui) -> anyhow::Result
     Ok(l)
 }
 
-fn session_options(m: &ModelArgs, ctx: usize, keep_default: usize) -> pixtral::SessionOptions {
+/// The session for `m`'s flags, a context of `ctx` and `keep` sink tokens for --context-shift.
+fn session_options(m: &ModelArgs, ctx: usize, keep: usize) -> pixtral::SessionOptions {
     pixtral::SessionOptions {
         ctx_size: ctx,
         context_shift: m.context_shift,
-        keep: Some(m.keep.unwrap_or(keep_default)),
+        keep: Some(keep),
         kv_type: m.kv_type,
         ..Default::default()
     }
@@ -741,9 +745,10 @@ pub struct Pricing<'a> {
     pub threads: usize,
 }
 
-/// The type of a block's weights, for the rates' key.
-pub fn weight_type(h: &pixtral::gguf::Header, tensor: &str) -> &'static str {
-    h.tensor(tensor).map_or("?", |t| t.ty.name())
+/// The rates' key of a text + vision pair (`rates::key` from the types of their blocks' weights).
+pub fn rates_key(text: &pixtral::gguf::Header, vision: &pixtral::gguf::Header, threads: usize) -> String {
+    let ty = |h: &pixtral::gguf::Header, t: &str| h.tensor(t).map_or("?", |t| t.ty.name());
+    rates::key(threads, ty(text, "blk.0.ffn_up.weight"), ty(vision, "v.blk.0.ffn_up.weight"))
 }
 
 impl<'a> Pricing<'a> {
@@ -755,12 +760,7 @@ impl<'a> Pricing<'a> {
         vision_header: &pixtral::gguf::Header,
         threads: usize,
     ) -> Pricing<'a> {
-        let key = rates::key(
-            threads,
-            weight_type(text_header, "blk.0.ffn_up.weight"),
-            weight_type(vision_header, "v.blk.0.ffn_up.weight"),
-        );
-        let (rates, measured) = rates::load(&key, threads);
+        let (rates, measured) = rates::load(&rates_key(text_header, vision_header, threads), threads);
         Pricing { text, vision, text_dim, rates, measured, threads }
     }
 
@@ -823,14 +823,8 @@ fn estimate(
     ui: &Ui,
 ) {
     let Some(v) = &plan.vision else { return };
-    for (im, (gw, gh)) in images.iter().zip(&ids.grids) {
-        ui.info(format!(
-            "image {}: {}x{} -> {gw}x{gh} patches ({} tokens)",
-            im.name.display(),
-            im.width,
-            im.height,
-            (gw + 1) * gh
-        ));
+    for (im, &(gw, gh)) in images.iter().zip(&ids.grids) {
+        ui.info(image_line(&im.name, im.width, im.height, gw, gh));
     }
     if images.is_empty() {
         return;
@@ -840,6 +834,20 @@ fn estimate(
     if let Some(line) = p.line(&dims, max_side, ids.ids.len(), 0) {
         ui.info(line);
     }
+}
+
+/// The line each image gets before it is encoded: its size, patch grid and tokens.
+pub fn image_line(name: &Path, width: usize, height: usize, grid_w: usize, grid_h: usize) -> String {
+    format!(
+        "image {}: {width}x{height} -> {grid_w}x{grid_h} patches ({} tokens)",
+        name.display(),
+        (grid_w + 1) * grid_h
+    )
+}
+
+/// `-n`: a token count, or -1 for no limit.
+pub fn max_tokens(n: i64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX)
 }
 
 fn human_seconds(s: f64) -> String {
@@ -856,11 +864,7 @@ fn human_seconds(s: f64) -> String {
 fn learn_rates(l: &Loaded, grids: &[(usize, usize)], vit_seconds: f64, g: &pixtral::Generation) {
     let Some(vm) = &l.vision else { return };
     let threads = threads_in_use();
-    let key = rates::key(
-        threads,
-        weight_type(&l.model.file.header, "blk.0.ffn_up.weight"),
-        weight_type(&vm.file.header, "v.blk.0.ffn_up.weight"),
-    );
+    let key = rates_key(&l.model.file.header, &vm.file.header, threads);
     let (mut r, _) = rates::load(&key, threads);
     let before = r;
     if vit_seconds > 0.5 {
@@ -953,15 +957,7 @@ fn encode_image(model: Option<PathBuf>, a: ImageArgs, out: PathBuf, pixels_out: 
     let vm = &pixtral::model::vision::VisionModel::from_file(v.file, &Default::default())?;
     let (embeds, secs) = encode_with_bar(vm, &pre, &ui);
     for (im, p) in images.iter().zip(&pre) {
-        ui.info(format!(
-            "image {}: {}x{} -> {}x{} patches ({} tokens)",
-            im.name.display(),
-            im.width,
-            im.height,
-            p.grid_w,
-            p.grid_h,
-            (p.grid_w + 1) * p.grid_h
-        ));
+        ui.info(image_line(&im.name, im.width, im.height, p.grid_w, p.grid_h));
     }
     let n: usize = pre.iter().map(|p| p.n_patches()).sum();
     pixtral::npy::write_f32(&out, &[n, vm.text_dim], &embeds)?;
@@ -1031,6 +1027,26 @@ enum Finish {
     Cancelled,
 }
 
+impl Finish {
+    fn of(g: &pixtral::Generation, stopped: bool) -> Finish {
+        match g.finish {
+            _ if stopped => Finish::StopString,
+            pixtral::FinishReason::Stop => Finish::Eos,
+            pixtral::FinishReason::Length => Finish::Length { context_full: g.context_full },
+            pixtral::FinishReason::Cancelled => Finish::Cancelled,
+        }
+    }
+
+    /// OpenAI's `finish_reason` spelling.
+    fn reason(self) -> &'static str {
+        match self {
+            Finish::Eos | Finish::StopString => "stop",
+            Finish::Length { .. } => "length",
+            Finish::Cancelled => "cancelled",
+        }
+    }
+}
+
 fn run(a: RunArgs) -> anyhow::Result<()> {
     let ui = Ui::new(a.ui);
     // ---- everything that can be checked before the weights load ----
@@ -1039,7 +1055,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     if got != pids.grids {
         anyhow::bail!("decoded image grids {got:?} differ from the headers' {:?}", pids.grids);
     }
-    let threads = a.m.threads.or_else(physical_cores).unwrap_or(1);
+    let threads = a.m.threads.unwrap_or_else(physical_cores_or_one);
     estimate(&plan, &pids, &images, a.p.images.image_max_side, threads, &ui);
     let ctx = plan.ctx;
     // ---- weights, then the images through the vision tower ----
@@ -1066,9 +1082,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         ));
     }
     ui.detail(format!("prompt ids: {ids:?}"));
-    let mut opts = session_options(&a.m, ctx, keep);
-    opts.keep = Some(keep);
-    let mut session = pixtral::Session::try_new(model, opts)?;
+    let mut session = pixtral::Session::try_new(model, session_options(&a.m, ctx, keep))?;
     prefill_bar(&mut session, model, &ui);
     let mut sampler = pixtral::Sampler::new(params.clone());
     // Ctrl-C stops the answer; the timings still print
@@ -1077,7 +1091,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     let mut out = ui::AnswerOut::new();
     let mut stops = pixtral::StopStrings::new(&a.sampling.stop);
     let mut answer = String::new();
-    let n_predict = if a.n_predict < 0 { usize::MAX } else { a.n_predict as usize };
+    let n_predict = max_tokens(a.n_predict);
     let g = session.generate_with_images(ids, &embeds, &mut sampler, n_predict, Some(cancel), |piece| {
         let (text, hit) = stops.push(piece);
         answer.push_str(&text);
@@ -1093,21 +1107,13 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
             out.write(&rest);
         }
     }
+    let finish = Finish::of(&g, stopped.is_some());
     if a.json {
-        let name = match l.model.file.header.get("general.name") {
-            Some(Value::String(n)) => serde_json::Value::from(n.as_str()),
-            _ => serde_json::Value::Null,
-        };
-        let finish = match (g.finish, &stopped) {
-            (_, Some(_)) | (pixtral::FinishReason::Stop, _) => "stop",
-            (pixtral::FinishReason::Length, _) => "length",
-            (pixtral::FinishReason::Cancelled, _) => "cancelled",
-        };
         let v = serde_json::json!({
             "model": l.path.display().to_string(),
-            "model_name": name,
+            "model_name": l.name,
             "answer": answer,
-            "finish_reason": finish,
+            "finish_reason": finish.reason(),
             "stop_string": stopped,
             "context_full": g.context_full,
             "usage": {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.tokens.len(), "total_tokens": g.prompt_tokens + g.tokens.len()},
@@ -1128,12 +1134,6 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     learn_rates(&l, &pids.grids, image_seconds, &g);
     // a closed pipe (`pixtral run … | head -c 50`) ends quietly with 0; any other failed write is an error
     out.result()?;
-    let finish = match (g.finish, &stopped) {
-        (_, Some(_)) => Finish::StopString,
-        (pixtral::FinishReason::Stop, _) => Finish::Eos,
-        (pixtral::FinishReason::Length, _) => Finish::Length { context_full: g.context_full },
-        (pixtral::FinishReason::Cancelled, _) => Finish::Cancelled,
-    };
     let what = match finish {
         Finish::Eos => "stop (EOS)".to_string(),
         Finish::StopString => "stop (a --stop string)".to_string(),
@@ -1166,7 +1166,7 @@ fn logits(m: ModelArgs, p: PromptArgs, out: PathBuf, ids_out: Option<PathBuf>) -
         _ => Vec::new(),
     };
     let ids = &pids.ids;
-    let mut session = pixtral::Session::try_new(model, session_options(&m, ctx, pids.keep))?;
+    let mut session = pixtral::Session::try_new(model, session_options(&m, ctx, m.keep.unwrap_or(pids.keep)))?;
     let mut all = Vec::new();
     session.eval_with_images(ids, &embeds, Some(&mut all), None)?;
     pixtral::npy::write_f32(&out, &[ids.len(), model.cfg.vocab_size], &all)?;

@@ -312,8 +312,9 @@ impl Repl<'_> {
         };
         let cfg = vm.preprocess_config(self.image_max_side);
         let lim = pixtral::image::ImageLimits::default();
-        // counted from the header before any pixel is decoded (a pipe or FIFO is read whole, within the limit)
-        let (w, h) = pixtral::image::dimensions(path, &lim)?;
+        // read once (a pipe or FIFO cannot be read twice), counted from the header before any pixel is decoded
+        let bytes = pixtral::image::read_bounded(path, &lim)?;
+        let (w, h) = pixtral::image::dimensions_of(path, &bytes, &lim)?;
         let (gw, gh) = pixtral::image::grid(w, h, cfg.max_side, cfg.patch);
         let need = (gw + 1) * gh;
         let attached: usize = self.attached.iter().map(|a| (a.grid_w + 1) * a.grid_h).sum();
@@ -347,18 +348,9 @@ impl Repl<'_> {
         if let Some(line) = pricing.line(&[(w, h)], self.image_max_side, need + 16, have) {
             self.ui.info(line);
         }
-        let bytes = pixtral::image::read_bounded(path, &lim)?;
         let img = pixtral::image::decode(path, &bytes, &lim)?;
         let pre = pixtral::image::preprocess(&img, &cfg);
-        self.ui.info(format!(
-            "image {}: {}x{} -> {}x{} patches ({} tokens)",
-            path.display(),
-            img.width,
-            img.height,
-            pre.grid_w,
-            pre.grid_h,
-            (pre.grid_w + 1) * pre.grid_h
-        ));
+        self.ui.info(crate::image_line(path, img.width, img.height, pre.grid_w, pre.grid_h));
         let (embeds, _) = crate::encode_with_bar(vm, std::slice::from_ref(&pre), &self.ui);
         // saved conversations name images by absolute path, so /load finds them from any directory
         let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
@@ -391,9 +383,7 @@ impl Repl<'_> {
                     "min_p" => crate::parse_unit(v).map(|x| p.min_p = x),
                     "repeat_penalty" => crate::parse_penalty(v).map(|x| p.repeat_penalty = x),
                     "seed" => crate::parse_seed(v).map(|x| p.seed = x as u64),
-                    "n" | "n_predict" => {
-                        crate::parse_n_predict(v).map(|x| self.n_predict = if x < 0 { usize::MAX } else { x as usize })
-                    }
+                    "n" | "n_predict" => crate::parse_n_predict(v).map(|x| self.n_predict = crate::max_tokens(x)),
                     _ => crate::ui::usage!("unknown setting {k:?}; /set lists them"),
                 };
                 if let Err(e) = set {
@@ -598,12 +588,11 @@ impl Repl<'_> {
             self.attach(&[path.to_string_lossy().into_owned()])?;
             return Ok(true);
         }
-        if !trimmed.starts_with('/') || Path::new(trimmed.split_whitespace().next().unwrap_or("")).is_file() {
-            if let Some((path, rest)) = image_then_text(trimmed) {
-                self.attach(&[path.to_string_lossy().into_owned()])?;
-                self.respond(rest)?;
-                return Ok(true);
-            }
+        // a command's first word is never an image file, so this takes only `photo.png question`
+        if let Some((path, rest)) = image_then_text(trimmed) {
+            self.attach(&[path.to_string_lossy().into_owned()])?;
+            self.respond(rest)?;
+            return Ok(true);
         }
         let Some(cmd) = trimmed.strip_prefix('/') else {
             self.respond(text)?;
@@ -676,7 +665,7 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
     opts.context_shift = false;
     let mut session = pixtral::Session::try_new(model, opts)?;
     crate::prefill_bar(&mut session, model, &ui);
-    let n_predict = if a.n_predict < 0 { usize::MAX } else { a.n_predict as usize };
+    let n_predict = crate::max_tokens(a.n_predict);
     let mut repl = Repl {
         ui,
         err: Stream::stderr(),
