@@ -61,7 +61,7 @@ fn main() {
             let ap = sgemm::aligned(&mut pa, m.div_ceil(s.mr) * s.mr * k);
             sgemm::pack_a(s.mr, m, k, &a, k, ap);
             let mut run = || match prepacked {
-                true => sgemm::sgemm_packed(&s, m, n, k, ap, b, &mut c, n),
+                true => sgemm::sgemm_packed(&s, m, n, k, ap, b, &mut c, n, false),
                 false => sgemm::sgemm_with(&s, m, n, k, &a, k, b, &mut c, n),
             };
             run(); // warm

@@ -6,9 +6,10 @@ fn main() {
     let r = pixtral_quant::selftest::r16_matches_ref();
     let g = pixtral_quant::selftest::sgemm_matches_ref();
     let s = pixtral_quant::selftest::softmax_matches_ref();
+    let o = pixtral_quant::selftest::softmax_online_matches_ref();
     let a = pixtral_quant::selftest::silu_matches_ref();
     #[cfg(target_arch = "aarch64")]
     println!("aarch64 dotprod: {}", pixtral_quant::kernels::neon::dotprod());
-    println!("kernel self-test on {tiers:?}: {n} comparisons, R16 layout: {r}, sgemm: {g}, softmax: {s}, silu: {a}");
-    println!("6 passed, 0 failed");
+    println!("kernel self-test on {tiers:?}: {n} comparisons, R16 layout: {r}, sgemm: {g}, softmax: {s}, online softmax: {o}, silu: {a}");
+    println!("7 passed, 0 failed");
 }

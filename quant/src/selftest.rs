@@ -310,8 +310,20 @@ pub fn sgemm_matches_ref() -> usize {
                 let ap = aligned(&mut p, m.div_ceil(s.mr) * s.mr * k);
                 pack_a_strided(s.mr, m, k, &at, (1, m + 1), ap);
                 let mut got = vec![f32::NAN; m * ldc];
-                sgemm_packed(&s, m, n, k, ap, B::Rows { b: &b, ldb }, &mut got, ldc);
+                sgemm_packed(&s, m, n, k, ap, B::Rows { b: &b, ldb }, &mut got, ldc, false);
                 check(&format!("{what} (A transposed)"), &got);
+                // accumulate: A·B added onto A·B continues each chain, = [A A]·[B; B] by the definition
+                let a2: Vec<f32> = (0..m * 2 * k).map(|i| a[(i / (2 * k)) * lda + (i % (2 * k)) % k]).collect();
+                let b2: Vec<f32> = b.iter().chain(&b[..k * ldb]).copied().collect();
+                let mut want2 = vec![f32::NAN; m * ldc];
+                sgemm_ref(m, n, 2 * k, &a2, 2 * k, &b2, ldb, &mut want2, ldc);
+                sgemm_packed(&s, m, n, k, ap, B::Rows { b: &b, ldb }, &mut got, ldc, true);
+                for i in 0..m {
+                    for j in 0..n {
+                        let (g, w) = (got[i * ldc + j], want2[i * ldc + j]);
+                        assert_eq!(g.to_bits(), w.to_bits(), "{what} sgemm accumulate {m}x{n}x{k} [{i}][{j}]");
+                    }
+                }
             }
         }
     }
@@ -352,6 +364,68 @@ pub fn softmax_matches_ref() -> usize {
             checked += 1;
             let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(g, w)| g.to_bits() == w.to_bits());
             assert!(same(&got, &want) && same(&inv, &want_inv), "{isa:?} softmax {rows}x{cols} differs from the twin");
+        }
+    }
+    checked
+}
+
+/// Every tier's online (block by block) column softmax: equal to the twin to the bit (numerators and state) on
+/// every block, masked scores (−∞) included, blocks that mask a whole column before its first score too; and
+/// the weighted sum it yields (`acc ← acc·alpha + Σ x·v`, then `/ sum`) within 1e-6 (relative to max |v|) of an
+/// f64 softmax-weighted sum over the whole column.
+pub fn softmax_online_matches_ref() -> usize {
+    use crate::softmax::{softmax_online_ref, Running};
+    let mut checked = 0;
+    let mut rng = Rng(17);
+    for (rows, cols, block) in [(1, 1, 1), (5, 3, 2), (40, 17, 16), (100, 64, 33), (513, 70, 128), (64, 2, 64)] {
+        let ld = cols + 5;
+        let mut x: Vec<f32> = (0..rows * ld).map(|i| rng.f32() * if i % 7 == 0 { 50.0 } else { 6.0 }).collect();
+        // a causal-style mask: column j sees rows r ≥ j mod 3 … only (rows before are −∞, a whole first block
+        // for some columns when the block is short), and a scattered −∞
+        for r in 0..rows {
+            for j in 0..cols {
+                if r < j % 3 || (r * 31 + j) % 11 == 0 && r != rows - 1 {
+                    x[r * ld + j] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        let v: Vec<f32> = (0..rows).map(|_| rng.f32()).collect();
+        let scale = 0.09;
+        let run_tier = |f: fn(&mut [f32], usize, usize, usize, f32, &mut Running)| {
+            let mut run = Running::new(cols);
+            let (mut acc, mut blocks) = (vec![0f64; cols], Vec::new());
+            for r0 in (0..rows).step_by(block) {
+                let n = block.min(rows - r0);
+                let mut xb = x[r0 * ld..(r0 + n) * ld].to_vec();
+                f(&mut xb, n, cols, ld, scale, &mut run);
+                for j in 0..cols {
+                    acc[j] = acc[j] * run.alpha[j] as f64
+                        + (0..n).map(|r| xb[r * ld + j] as f64 * v[r0 + r] as f64).sum::<f64>();
+                }
+                blocks.push((xb, run.max.clone(), run.sum.clone(), run.alpha.clone()));
+            }
+            (blocks, acc, run.sum)
+        };
+        let (want, acc, sum) = run_tier(softmax_online_ref);
+        for j in 0..cols {
+            let col: Vec<f64> = (0..rows).map(|r| x[r * ld + j] as f64 * scale as f64).collect();
+            let max = col.iter().fold(f64::NEG_INFINITY, |m, v| m.max(*v));
+            let e: Vec<f64> = col.iter().map(|c| (c - max).exp()).collect();
+            let exact = e.iter().zip(&v).map(|(e, v)| e * *v as f64).sum::<f64>() / e.iter().sum::<f64>();
+            let got = acc[j] / sum[j] as f64;
+            checked += 1;
+            assert!((got - exact).abs() <= 1e-6, "online softmax {rows}x{cols}/{block} col {j}: {got} vs {exact}");
+        }
+        for isa in Isa::available() {
+            let (got, _, _) = run_tier(kernels(isa).softmax_online);
+            let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(g, w)| g.to_bits() == w.to_bits());
+            for (g, w) in got.iter().zip(&want) {
+                checked += 1;
+                assert!(
+                    same(&g.0, &w.0) && same(&g.1, &w.1) && same(&g.2, &w.2) && same(&g.3, &w.3),
+                    "{isa:?} online softmax {rows}x{cols}/{block} differs from the twin"
+                );
+            }
         }
     }
     checked

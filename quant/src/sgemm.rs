@@ -147,12 +147,23 @@ pub enum B<'a> {
     Panels { b: &'a [f32] },
 }
 
-/// `C (m × n, ldc) = A · B` with A packed by [`pack_a`] with the tier's `mr`.
+/// `C (m × n, ldc) (+)= A · B` with A packed by [`pack_a`] with the tier's `mr`; `accumulate`: add to `C` (each
+/// element's chain then starts from its value in `C`) instead of overwriting it.
 /// Per `k` slice: when B's whole slice fits in L1 (attention's `K·Qᵀ`: 64 × 64), each row group of A is read
 /// once and meets every column panel; otherwise each micro-panel of B is read once and meets every row group
 /// (A's block stays in L2).
 #[allow(clippy::too_many_arguments)]
-pub fn sgemm_packed(s: &Sgemm, m: usize, n: usize, k: usize, ap: &[f32], b: B, c: &mut [f32], ldc: usize) {
+pub fn sgemm_packed(
+    s: &Sgemm,
+    m: usize,
+    n: usize,
+    k: usize,
+    ap: &[f32],
+    b: B,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) {
     /// f32 of B that stay in L1 beside A's stream (32 KB).
     const L1_B: usize = 8192;
     for p0 in (0..k).step_by(KC) {
@@ -170,7 +181,7 @@ pub fn sgemm_packed(s: &Sgemm, m: usize, n: usize, k: usize, ap: &[f32], b: B, c
                 mr: s.mr,
                 b: bp,
                 ldb,
-                accumulate: p0 > 0,
+                accumulate: accumulate || p0 > 0,
             };
             (s.tile)(&t, &mut c[g * s.mr * ldc + j0..], ldc);
         };
@@ -214,7 +225,7 @@ pub fn sgemm_with(s: &Sgemm, m: usize, n: usize, k: usize, a: &[f32], lda: usize
         for i0 in (0..m).step_by(mc) {
             let rows = mc.min(m - i0);
             pack_a(s.mr, rows, k, &a[i0 * lda..], lda, ap);
-            sgemm_packed(s, rows, n, k, ap, b, &mut c[i0 * ldc..], ldc);
+            sgemm_packed(s, rows, n, k, ap, b, &mut c[i0 * ldc..], ldc, false);
         }
     })
 }

@@ -86,3 +86,73 @@ pub fn softmax_cols_generic(x: &mut [f32], rows: usize, cols: usize, ld: usize, 
 pub fn softmax_cols_ref(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32, inv: &mut [f32]) {
     softmax_cols_generic(x, rows, cols, ld, scale, inv)
 }
+
+/// Per-column state of a softmax taken one block of rows at a time (flash attention's online softmax, Milakov &
+/// Gimelshein 2018; Dao et al. 2022): the raw maximum so far, the sum of numerators relative to it, and the factor
+/// `alpha = e^(s·(old max − new max))` by which the last block rescaled what came before (0 before any score).
+pub struct Running {
+    pub max: Vec<f32>,
+    pub sum: Vec<f32>,
+    pub alpha: Vec<f32>,
+}
+
+impl Running {
+    /// State for `cols` columns before any block: max −∞, sum 0.
+    pub fn new(cols: usize) -> Running {
+        let mut r = Running { max: Vec::new(), sum: Vec::new(), alpha: Vec::new() };
+        r.reset(cols);
+        r
+    }
+
+    /// Back to the state before any block, for `cols` columns (no allocation once it held as many).
+    pub fn reset(&mut self, cols: usize) {
+        for (v, x) in [(&mut self.max, f32::NEG_INFINITY), (&mut self.sum, 0.0), (&mut self.alpha, 0.0)] {
+            v.clear();
+            v.resize(cols, x);
+        }
+    }
+}
+
+/// The body every tier compiles: one block of `rows` scores per column (`cols` columns, row stride `ld`; −∞ for a
+/// masked score) folded into `run`. Per column, with `m` the new maximum (old or this block's): `x ←
+/// e^(s·x − s·m)`, `alpha = e^(s·old − s·m)`, `sum ← sum·alpha + Σ x` (the block's sum by [`PARTS`] partial sums,
+/// as [`softmax_cols_generic`]). The caller rescales its weighted sums by `alpha`, adds this block's, and divides by
+/// `sum` after the last block. A column with no finite score yet keeps numerators 0 (shift 0 instead of −∞).
+#[inline(always)]
+pub fn softmax_online_generic(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32, run: &mut Running) {
+    for c0 in (0..cols).step_by(COLS) {
+        let w = COLS.min(cols - c0);
+        let x = &mut x[c0..];
+        let mut max = [f32::NEG_INFINITY; COLS];
+        max[..w].copy_from_slice(&run.max[c0..c0 + w]);
+        for r in 0..rows {
+            for (m, v) in max[..w].iter_mut().zip(&x[r * ld..r * ld + w]) {
+                *m = m.max(*v);
+            }
+        }
+        let mut shift = [0f32; COLS];
+        for j in 0..w {
+            shift[j] = if max[j] == f32::NEG_INFINITY { 0.0 } else { scale * max[j] };
+            run.alpha[c0 + j] = exp_neg(scale * run.max[c0 + j] - shift[j]);
+            run.max[c0 + j] = max[j];
+        }
+        let mut sum = [[0f32; COLS]; PARTS];
+        for r in 0..rows {
+            let s = &mut sum[r % PARTS];
+            for ((v, s), sh) in x[r * ld..r * ld + w].iter_mut().zip(s.iter_mut()).zip(&shift) {
+                *v = exp_neg(scale * *v - sh);
+                *s += *v;
+            }
+        }
+        for j in 0..w {
+            let s = |i: usize| sum[i][j];
+            let block = ((s(0) + s(1)) + (s(2) + s(3))) + ((s(4) + s(5)) + (s(6) + s(7)));
+            run.sum[c0 + j] = run.sum[c0 + j].mul_add(run.alpha[c0 + j], block);
+        }
+    }
+}
+
+/// The scalar twin of [`softmax_online_generic`].
+pub fn softmax_online_ref(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32, run: &mut Running) {
+    softmax_online_generic(x, rows, cols, ld, scale, run)
+}

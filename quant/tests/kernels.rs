@@ -30,6 +30,11 @@ fn softmax_matches_the_twin_to_the_bit_and_f64_to_1e6() {
 }
 
 #[test]
+fn online_softmax_matches_the_twin_to_the_bit_and_f64_to_1e6() {
+    assert!(pixtral_quant::selftest::softmax_online_matches_ref() > 100);
+}
+
+#[test]
 fn silu_matches_the_twin_to_the_bit_and_f64_to_1e6() {
     assert!(pixtral_quant::selftest::silu_matches_ref() > 100);
 }

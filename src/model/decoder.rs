@@ -1,10 +1,9 @@
 //! Mistral-Nemo decoder forward. One code path for prefill (a chunk of tokens as a matrix) and decode (a
 //! chunk of one). Per layer: RMSNorm → q, k, v → RoPE (interleaved pairs, θ from the file) → causal GQA
-//! attention over the KV cache (softmax in f32, scale head_dim^−½) → o → residual → RMSNorm → SwiGLU
+//! attention over the KV cache ([`super::attention`]) → o → residual → RMSNorm → SwiGLU
 //! `down(silu(gate x) · up x)` → residual. Then the final RMSNorm and the output head.
 
-use std::cell::RefCell;
-
+use super::attention::{attend, AttnScratch, Heads};
 use super::ops::{matmul, rmsnorm, rope, rope_inv_freq, silu, MatmulScratch};
 use super::Model;
 use crate::runtime::kv_cache::KvCache;
@@ -23,12 +22,8 @@ pub struct DecoderState {
     up: Vec<f32>,         // (n, ffn)
     pub logits: Vec<f32>, // (n, vocab) — only the rows asked for are written
     mm: MatmulScratch,
+    attn: AttnScratch,
     inv_freq: Vec<f32>, // (head_dim / 2)
-}
-
-thread_local! {
-    /// Attention scores of one (token, head): (slots). Grown once per thread to the cache capacity.
-    static SCORES: RefCell<Vec<(usize, f32)>> = const { RefCell::new(Vec::new()) };
 }
 
 impl DecoderState {
@@ -48,6 +43,7 @@ impl DecoderState {
             up: vec![0.0; n_max * c.ffn_dim],
             logits: vec![0.0; n_max * c.vocab_size],
             mm: MatmulScratch::default(),
+            attn: AttnScratch::default(),
             inv_freq: rope_inv_freq(c.rope_theta, c.head_dim),
         }
     }
@@ -78,8 +74,6 @@ pub fn forward(
     let n = tokens.len();
     debug_assert!(n <= s.n_max && n == slots.len());
     let (dim, hd, qd, kvd) = (c.dim, c.head_dim, c.n_heads * c.head_dim, c.n_heads_kv * c.head_dim);
-    let group = c.n_heads / c.n_heads_kv;
-    let scale = 1.0 / (hd as f32).sqrt();
 
     // ---- token embeddings (one dequantized row each), image features at [IMG] positions ----
     let emb = model.bytes(&w.token_embd);
@@ -107,36 +101,8 @@ pub fn forward(
             rope(&mut s.k[t * kvd..(t + 1) * kvd], hd, pos0 + t, &s.inv_freq);
             kv.write(l, slot, &s.k[t * kvd..(t + 1) * kvd], &s.v[t * kvd..(t + 1) * kvd]);
         }
-        let kv_ref: &KvCache = kv;
-        let q = &s.q;
-        // (token, head) pairs in parallel; a token sees every filled slot at or before its position
-        super::ops::for_each_chunk(&mut s.att[..n * qd], hd, |i, out| {
-            let (t, h) = (i / c.n_heads, i % c.n_heads);
-            let p = pos0 + t;
-            let kvh = h / group;
-            let qv = &q[t * qd + h * hd..t * qd + (h + 1) * hd];
-            SCORES.with(|sc| {
-                let mut sc = sc.borrow_mut();
-                sc.clear();
-                sc.reserve(kv_ref.capacity); // once per thread: no growth while the context fills
-                for slot in 0..kv_ref.n_filled {
-                    if kv_ref.pos_of(slot) <= p {
-                        let dot = kv_ref.k_at(l, slot).slice(kvh * hd..(kvh + 1) * hd).dot(qv);
-                        sc.push((slot, dot * scale));
-                    }
-                }
-                let max = sc.iter().fold(f32::NEG_INFINITY, |m, x| m.max(x.1));
-                let mut sum = 0f32;
-                for x in sc.iter_mut() {
-                    x.1 = (x.1 - max).exp();
-                    sum += x.1;
-                }
-                out.fill(0.0);
-                for &(slot, p) in sc.iter() {
-                    kv_ref.v_at(l, slot).slice(kvh * hd..(kvh + 1) * hd).axpy(p / sum, out);
-                }
-            });
-        });
+        let heads = Heads { n_heads: c.n_heads, n_heads_kv: c.n_heads_kv, head_dim: hd };
+        attend(kv, l, heads, &s.q[..n * qd], n, pos0, &mut s.att[..n * qd], &mut s.attn);
         matmul(model.bytes(&layer.wo), &layer.wo, &s.att[..n * qd], n, &mut s.o[..n * dim], &mut s.mm);
         for (x, o) in s.x[..n * dim].iter_mut().zip(&s.o[..n * dim]) {
             *x += o;

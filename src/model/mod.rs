@@ -2,6 +2,7 @@
 //! its weights (views into the map) and its tokenizer. `Model` is immutable after `load` and `Sync`: any
 //! number of [`crate::Session`]s on any threads can share one.
 
+pub mod attention;
 pub mod decoder;
 pub mod ops;
 pub mod vision;

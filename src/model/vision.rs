@@ -238,9 +238,9 @@ fn attention(
                         qt[dd * QT + i] = *x;
                     }
                 }
-                sgemm_packed(&sg, len, m, hd, &kp[h * kph + k_off[b]..], B::Rows { b: qt, ldb: QT }, st, QT);
+                sgemm_packed(&sg, len, m, hd, &kp[h * kph + k_off[b]..], B::Rows { b: qt, ldb: QT }, st, QT, false);
                 (kern.softmax_cols)(st, len, m, QT, scale, &mut inv);
-                sgemm_packed(&sg, hd, m, len, &vp[h * vph + hdp * start..], B::Rows { b: st, ldb: QT }, ot, QT);
+                sgemm_packed(&sg, hd, m, len, &vp[h * vph + hdp * start..], B::Rows { b: st, ldb: QT }, ot, QT, false);
                 // O = (Σ numerator · v) / Σ numerators, transposed back
                 for ((i, row), inv) in out.chunks_exact_mut(d).enumerate().zip(&inv) {
                     for (dd, o) in row[h * hd..][..hd].iter_mut().enumerate() {

@@ -68,6 +68,14 @@ impl<'a> Row<'a> {
         }
     }
 
+    /// The row in f32 (exact), into `out` (its length).
+    pub fn widen(self, out: &mut [f32]) {
+        match self {
+            Row::F16(x) => (pixtral_quant::kernels::selected().widen_f16)(x, out),
+            Row::F32(x) => out.copy_from_slice(x),
+        }
+    }
+
     fn to_vec(self, out: &mut Vec<f32>) {
         match self {
             Row::F16(x) => out.extend(x.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())),
@@ -233,6 +241,11 @@ impl KvCache {
 
     pub fn v_at(&self, layer: usize, slot: usize) -> Row<'_> {
         self.v.row(self.off(layer, slot), self.kv_dim)
+    }
+
+    /// Slot `i` holds position `i` for every filled slot: nothing was evicted (a ring cache that never wrapped).
+    pub fn in_order(&self) -> bool {
+        self.next_pos == self.n_filled
     }
 
     pub fn pos_of(&self, slot: usize) -> usize {

@@ -30,6 +30,7 @@ pub static KERNELS: Kernels = Kernels {
     axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
     sgemm: Some(Sgemm { mr: SGEMM_MR, nr: 16, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
     softmax_cols: |x, r, c, ld, s, inv| unsafe { softmax_cols(x, r, c, ld, s, inv) },
+    softmax_online: |x, r, c, ld, s, run| unsafe { softmax_online(x, r, c, ld, s, run) },
     silu_mul: |g, u| unsafe { silu_mul(g, u) },
 };
 
@@ -434,4 +435,17 @@ unsafe fn r16_halves<const T: usize, const Q4: bool, const NH: usize>(
             _mm256_storeu_ps(out.as_mut_ptr().add((t + j) * ldo + 8 * half), *acc);
         }
     }
+}
+
+/// [`crate::softmax::softmax_online_generic`] compiled for this tier (the compiler vectorises it).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn softmax_online(
+    x: &mut [f32],
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    scale: f32,
+    run: &mut crate::softmax::Running,
+) {
+    crate::softmax::softmax_online_generic(x, rows, cols, ld, scale, run)
 }

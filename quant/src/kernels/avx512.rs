@@ -36,10 +36,11 @@ pub static KERNELS: Kernels = Kernels {
         GgmlType::Q8_0 if vnni() => Some(|g, a, t0, t1, o, ld| unsafe { gemm_r16::<false>(g, a, t0, t1, o, ld) }),
         _ => (avx2::KERNELS.r16)(ty),
     },
-    widen_f16: |w, o| unsafe { avx2::widen_f16(w, o) },
-    axpy_f16: |a, w, o| unsafe { avx2::axpy_f16(a, w, o) },
+    widen_f16: |w, o| unsafe { widen_f16(w, o) },
+    axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
     sgemm: Some(Sgemm { mr: SGEMM_MR, nr: 32, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
     softmax_cols: |x, r, c, ld, s, inv| unsafe { softmax_cols(x, r, c, ld, s, inv) },
+    softmax_online: |x, r, c, ld, s, run| unsafe { softmax_online(x, r, c, ld, s, run) },
     silu_mul: |g, u| unsafe { silu_mul(g, u) },
 };
 
@@ -189,6 +190,34 @@ unsafe fn load_f32(p: *const u8) -> __m512 {
 float_dot512!(dot_f16, 2, load_f16, tail_f16);
 float_dot512!(dot_bf16, 2, load_bf16, tail_bf16);
 float_dot512!(dot_f32, 4, load_f32, tail_f32);
+
+/// An F16 row to f32, 16 values per `vcvtph2ps`, the tail by the AVX2 kernel (exact, as every tier).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn widen_f16(w: &[u8], out: &mut [f32]) {
+    let n = out.len().min(w.len() / 2);
+    let mut i = 0;
+    while i + 16 <= n {
+        _mm512_storeu_ps(out.as_mut_ptr().add(i), load_f16(w.as_ptr().add(2 * i)));
+        i += 16;
+    }
+    avx2::widen_f16(&w[2 * i..], &mut out[i..]);
+}
+
+/// `out += a · w` for an F16 row (decode attention's weighted sum over the f16 cache): 16 lanes per step, one
+/// FMA per element as the AVX2 kernel and the twin, the tail by the AVX2 kernel.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn axpy_f16(a: f32, w: &[u8], out: &mut [f32]) {
+    debug_assert_eq!(w.len(), out.len() * 2);
+    let n = out.len();
+    let (wp, op) = (w.as_ptr(), out.as_mut_ptr());
+    let av = _mm512_set1_ps(a);
+    let mut i = 0;
+    while i + 16 <= n {
+        _mm512_storeu_ps(op.add(i), _mm512_fmadd_ps(av, load_f16(wp.add(2 * i)), _mm512_loadu_ps(op.add(i))));
+        i += 16;
+    }
+    avx2::axpy_f16(a, &w[2 * i..], &mut out[i..]);
+}
 
 fn tail_f16(w: &[u8], x: &[f32]) -> f32 {
     (avx2::KERNELS.dot_f16)(w, x)
@@ -344,4 +373,17 @@ unsafe fn silu_mul(g: &mut [f32], u: &[f32]) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn softmax_cols(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32, inv: &mut [f32]) {
     crate::softmax::softmax_cols_generic(x, rows, cols, ld, scale, inv)
+}
+
+/// [`crate::softmax::softmax_online_generic`] compiled for this tier (the compiler vectorises it).
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn softmax_online(
+    x: &mut [f32],
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    scale: f32,
+    run: &mut crate::softmax::Running,
+) {
+    crate::softmax::softmax_online_generic(x, rows, cols, ld, scale, run)
 }

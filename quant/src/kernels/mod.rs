@@ -48,6 +48,9 @@ pub struct Kernels {
     /// `softmax(scale · column)` for each column of a `(rows, cols)` block with row stride `ld`, in place but
     /// for the normalisation: each column's `1/Σ` goes to `inv` ([`crate::softmax`]; equal to its twin to the bit).
     pub softmax_cols: fn(&mut [f32], usize, usize, usize, f32, &mut [f32]),
+    /// One block of rows of a column softmax taken block by block (flash attention): `(x, rows, cols, ld, scale,
+    /// state)` ([`crate::softmax::softmax_online_generic`]; equal to its twin to the bit).
+    pub softmax_online: fn(&mut [f32], usize, usize, usize, f32, &mut crate::softmax::Running),
     /// `g = silu(g) · u` element-wise ([`crate::act`]; equal to its twin to the bit).
     pub silu_mul: fn(&mut [f32], &[f32]),
 }

@@ -18,6 +18,7 @@ pub static KERNELS: Kernels = Kernels {
     axpy_f16: axpy_f16_ref,
     sgemm: None,
     softmax_cols: crate::softmax::softmax_cols_ref,
+    softmax_online: crate::softmax::softmax_online_ref,
     silu_mul: crate::act::silu_mul_ref,
 };
 
