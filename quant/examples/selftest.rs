@@ -8,8 +8,9 @@ fn main() {
     let s = pixtral_quant::selftest::softmax_matches_ref();
     let o = pixtral_quant::selftest::softmax_online_matches_ref();
     let a = pixtral_quant::selftest::silu_matches_ref();
+    let z = pixtral_quant::selftest::quantize_q8_0_matches_ref();
     #[cfg(target_arch = "aarch64")]
     println!("aarch64 dotprod: {}", pixtral_quant::kernels::neon::dotprod());
-    println!("kernel self-test on {tiers:?}: {n} comparisons, R16 layout: {r}, sgemm: {g}, softmax: {s}, online softmax: {o}, silu: {a}");
-    println!("7 passed, 0 failed");
+    println!("kernel self-test on {tiers:?}: {n} comparisons, R16 layout: {r}, sgemm: {g}, softmax: {s}, online softmax: {o}, silu: {a}, quantize_q8_0: {z}");
+    println!("8 passed, 0 failed");
 }

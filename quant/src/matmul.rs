@@ -32,7 +32,7 @@ impl Acts {
             GgmlType::Q8_0 | GgmlType::Q4_0 => {
                 debug_assert_eq!(k % 32, 0);
                 self.q8.resize(n * k / 32, BlockQ8_0 { d: half::f16::ZERO, qs: [0; 32] });
-                crate::q8_0::quantize_row_q8_0_ref(x, &mut self.q8);
+                (crate::kernels::selected().quantize_q8_0)(x, &mut self.q8); // = the ref, to the bit
                 self.q8_d.clear();
                 self.q8_d.extend(self.q8.iter().map(|b| b.d.to_f32()));
                 self.q8_s.clear();

@@ -58,3 +58,30 @@ pub fn quantize_row_q8_0_ref(x: &[f32], out: &mut [BlockQ8_0]) {
         *o = BlockQ8_0::quantize_ref(chunk.try_into().expect("chunk of 32"));
     }
 }
+
+/// The body every tier compiles ([`crate::Kernels::quantize_q8_0`]); `#[inline(always)]` so it takes the caller's
+/// target features, where `trunc` is one vector instruction (`vroundps`, `frintz`) instead of libm's `roundf`.
+/// Equal to [`quantize_row_q8_0_ref`] to the bit: the maximum is exact in any order (8 partial maxima), and
+/// round-half-away-from-zero is `t = trunc(s)`, plus `±1` when `|s − t| ≥ ½` (exact: `|s| ≤ 2²³`; NaN stays NaN
+/// and casts to 0, as `roundf`'s does).
+#[inline(always)]
+pub fn quantize_row_q8_0_generic(x: &[f32], out: &mut [BlockQ8_0]) {
+    debug_assert_eq!(x.len(), out.len() * 32);
+    for (chunk, o) in x.chunks_exact(32).zip(out.iter_mut()) {
+        let mut m = [0f32; 8];
+        for v in chunk.chunks_exact(8) {
+            for (m, v) in m.iter_mut().zip(v) {
+                *m = m.max(v.abs());
+            }
+        }
+        let amax = m.iter().fold(0f32, |a, b| a.max(*b));
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        for (q, v) in o.qs.iter_mut().zip(chunk) {
+            let s = v * id;
+            let t = s.trunc();
+            *q = (if (s - t).abs() >= 0.5 { t + 1f32.copysign(s) } else { t }) as i8;
+        }
+        o.d = f16::from_f32(d);
+    }
+}

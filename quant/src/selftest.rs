@@ -431,6 +431,34 @@ pub fn softmax_online_matches_ref() -> usize {
     checked
 }
 
+/// Every tier's activation quantizer: equal to `quantize_row_q8_0_ref` to the bit, on random rows, rows of exact
+/// halves after scaling (ties round away from zero), zeros, one huge value, infinities and NaN.
+pub fn quantize_q8_0_matches_ref() -> usize {
+    let mut checked = 0;
+    let mut rng = Rng(23);
+    let mut rows: Vec<Vec<f32>> = (0..20).map(|i| (0..32 * (i % 5 + 1)).map(|_| rng.f32() * 10.0).collect()).collect();
+    // amax 127 makes id 1: values k + 0.5 are exact ties
+    rows.push((0..64).map(|i| if i == 0 { 127.0 } else { (i as f32 - 32.0) + 0.5 }).collect());
+    rows.push(vec![0.0; 32]);
+    rows.push((0..32).map(|i| if i == 7 { 3e38 } else { i as f32 }).collect());
+    rows.push((0..32).map(|i| if i == 3 { f32::INFINITY } else { -(i as f32) }).collect());
+    rows.push((0..32).map(|i| if i == 9 { f32::NAN } else { i as f32 * 0.3 }).collect());
+    for x in &rows {
+        let blank = crate::BlockQ8_0 { d: half::f16::ZERO, qs: [0; 32] };
+        let mut want = vec![blank; x.len() / 32];
+        crate::q8_0::quantize_row_q8_0_ref(x, &mut want);
+        for isa in Isa::available() {
+            let mut got = vec![blank; x.len() / 32];
+            (kernels(isa).quantize_q8_0)(x, &mut got);
+            for (g, w) in got.iter().zip(&want) {
+                checked += 1;
+                assert!(g.d.to_bits() == w.d.to_bits() && g.qs == w.qs, "{isa:?} quantize_q8_0 {x:?}: {g:?} vs {w:?}");
+            }
+        }
+    }
+    checked
+}
+
 /// Every tier's SwiGLU activation: equal to the twin to the bit, and within 1e-6 (relative, plus 1e-30) of
 /// `x · u / (1 + e^(−x))` in f64, from −100 (where the exp underflows) to 100, over lengths around the vectors.
 pub fn silu_matches_ref() -> usize {

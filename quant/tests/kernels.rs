@@ -35,6 +35,11 @@ fn online_softmax_matches_the_twin_to_the_bit_and_f64_to_1e6() {
 }
 
 #[test]
+fn activation_quantizer_matches_the_twin_to_the_bit() {
+    assert!(pixtral_quant::selftest::quantize_q8_0_matches_ref() > 50);
+}
+
+#[test]
 fn silu_matches_the_twin_to_the_bit_and_f64_to_1e6() {
     assert!(pixtral_quant::selftest::silu_matches_ref() > 100);
 }

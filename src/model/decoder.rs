@@ -4,7 +4,7 @@
 //! `down(silu(gate x) · up x)` → residual. Then the final RMSNorm and the output head.
 
 use super::attention::{attend, AttnScratch, Heads};
-use super::ops::{matmul, rmsnorm, rope, rope_inv_freq, silu, MatmulScratch};
+use super::ops::{matmul, rmsnorm, rope, rope_inv_freq, MatmulScratch};
 use super::Model;
 use crate::runtime::kv_cache::KvCache;
 
@@ -113,9 +113,7 @@ pub fn forward(
         rmsnorm(&mut s.xb[..n * dim], &s.x[..n * dim], &layer.ffn_norm, c.norm_eps);
         matmul(model.bytes(&layer.w_gate), &layer.w_gate, &s.xb[..n * dim], n, &mut s.gate[..n * f], &mut s.mm);
         matmul(model.bytes(&layer.w_up), &layer.w_up, &s.xb[..n * dim], n, &mut s.up[..n * f], &mut s.mm);
-        for (g, u) in s.gate[..n * f].iter_mut().zip(&s.up[..n * f]) {
-            *g = silu(*g) * u;
-        }
+        (pixtral_quant::kernels::selected().silu_mul)(&mut s.gate[..n * f], &s.up[..n * f]);
         matmul(model.bytes(&layer.w_down), &layer.w_down, &s.gate[..n * f], n, &mut s.o[..n * dim], &mut s.mm);
         for (x, o) in s.x[..n * dim].iter_mut().zip(&s.o[..n * dim]) {
             *x += o;

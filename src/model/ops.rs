@@ -152,7 +152,3 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     }
     acc.iter().sum::<f32>() + tail
 }
-
-pub fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}

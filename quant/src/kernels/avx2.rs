@@ -32,6 +32,7 @@ pub static KERNELS: Kernels = Kernels {
     softmax_cols: |x, r, c, ld, s, inv| unsafe { softmax_cols(x, r, c, ld, s, inv) },
     softmax_online: |x, r, c, ld, s, run| unsafe { softmax_online(x, r, c, ld, s, run) },
     silu_mul: |g, u| unsafe { silu_mul(g, u) },
+    quantize_q8_0: |x, o| unsafe { quantize_q8_0(x, o) },
 };
 
 #[inline]
@@ -448,4 +449,10 @@ unsafe fn softmax_online(
     run: &mut crate::softmax::Running,
 ) {
     crate::softmax::softmax_online_generic(x, rows, cols, ld, scale, run)
+}
+
+/// [`crate::q8_0::quantize_row_q8_0_generic`] compiled for this tier (the compiler vectorises it).
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
+    crate::q8_0::quantize_row_q8_0_generic(x, out)
 }

@@ -51,6 +51,9 @@ pub struct Kernels {
     /// One block of rows of a column softmax taken block by block (flash attention): `(x, rows, cols, ld, scale,
     /// state)` ([`crate::softmax::softmax_online_generic`]; equal to its twin to the bit).
     pub softmax_online: fn(&mut [f32], usize, usize, usize, f32, &mut crate::softmax::Running),
+    /// Activations to Q8_0 blocks, the `vec_dot_type` of Q4_0/Q8_0 weights (equal to
+    /// [`crate::q8_0::quantize_row_q8_0_ref`] to the bit).
+    pub quantize_q8_0: fn(&[f32], &mut [BlockQ8_0]),
     /// `g = silu(g) · u` element-wise ([`crate::act`]; equal to its twin to the bit).
     pub silu_mul: fn(&mut [f32], &[f32]),
 }

@@ -59,6 +59,7 @@ pub static KERNELS: Kernels = Kernels {
     softmax_cols: crate::softmax::softmax_cols_ref,
     softmax_online: crate::softmax::softmax_online_ref,
     silu_mul: crate::act::silu_mul_ref,
+    quantize_q8_0: crate::q8_0::quantize_row_q8_0_generic,
 };
 
 fn f16_at(b: &[u8]) -> f32 {

@@ -20,6 +20,7 @@ pub static KERNELS: Kernels = Kernels {
     softmax_cols: crate::softmax::softmax_cols_ref,
     softmax_online: crate::softmax::softmax_online_ref,
     silu_mul: crate::act::silu_mul_ref,
+    quantize_q8_0: crate::q8_0::quantize_row_q8_0_ref,
 };
 
 pub fn dot_q8_0_ref(w: &[u8], y: &[BlockQ8_0]) -> f32 {
