@@ -625,3 +625,21 @@ fn convert_names_its_layout_first_and_refuses_an_mmproj_name_as_its_output() {
     let first = err.lines().next().unwrap_or_default();
     assert!(first.starts_with("HF (Llava) checkpoint,") && err.contains("wrote "), "{err}");
 }
+
+/// `--vit-precision`: bf16 answers about the picture as f32 does (the demo model's greedy answer), or says it
+/// fell back to f32 where the CPU has no BF16 dot products; a bad value is a usage error before the model loads.
+#[test]
+fn vit_precision_bf16_answers_like_f32_or_says_it_fell_back() {
+    let img = red_circle();
+    let q = ["--image", &img, "-p", "What shape is this?"];
+    let (f32_answer, _, code) = run(&q, None);
+    assert_eq!(code, 0);
+    let (answer, err, code) = run(&[&q[..], &["--vit-precision", "bf16"]].concat(), None);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(answer, f32_answer, "{err}");
+    let bf16 = pixtral::model::vision::VitPrecision::Bf16.available();
+    assert_eq!(err.contains("--vit-precision bf16:"), !bf16, "{err}");
+    let (_, err, code) = run(&[&q[..], &["--vit-precision", "f64"]].concat(), None);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("expected f32 or bf16") && !err.contains("loaded in"), "{err}");
+}

@@ -12,6 +12,7 @@
 //! of a block format is `n_cols / block_size` consecutive blocks.
 
 pub mod act;
+pub mod bgemm;
 pub mod float;
 pub mod isa;
 pub mod kernels;

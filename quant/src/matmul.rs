@@ -224,6 +224,24 @@ pub fn widen_panels(kern: &crate::Kernels, ty: GgmlType, w: &[u8], k: usize, nr:
 }
 
 /// One F32/F16/BF16 value (its little-endian bytes) as f32, exactly.
+/// Element `i` of F32/F16/BF16 bytes (exact).
+pub fn float_row_value(ty: GgmlType, w: &[u8], i: usize) -> f32 {
+    let eb = ty.row_bytes(1).expect("float type");
+    float_at(ty, &w[i * eb..(i + 1) * eb])
+}
+
+/// One F32/F16/BF16 row widened to f32 (exact).
+pub fn widen_row(kern: &crate::Kernels, ty: GgmlType, w: &[u8], out: &mut [f32]) {
+    if ty == GgmlType::F16 {
+        (kern.widen_f16)(w, out)
+    } else {
+        let eb = ty.row_bytes(1).expect("float type");
+        for (o, v) in out.iter_mut().zip(w.chunks_exact(eb)) {
+            *o = float_at(ty, v);
+        }
+    }
+}
+
 fn float_at(ty: GgmlType, v: &[u8]) -> f32 {
     match ty {
         GgmlType::F32 => f32::from_le_bytes([v[0], v[1], v[2], v[3]]),

@@ -431,6 +431,71 @@ pub fn softmax_online_matches_ref() -> usize {
     checked
 }
 
+/// Every tier's BF16 micro-kernel (where this CPU has one): equal to the twin to the bit through
+/// [`crate::bgemm::bgemm_panels`] over shapes around the tile edges, odd `k` and `k` past one slice, F32 and F16
+/// weights; the twin within `k · 2⁻²³ · Σ|a·b|` of the exact f64 product of the rounded operands; and one pair
+/// whose sum depends on the order (`c + a₁b₁` first, then `+ a₀b₀`, as `vdpbf16ps` is defined).
+pub fn bgemm_matches_ref() -> usize {
+    use crate::bgemm::{bgemm_panels, dot_pair_ref, pair, widen_panels_bf16, Bgemm, TileBf16};
+    let mut checked = 0;
+    // (1e8 − 1e8) + 1 = 1 in this order; (1e8 + 1) − 1e8 = 0 in the other
+    let t =
+        TileBf16 { m: 1, n: 1, pairs: 1, a: &[pair(1.0, -1e8)], mr: 1, b: &[pair(1.0, 1.0)], ldb: 1, accumulate: true };
+    let tiers: Vec<(Isa, Bgemm)> =
+        Isa::available().into_iter().filter_map(|i| (kernels(i).bgemm)().map(|b| (i, b))).collect();
+    let big = crate::bf16_to_f32(crate::bf16_from_f32_ref(1e8));
+    for (isa, bg) in tiers.iter().map(|(i, b)| (format!("{i:?}"), *b)).chain([("twin".to_string(), Bgemm::REF)]) {
+        let (mut c, mut a, mut b) = (vec![big], vec![0u32; bg.mr], vec![0u32; bg.nr]);
+        a[0] = t.a[0];
+        b[0] = t.b[0];
+        (bg.tile)(&TileBf16 { mr: bg.mr, a: &a, b: &b, ldb: bg.nr, ..t }, &mut c, 1);
+        checked += 1;
+        assert_eq!(c[0], 1.0, "{isa}: vdpbf16ps order (odd product first)");
+    }
+    assert_eq!(dot_pair_ref(big, t.a[0], t.b[0]), 1.0);
+    let mut rng = Rng(29);
+    for (m, n, k) in [(1usize, 1usize, 1usize), (3, 5, 7), (14, 32, 64), (15, 33, 513), (29, 70, 1030), (200, 40, 96)] {
+        let a: Vec<f32> = (0..m * k).map(|i| rng.f32() * if i % 13 == 0 { 40.0 } else { 1.0 }).collect();
+        let wf: Vec<f32> = (0..n * k).map(|_| rng.f32()).collect();
+        for ty in [crate::GgmlType::F32, crate::GgmlType::F16] {
+            let w: Vec<u8> = match ty {
+                crate::GgmlType::F32 => wf.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                _ => wf.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+            };
+            let run = |bg: &Bgemm| {
+                let kp = k.div_ceil(2);
+                let mut panels = vec![0u32; n.div_ceil(bg.nr) * bg.nr * kp];
+                widen_panels_bf16(kernels(Isa::Scalar), ty, &w, k, bg.nr, &mut panels);
+                let mut c = vec![f32::NAN; m * n];
+                bgemm_panels(bg, m, n, k, &a, k, &panels, &mut c, n);
+                c
+            };
+            let want = run(&Bgemm::REF);
+            let rd = |x: f32| crate::bf16_to_f32(crate::bf16_from_f32_ref(x)) as f64;
+            for i in 0..m {
+                for j in 0..n {
+                    let wv = |p: usize| rd(crate::matmul::float_row_value(ty, &w, j * k + p));
+                    let terms: Vec<f64> = (0..k).map(|p| rd(a[i * k + p]) * wv(p)).collect();
+                    let exact: f64 = terms.iter().sum();
+                    let bound = k as f64 * 2f64.powi(-23) * terms.iter().map(|t| t.abs()).sum::<f64>() + 1e-30;
+                    checked += 1;
+                    let got = want[i * n + j] as f64;
+                    assert!((got - exact).abs() <= bound, "bf16 twin {m}x{n}x{k} {ty}: {got} vs {exact}");
+                }
+            }
+            for (isa, bg) in &tiers {
+                let got = run(bg);
+                checked += 1;
+                assert!(
+                    got.iter().zip(&want).all(|(g, w)| g.to_bits() == w.to_bits()),
+                    "{isa:?} bf16 gemm {m}x{n}x{k} {ty} differs from the twin"
+                );
+            }
+        }
+    }
+    checked
+}
+
 /// Every tier's activation quantizer: equal to `quantize_row_q8_0_ref` to the bit, on random rows, rows of exact
 /// halves after scaling (ties round away from zero), zeros, one huge value, infinities and NaN.
 pub fn quantize_q8_0_matches_ref() -> usize {

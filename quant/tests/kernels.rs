@@ -40,6 +40,11 @@ fn activation_quantizer_matches_the_twin_to_the_bit() {
 }
 
 #[test]
+fn bf16_gemm_matches_the_twin_to_the_bit_and_the_exact_product_within_its_bound() {
+    assert!(pixtral_quant::selftest::bgemm_matches_ref() > 1000);
+}
+
+#[test]
 fn silu_matches_the_twin_to_the_bit_and_f64_to_1e6() {
     assert!(pixtral_quant::selftest::silu_matches_ref() > 100);
 }

@@ -1,6 +1,7 @@
 //! `pixtral bench`, llama-bench style: every combination of the prompt lengths, generation lengths, thread
 //! counts and image sizes asked for, `-r` runs each, as a Markdown table, JSON, JSON lines or CSV.
 
+use pixtral::model::vision::VitPrecision;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -44,6 +45,9 @@ pub struct BenchArgs {
     /// is resized to the model's image size at most, as a real image would be.
     #[arg(long, value_delimiter = ',')]
     image_size: Vec<String>,
+    /// Arithmetic of the vision tower for --image-size, comma-separated: f32, bf16 (see `run --vit-precision`).
+    #[arg(long, value_delimiter = ',', default_value = "f32", value_parser = crate::parse_vit_precision)]
+    vit_precision: Vec<VitPrecision>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "md")]
     output: Format,
@@ -92,7 +96,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         crate::input::existing_file(p)?;
     }
     let model = pixtral::Model::load(&path)?;
-    let vision = if sizes.is_empty() {
+    let mut vision = if sizes.is_empty() {
         None
     } else {
         let vpath = a.mmproj.clone().unwrap_or_else(|| pixtral::convert::mmproj_path(&path));
@@ -119,11 +123,18 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
                 let test = format!("{kind}{n}");
                 rows.push(Row { test, threads: t, units: n, seconds: r.seconds, rate: r.rate, rate_unit, image: None });
             }
-            if let Some(vm) = &vision {
-                for &(w, h) in &sizes {
+            let ui = crate::ui::Ui::new(Default::default());
+            if let Some(vm) = vision.as_mut() {
+                for (&(w, h), &p) in sizes.iter().flat_map(|s| a.vit_precision.iter().map(move |p| (s, p))) {
+                    vm.precision = crate::usable_precision(p, &ui);
                     let v = pixtral::bench::vit(vm, w, h, runs);
+                    let prec = if vm.precision == VitPrecision::F32 {
+                        String::new()
+                    } else {
+                        format!(" {}", vm.precision.name())
+                    };
                     rows.push(Row {
-                        test: format!("vit {}x{}", v.encoded_width, v.encoded_height),
+                        test: format!("vit {}x{}{prec}", v.encoded_width, v.encoded_height),
                         threads: t,
                         units: v.patches,
                         seconds: v.seconds,

@@ -13,6 +13,11 @@ pub struct MatmulScratch {
     tr: Vec<f32>,
     /// float weights widened into the f32 micro-kernel's panels
     panels: Vec<f32>,
+    /// float weights as bf16 pairs, for [`MatmulScratch::bf16`]
+    panels_bf16: Vec<u32>,
+    /// Float weights against several tokens in BF16 with this micro-kernel instead of f32 (the ViT at
+    /// `--vit-precision bf16`, [`pixtral_quant::bgemm`]).
+    pub bf16: Option<pixtral_quant::bgemm::Bgemm>,
 }
 
 static SERIAL: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -57,7 +62,10 @@ pub fn matmul(bytes: &[u8], w: &Mat, x: &[f32], n: usize, out: &mut [f32], s: &m
     debug_assert_eq!(out.len(), n * w.rows);
     let k = pixtral_quant::kernels::selected(); // the ISA tier, chosen once per process
     if let Some(sg) = pixtral_quant::matmul::float_sgemm(k, w.ty, n) {
-        return float_matmul(k, &sg, bytes, w, x, n, out, &mut s.panels);
+        return match s.bf16 {
+            Some(bg) => bf16_matmul(k, &bg, bytes, w, x, n, out, &mut s.panels_bf16),
+            None => float_matmul(k, &sg, bytes, w, x, n, out, &mut s.panels),
+        };
     }
     s.acts.prepare(w.ty, x, n, w.cols);
     s.tr.resize(w.rows * n, 0.0);
@@ -105,6 +113,37 @@ fn float_matmul(
     for_each_chunk(out, tokens * rows, |i, o| {
         let t = o.len() / rows;
         sgemm_with(sg, t, rows, cols, &x[i * tokens * cols..], cols, B::Panels { b: panels }, o, rows);
+    });
+}
+
+/// [`float_matmul`] in BF16 ([`pixtral_quant::bgemm`]): the rows rounded into bf16 pair panels once (threads over
+/// panels), then threads over blocks of tokens, each packing its tokens to bf16 and writing its rows of `out`.
+#[allow(clippy::too_many_arguments)]
+fn bf16_matmul(
+    k: &pixtral_quant::Kernels,
+    bg: &pixtral_quant::bgemm::Bgemm,
+    bytes: &[u8],
+    w: &Mat,
+    x: &[f32],
+    n: usize,
+    out: &mut [f32],
+    panels: &mut Vec<u32>,
+) {
+    use pixtral_quant::bgemm::{bgemm_panels, widen_panels_bf16};
+    let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes());
+    let kp = cols.div_ceil(2);
+    panels.resize(rows.div_ceil(bg.nr) * bg.nr * kp, 0);
+    for_each_chunk(panels, bg.nr * kp, |j, p| {
+        let r = j * bg.nr..((j + 1) * bg.nr).min(rows);
+        widen_panels_bf16(k, w.ty, &bytes[r.start * rb..r.end * rb], cols, bg.nr, p);
+    });
+    let panels = &*panels;
+    let threads = if serial() { 1 } else { rayon::current_num_threads() };
+    let mc = (pixtral_quant::sgemm::MC / bg.mr).max(1) * bg.mr;
+    let tokens = n.div_ceil(4 * threads).next_multiple_of(bg.mr).min(mc);
+    for_each_chunk(out, tokens * rows, |i, o| {
+        let t = o.len() / rows;
+        bgemm_panels(bg, t, rows, cols, &x[i * tokens * cols..], cols, panels, o, rows);
     });
 }
 

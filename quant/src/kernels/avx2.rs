@@ -29,6 +29,7 @@ pub static KERNELS: Kernels = Kernels {
     widen_f16: |w, o| unsafe { widen_f16(w, o) },
     axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
     sgemm: Some(Sgemm { mr: SGEMM_MR, nr: 16, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
+    bgemm: || None,
     softmax_cols: |x, r, c, ld, s, inv| unsafe { softmax_cols(x, r, c, ld, s, inv) },
     softmax_online: |x, r, c, ld, s, run| unsafe { softmax_online(x, r, c, ld, s, run) },
     silu_mul: |g, u| unsafe { silu_mul(g, u) },

@@ -8,6 +8,7 @@ use std::arch::x86_64::*;
 
 use super::avx2;
 use super::Kernels;
+use crate::bgemm::{Bgemm, TileBf16};
 use crate::repack::{block_bytes_of, R16};
 use crate::sgemm::{Sgemm, Tile};
 use crate::{Acts, BlockQ8_0, GgmlType, Isa};
@@ -39,6 +40,7 @@ pub static KERNELS: Kernels = Kernels {
     widen_f16: |w, o| unsafe { widen_f16(w, o) },
     axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
     sgemm: Some(Sgemm { mr: SGEMM_MR, nr: 32, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
+    bgemm: || bf16().then_some(Bgemm { mr: SGEMM_MR, nr: 32, tile: |t, c, ldc| unsafe { bgemm_tile(t, c, ldc) } }),
     softmax_cols: |x, r, c, ld, s, inv| unsafe { softmax_cols(x, r, c, ld, s, inv) },
     softmax_online: |x, r, c, ld, s, run| unsafe { softmax_online(x, r, c, ld, s, run) },
     silu_mul: |g, u| unsafe { silu_mul(g, u) },
@@ -46,6 +48,11 @@ pub static KERNELS: Kernels = Kernels {
 };
 
 use super::avx2::{f16_at, f16_bits};
+
+/// AVX512-BF16 present (`vdpbf16ps`: Cooper Lake, Sapphire Rapids, Zen 4 and later).
+pub fn bf16() -> bool {
+    is_x86_feature_detected!("avx512bf16")
+}
 
 /// AVX512-VNNI present (std caches the CPUID answer; this is an atomic load).
 fn vnni() -> bool {
@@ -352,6 +359,66 @@ unsafe fn tile512<const MR: usize, const NV: usize>(t: &Tile, c: &mut [f32], ldc
             let av = _mm512_set1_ps(*a.add(i));
             for v in 0..NV {
                 acc[v] = _mm512_fmadd_ps(av, bv[v], acc[v]);
+            }
+        }
+        a = a.add(SGEMM_MR);
+        b = b.wrapping_add(t.ldb);
+    }
+    for (i, acc) in acc.iter().enumerate() {
+        for v in 0..NV {
+            _mm512_mask_storeu_ps(cp.wrapping_add(i * ldc + 16 * v), m[v], acc[v]);
+        }
+    }
+}
+
+/// BF16 micro-tile ([`crate::bgemm`]): up to 14 rows × 32 columns in 28 zmm f32 sums; per pair of `k`, two loads
+/// of B's pairs, one broadcast of A's pair per row, two `vdpbf16ps` per row (64 multiply-adds where the f32 tile
+/// does 32). Columns past `n` are masked. Reached only when [`bf16`] said yes.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
+unsafe fn bgemm_tile(t: &TileBf16, c: &mut [f32], ldc: usize) {
+    t.check(c, ldc);
+    debug_assert_eq!(t.mr, SGEMM_MR);
+    macro_rules! go {
+        ($($m:literal)*) => {
+            match (t.m, t.n > 16) {
+                $(($m, false) => btile512::<$m, 1>(t, c, ldc),
+                  ($m, true) => btile512::<$m, 2>(t, c, ldc),)*
+                _ => unreachable!("tile of {} rows", t.m),
+            }
+        };
+    }
+    go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
+unsafe fn btile512<const MR: usize, const NV: usize>(t: &TileBf16, c: &mut [f32], ldc: usize) {
+    let mask = |from: usize| -> __mmask16 {
+        let n = t.n.saturating_sub(from).min(16);
+        ((1u32 << n) - 1) as __mmask16
+    };
+    let m: [__mmask16; NV] = std::array::from_fn(|v| mask(16 * v));
+    let (mut a, mut b, cp) = (t.a.as_ptr(), t.b.as_ptr(), c.as_mut_ptr());
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    if t.accumulate {
+        for (i, acc) in acc.iter_mut().enumerate() {
+            for v in 0..NV {
+                acc[v] = _mm512_maskz_loadu_ps(m[v], cp.wrapping_add(i * ldc + 16 * v));
+            }
+        }
+    }
+    for _ in 0..t.pairs {
+        _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(SGEMM_PREFETCH * t.ldb) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(SGEMM_PREFETCH * t.ldb + 16) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(a.wrapping_add(SGEMM_PREFETCH * SGEMM_MR) as *const i8);
+        let bv: [__m512bh; NV] = std::array::from_fn(|v| {
+            let x = _mm512_maskz_loadu_epi32(m[v], b.wrapping_add(16 * v) as *const i32);
+            std::mem::transmute::<__m512i, __m512bh>(x)
+        });
+        for (i, acc) in acc.iter_mut().enumerate() {
+            let av = std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*a.add(i) as i32));
+            for v in 0..NV {
+                acc[v] = _mm512_dpbf16_ps(acc[v], av, bv[v]);
             }
         }
         a = a.add(SGEMM_MR);

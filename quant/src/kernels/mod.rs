@@ -45,6 +45,9 @@ pub struct Kernels {
     pub axpy_f16: fn(f32, &[u8], &mut [f32]),
     /// The f32 matrix micro-kernel ([`crate::sgemm`]); `None`: the scalar twin does the products.
     pub sgemm: Option<crate::sgemm::Sgemm>,
+    /// The BF16 micro-kernel ([`crate::bgemm`]), if this CPU has one (asked at run time: AVX512-BF16 within the
+    /// avx512 tier); `None`: BF16 products are not offered (the twin is for tests).
+    pub bgemm: fn() -> Option<crate::bgemm::Bgemm>,
     /// `softmax(scale · column)` for each column of a `(rows, cols)` block with row stride `ld`, in place but
     /// for the normalisation: each column's `1/Σ` goes to `inv` ([`crate::softmax`]; equal to its twin to the bit).
     pub softmax_cols: fn(&mut [f32], usize, usize, usize, f32, &mut [f32]),

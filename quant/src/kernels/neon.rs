@@ -56,6 +56,7 @@ pub static KERNELS: Kernels = Kernels {
     widen_f16: |w, o| unsafe { widen_f16(w, o) },
     axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
     sgemm: Some(Sgemm { mr: SGEMM_MR, nr: 8, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
+    bgemm: || None,
     softmax_cols: crate::softmax::softmax_cols_ref,
     softmax_online: crate::softmax::softmax_online_ref,
     silu_mul: crate::act::silu_mul_ref,

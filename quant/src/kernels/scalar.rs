@@ -17,6 +17,7 @@ pub static KERNELS: Kernels = Kernels {
     widen_f16: widen_f16_ref,
     axpy_f16: axpy_f16_ref,
     sgemm: None,
+    bgemm: || None,
     softmax_cols: crate::softmax::softmax_cols_ref,
     softmax_online: crate::softmax::softmax_online_ref,
     silu_mul: crate::act::silu_mul_ref,
