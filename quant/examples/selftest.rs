@@ -9,6 +9,8 @@ fn main() {
     let a = pixtral_quant::selftest::silu_matches_ref();
     #[cfg(target_arch = "aarch64")]
     println!("aarch64 dotprod: {}", pixtral_quant::kernels::neon::dotprod());
+    #[cfg(target_arch = "aarch64")]
+    println!("aarch64 i8mm: {}", pixtral_quant::kernels::neon::i8mm());
     println!("kernel self-test on {tiers:?}: {n} comparisons, R16 layout: {r}, sgemm: {g}, softmax: {s}, silu: {a}");
     println!("6 passed, 0 failed");
 }

@@ -19,6 +19,12 @@ pub fn dotprod() -> bool {
     std::arch::is_aarch64_feature_detected!("dotprod")
 }
 
+/// The int8 matrix multiply-accumulates (FEAT_I8MM: `smmla`, `usmmla`; Armv8.6, optional from 8.2); cached by
+/// std like [`dotprod`].
+pub fn i8mm() -> bool {
+    std::arch::is_aarch64_feature_detected!("i8mm")
+}
+
 pub static KERNELS: Kernels = Kernels {
     isa: Isa::Neon,
     dot_q8_0: |w, y| unsafe {
