@@ -1,18 +1,22 @@
 //! NEON (AArch64 baseline) kernels. Q8_0/Q4_0: each block's integer sum computed exactly — with `sdot` where the
 //! CPU has the dot-product extension (`dotprod`, Armv8.2+; checked once per row), else widening multiplies
 //! (`smull`/`smull2`, pairwise adds) — and scales applied in the scalar twin's order, so these are bit-identical
-//! to it. f32 products (`sgemm`): 8 × 8 register tiles of fused multiply-adds, bit-identical too. F32/BF16: 4-wide FMAs; F16: widened with `fcvtl` (stable `asm!`: the f16 intrinsics are not
-//! stable Rust yet).
+//! to it. R16 prefill ([`crate::repack`]): `sdot` tiles where the CPU has the dot product, none on an Armv8.0
+//! core (chosen per call by [`r16`]); bit-identical to their twin too. f32
+//! products (`sgemm`): 8 × 8 register tiles of fused multiply-adds, bit-identical too. F32/BF16: 4-wide FMAs; F16:
+//! widened with `fcvtl` (stable `asm!`: the f16 intrinsics are not stable Rust yet).
 //!
-//! Safety contract: NEON is part of every AArch64 CPU (`Isa::Neon.supported()` checks anyway); loads stay inside
-//! the slices (rows are whole blocks, lengths checked by the callers and `debug_assert!`).
+//! Safety contract: NEON is part of every AArch64 CPU (`Isa::Neon.supported()` checks anyway); the `dotprod`
+//! functions run only after [`dotprod`] said yes; loads stay inside the slices (rows are whole
+//! blocks, lengths checked by the callers and `debug_assert!`; R16 shapes asserted once per call).
 
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::Kernels;
+use super::{GemmR16, Kernels};
+use crate::repack::{block_bytes_of, R16};
 use crate::sgemm::{Sgemm, Tile};
-use crate::{BlockQ8_0, Isa};
+use crate::{Acts, BlockQ8_0, GgmlType, Isa};
 
 /// The dot-product extension (`sdot`); std caches the answer, so this is an atomic load.
 pub fn dotprod() -> bool {
@@ -58,7 +62,7 @@ pub static KERNELS: Kernels = Kernels {
             gemm4_q4_0::<false>(w, y, d, o)
         }
     }),
-    r16: |_| None,
+    r16,
     widen_f16: |w, o| unsafe { widen_f16(w, o) },
     axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
     sgemm: Some(Sgemm { mr: SGEMM_MR, nr: 8, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
@@ -178,6 +182,189 @@ macro_rules! gemm4 {
 
 gemm4!(gemm4_q8_0, 34, unpack_q8);
 gemm4!(gemm4_q4_0, 18, unpack_q4);
+
+/// The R16 kernel for this CPU ([`Kernels::r16`]): `sdot` where it has the dot product, else none (the loader
+/// keeps the plain layout and prefill takes the `gemm4` dots).
+fn r16(ty: GgmlType) -> Option<GemmR16> {
+    let q4 = match ty {
+        GgmlType::Q4_0 => true,
+        GgmlType::Q8_0 => false,
+        _ => return None,
+    };
+    if !dotprod() {
+        return None;
+    }
+    let f: GemmR16 = if q4 {
+        |g, a, t0, t1, o, ld| unsafe { gemm_r16_sdot::<true>(g, a, t0, t1, o, ld) }
+    } else {
+        |g, a, t0, t1, o, ld| unsafe { gemm_r16_sdot::<false>(g, a, t0, t1, o, ld) }
+    };
+    Some(f)
+}
+
+/// The shapes every R16 tile relies on (it indexes blocks and outputs unchecked), checked once per call.
+fn r16_check(q4: bool, g: &[u8], acts: &Acts, t0: usize, t1: usize, out: &[f32], ldo: usize) {
+    assert!(t1 <= t0 || g.len() == acts.q8_row(t0).len() * block_bytes_of(q4), "R16 group and activations disagree");
+    assert!(t1 <= t0 || out.len() >= (t1 - 1) * ldo + R16, "R16 output out of bounds");
+}
+
+/// `body` once per listed value, `$c` a `u32` constant in it (the lane of `sdot` by element is an immediate).
+macro_rules! unroll {
+    ($c:ident in [$($n:literal)*] $body:block) => {
+        $({
+            const $c: u32 = $n;
+            $body
+        })*
+    };
+}
+
+/// `sdot` by element: `acc.s[i] += Σ_k w.b[4i + k] · x.b[4L + k]`, i.e. 4 rows × 4 columns (one R16 k-group
+/// register) against the k-group `L` of an activation register. `asm!`: the dotprod intrinsics are not stable
+/// Rust (1.96) yet.
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn sdot_lane<const L: u32>(mut acc: int32x4_t, w: int8x16_t, x: int8x16_t) -> int32x4_t {
+    asm!(
+        "sdot {acc:v}.4s, {w:v}.16b, {x:v}.4b[{l}]",
+        acc = inout(vreg) acc,
+        w = in(vreg) w,
+        x = in(vreg) x,
+        l = const L,
+        options(pure, nomem, nostack)
+    );
+    acc
+}
+
+/// Eight f16 at `p` widened to f32 (`fcvtl`, `fcvtl2`: exact), e.g. the scales of 8 rows of an R16 block.
+#[inline]
+#[target_feature(enable = "neon")]
+unsafe fn load_f16x8(p: *const u8) -> [float32x4_t; 2] {
+    let h = vld1q_u8(p);
+    let (lo, hi): (float32x4_t, float32x4_t);
+    asm!(
+        "fcvtl {lo:v}.4s, {h:v}.4h",
+        "fcvtl2 {hi:v}.4s, {h:v}.8h",
+        lo = out(vreg) lo,
+        hi = out(vreg) hi,
+        h = in(vreg) h,
+        options(pure, nomem, nostack)
+    );
+    [lo, hi]
+}
+
+/// R16 ([`crate::repack`]) with `sdot` by element (FEAT_DotProd): one `sdot` is 4 rows × one k-group (4
+/// columns) of the layout against that k-group of a token, which is a lane of the token's block as loaded, so the
+/// activations need no broadcast. Prefill: one half of the group (8 rows) at a time, four tokens per pass (8 f32
+/// sums, 8 i32 block sums and 8 activation registers stay in the 32 q registers); decode and the last `n % 4`
+/// tokens: both halves per block, one token. Q4_0: the nibbles (0..15) are already valid `i8`, so the weights
+/// stay unsigned and each block sum starts at `−8·Σx` as in the twin. Q8_0: the bytes `u = w + 128` are not
+/// `i8`, and the `u8 × i8` form (`usdot`) is an I8MM instruction, so the weights go back to `i8` (XOR 0x80)
+/// and the sums start at 0: `Σ (u − 128)·x = Σ u·x − 128·Σx` exactly, as `Acts::prepare` makes the block sums
+/// `Σx` from the same `qs` (the AVX2 tier's Q8_0 relies on the same). Exact integers, then the twin's float
+/// operations (`fmul` of the two scales, `scvtf`, `fmla`): bit-identical to [`crate::repack::gemm_r16_ref`].
+///
+/// Instructions per 32-column block (the compiled loops, Debian's rustc 1.96; not timed: we have no ARM machine,
+/// only qemu), 16 rows × 4 tokens (two 8-row tiles): Q8_0 280 (128 `sdot`, 32 `eor`s), Q4_0 288 (128 `sdot`, 32
+/// nibble `and`/`ushr`s); 16 rows × 1 token: Q8_0 107, Q4_0 102 (32 `sdot`).
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn gemm_r16_sdot<const Q4: bool>(g: &[u8], acts: &Acts, t0: usize, t1: usize, out: &mut [f32], ldo: usize) {
+    r16_check(Q4, g, acts, t0, t1, out, ldo);
+    let mut t = t0;
+    if t1.saturating_sub(t0) >= 4 {
+        for half in 0..2 {
+            t = t0;
+            while t + 4 <= t1 {
+                r16_sdot::<4, Q4, 1>(g, acts, t, half, out, ldo);
+                t += 4;
+            }
+        }
+    }
+    // decode and the last tokens: both halves of each block while its lines are in L1
+    while t < t1 {
+        r16_sdot::<1, Q4, 2>(g, acts, t, 0, out, ldo);
+        t += 1;
+    }
+}
+
+/// Rows `8·h0 .. 8·(h0 + NH)` of the group against tokens `t .. t + T` (see [`gemm_r16_sdot`]).
+#[inline]
+#[target_feature(enable = "neon,dotprod")]
+unsafe fn r16_sdot<const T: usize, const Q4: bool, const NH: usize>(
+    g: &[u8],
+    acts: &Acts,
+    t: usize,
+    h0: usize,
+    out: &mut [f32],
+    ldo: usize,
+) {
+    let bb = block_bytes_of(Q4);
+    let nb = g.len() / bb;
+    let x: [&[BlockQ8_0]; T] = std::array::from_fn(|j| acts.q8_row(t + j));
+    let xd: [&[f32]; T] = std::array::from_fn(|j| acts.q8_scales(t + j));
+    let xs: [&[i32]; T] = std::array::from_fn(|j| acts.q8_sums(t + j));
+    debug_assert!(x.iter().all(|x| x.len() == nb) && g.len() == nb * bb);
+    let (m4, flip) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x80));
+    // (half, token, rows 4i .. 4i + 4 of the half)
+    let mut acc = [[[vdupq_n_f32(0.0); 2]; T]; NH];
+    for b in 0..nb {
+        let blk = g.as_ptr().add(b * bb);
+        // token j's block b: k-group c (columns 4c .. 4c + 4) is lane c % 4 of register c / 4
+        let mut xv = [[vdupq_n_s8(0); 2]; T];
+        for (j, xv) in xv.iter_mut().enumerate() {
+            let q = x[j].get_unchecked(b).qs.as_ptr();
+            *xv = [vld1q_s8(q), vld1q_s8(q.add(16))];
+        }
+        for (hh, acc) in acc.iter_mut().enumerate() {
+            let half = h0 + hh;
+            // chunk c, rows 8·half + 4i .. + 4: the 16 bytes at q + 64c + 16i
+            let q = blk.add(32 + 32 * half);
+            let mut s = [[vdupq_n_s32(0); 2]; T];
+            if Q4 {
+                for (j, s) in s.iter_mut().enumerate() {
+                    *s = [vdupq_n_s32(-8 * *xs[j].get_unchecked(b)); 2];
+                }
+                // low nibbles of chunk c: k-group c (register 0); high nibbles: k-group c + 4 (register 1)
+                unroll!(C in [0 1 2 3] {
+                    let p = q.add(64 * C as usize);
+                    let v = [vld1q_u8(p), vld1q_u8(p.add(16))];
+                    let lo = v.map(|v| vreinterpretq_s8_u8(vandq_u8(v, m4)));
+                    let hi = v.map(|v| vreinterpretq_s8_u8(vshrq_n_u8(v, 4)));
+                    for (s, xv) in s.iter_mut().zip(&xv) {
+                        for i in 0..2 {
+                            s[i] = sdot_lane::<C>(s[i], lo[i], xv[0]);
+                            s[i] = sdot_lane::<C>(s[i], hi[i], xv[1]);
+                        }
+                    }
+                });
+            } else {
+                unroll!(C in [0 1 2 3 4 5 6 7] {
+                    let p = q.add(64 * C as usize);
+                    let w = [vld1q_u8(p), vld1q_u8(p.add(16))].map(|v| vreinterpretq_s8_u8(veorq_u8(v, flip)));
+                    for (s, xv) in s.iter_mut().zip(&xv) {
+                        for i in 0..2 {
+                            s[i] = sdot_lane::<{ C % 4 }>(s[i], w[i], xv[C as usize / 4]);
+                        }
+                    }
+                });
+            }
+            let dw = load_f16x8(blk.add(16 * half));
+            for (j, (acc, s)) in acc.iter_mut().zip(&s).enumerate() {
+                let xd = *xd[j].get_unchecked(b);
+                for i in 0..2 {
+                    acc[i] = vfmaq_f32(acc[i], vcvtq_f32_s32(s[i]), vmulq_n_f32(dw[i], xd));
+                }
+            }
+        }
+    }
+    // bounds asserted by the caller
+    for (hh, acc) in acc.iter().enumerate() {
+        for (j, acc) in acc.iter().enumerate() {
+            for (i, acc) in acc.iter().enumerate() {
+                vst1q_f32(out.as_mut_ptr().add((t + j) * ldo + 8 * (h0 + hh) + 4 * i), *acc);
+            }
+        }
+    }
+}
 
 #[inline]
 #[target_feature(enable = "neon")]
