@@ -21,13 +21,16 @@ TARGET=aarch64-unknown-linux-gnu
 DIR=target/cross
 
 $CARGO build -p pixtral-quant --example selftest --target $TARGET --target-dir $DIR --release
-# twice: qemu's default CPU ("max") has the dot-product extension, a Cortex-A53 (Armv8.0) has not
-for cpu in max cortex-a53; do
+# three CPUs, one per R16 kernel of the NEON tier: qemu's "max" has the dot product and I8MM (`usmmla` tiles), a
+# Neoverse N1 (Armv8.2) the dot product only (`sdot` tiles), a Cortex-A53 (Armv8.0) neither (no R16: gemm4 dots)
+CPUS="max:true:true neoverse-n1:true:false cortex-a53:false:false" # cpu:dotprod:i8mm
+for c in $CPUS; do
+    IFS=: read -r cpu dot mm <<<"$c"
     selftest=$(timeout 600 qemu-aarch64-static -cpu $cpu -L /usr/aarch64-linux-gnu $DIR/$TARGET/release/examples/selftest)
     echo "[$cpu] $selftest"
     grep -q "Neon" <<<"$selftest" || { echo "aarch64: the NEON tier was not tested" >&2; exit 1; }
-    want=$([ $cpu = max ] && echo true || echo false)
-    grep -q "aarch64 dotprod: $want" <<<"$selftest" || { echo "aarch64 $cpu: expected dotprod $want" >&2; exit 1; }
+    grep -q "aarch64 dotprod: $dot" <<<"$selftest" || { echo "aarch64 $cpu: expected dotprod $dot" >&2; exit 1; }
+    grep -q "aarch64 i8mm: $mm" <<<"$selftest" || { echo "aarch64 $cpu: expected i8mm $mm" >&2; exit 1; }
 done
 
 # end to end: the host converts, the aarch64 binary answers (greedy: the same words on every ISA)
@@ -36,16 +39,22 @@ cargo build --release --bin pixtral
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 target/release/pixtral convert tests/fixtures/tiny/hf --outtype q4_0 -o "$tmp/tiny.gguf" >/dev/null 2>&1
-for isa_cpu in neon:max neon:cortex-a53 scalar:max; do
-    isa=${isa_cpu%:*} cpu=${isa_cpu#*:}
+# the NEON tier on each CPU (weights re-laid out R16 where it has an R16 kernel), then the scalar tier
+for c in neon:max:yes neon:neoverse-n1:yes neon:cortex-a53:no scalar:max:no; do # isa:cpu:R16
+    IFS=: read -r isa cpu r16 <<<"$c"
     out=$(PIXTRAL_ISA=$isa timeout 300 qemu-aarch64-static -cpu $cpu -L /usr/aarch64-linux-gnu $DIR/$TARGET/release/pixtral run -m "$tmp/tiny.gguf" \
         -p "Describe a red circle in one word." --temp 0 -t 1 2>"$tmp/err")
     grep -q "ISA $isa" "$tmp/err" || { cat "$tmp/err"; echo "aarch64: ISA $isa was not used" >&2; exit 1; }
+    if [ $r16 = yes ] && ! grep -q "re-laid out R16" "$tmp/err"; then
+        cat "$tmp/err"; echo "aarch64 $isa ($cpu): the weights were not re-laid out R16" >&2; exit 1
+    elif [ $r16 = no ] && grep -q "re-laid out R16" "$tmp/err"; then
+        cat "$tmp/err"; echo "aarch64 $isa ($cpu): R16 without an R16 kernel" >&2; exit 1
+    fi
     if [ "$out" != "Round." ]; then
         cat "$tmp/err"
         echo "aarch64 $isa: expected 'Round.', got '$out'" >&2
         exit 1
     fi
-    echo "aarch64 $isa ($cpu): end-to-end greedy answer ok ($out)"
+    echo "aarch64 $isa ($cpu): end-to-end greedy answer ok ($out), R16: $r16"
 done
 echo "aarch64: 1 passed, 0 failed"
