@@ -7,8 +7,8 @@
 //! - decoder prefill of `n` tokens after `past`: `2n` per text weight (matmuls), plus causal attention
 //!   `4·hd·H·L` per (query, key) pair, `Σ_{i<n} (past + i + 1)` pairs.
 //!
-//! Attention is priced apart because it runs at another rate (today a vector path per (token, head), far below
-//! the matmuls' at long prompts) and grows with the square of the prompt.
+//! Attention is priced apart because it runs at another rate (tiles through the f32 micro-kernel, while the
+//! matmuls run int8 kernels) and grows with the square of the prompt.
 
 use crate::convert::config::{TextConfig, VisionConfig};
 use crate::quant::Isa;
@@ -26,14 +26,14 @@ pub struct Rates {
 
 impl Rates {
     /// Typical rates of an ISA tier with `threads` threads, from runs of the 12B-shape files on a 2-core Xeon
-    /// (README "Speed": ViT 272 GFLOP/s on 2 threads with AVX-512, 158 with AVX2; prefill pp512 Q4_0 17–19 tok/s
-    /// = ~440 GFLOP/s; attention at a 4k-token prompt ~6 GFLOP/s). Rough by nature: a measured rate replaces them.
+    /// (README "Speed": ViT 250 GFLOP/s on 2 threads with AVX-512, 158 with AVX2; prefill pp512 Q4_0 17 tok/s
+    /// = ~400 GFLOP/s; pp4096 13 tok/s, its attention ~130 GFLOP/s). Rough by nature: a measured rate replaces them.
     pub fn typical(isa: Isa, threads: usize) -> Rates {
         let per_thread = match isa.name() {
-            "avx512" => Rates { vit: 130.0, matmul: 200.0, attention: 3.0 },
-            "avx2" => Rates { vit: 75.0, matmul: 110.0, attention: 2.5 },
-            "neon" => Rates { vit: 15.0, matmul: 20.0, attention: 1.0 },
-            _ => Rates { vit: 1.5, matmul: 2.0, attention: 0.3 },
+            "avx512" => Rates { vit: 125.0, matmul: 200.0, attention: 65.0 },
+            "avx2" => Rates { vit: 75.0, matmul: 110.0, attention: 35.0 },
+            "neon" => Rates { vit: 15.0, matmul: 20.0, attention: 6.0 },
+            _ => Rates { vit: 1.5, matmul: 2.0, attention: 0.5 },
         };
         let t = threads.max(1) as f64;
         Rates { vit: per_thread.vit * t, matmul: per_thread.matmul * t, attention: per_thread.attention * t }

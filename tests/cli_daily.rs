@@ -579,20 +579,26 @@ fn bench_takes_lists_formats_and_reports_the_size_it_encoded() {
 fn an_image_is_priced_before_the_wait() {
     // measured rates, planted for this configuration: ~0.1 GFLOP/s makes the demo's image a visible cost
     let cache = TempDir::new("daily-rates");
-    let key = "scalar/1t/Q8_0/F16";
     std::fs::create_dir_all(cache.join("pixtral")).unwrap();
-    std::fs::write(
-        cache.join("pixtral/rates.json"),
-        format!(r#"{{"{key}": {{"vit_gflops": 0.01, "matmul_gflops": 0.01, "attention_gflops": 0.01}}}}"#),
-    )
-    .unwrap();
-    let o = Command::new(env!("CARGO_BIN_EXE_pixtral"))
-        .args(["run", "-m", &demo(), "--image", &red_circle(), "-p", "What shape is this?", "-t", "1", "-n", "1"])
-        .env("XDG_CACHE_HOME", cache.path())
-        .env("PIXTRAL_ISA", "scalar")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let plant = |key: &str| {
+        let rates = r#"{"vit_gflops": 0.01, "matmul_gflops": 0.01, "attention_gflops": 0.01}"#;
+        std::fs::write(cache.join("pixtral/rates.json"), format!(r#"{{"{key}": {rates}}}"#)).unwrap();
+    };
+    let priced = || {
+        Command::new(env!("CARGO_BIN_EXE_pixtral"))
+            .args(["run", "-m", &demo(), "--image", &red_circle(), "-p", "What shape is this?", "-t", "1", "-n", "1"])
+            .env("XDG_CACHE_HOME", cache.path())
+            .env("PIXTRAL_ISA", "scalar")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // rates measured by an older build (version 1's key, before tiled attention) are not used
+    plant("scalar/1t/Q8_0/F16");
+    let err = text(&priced().stderr);
+    assert!(!err.contains("measured rates"), "{err}");
+    plant("v2/scalar/1t/Q8_0/F16/f32");
+    let o = priced();
     let err = text(&o.stderr);
     assert!(o.status.success(), "{err}");
     let est = err.lines().find(|l| l.starts_with("estimate:")).unwrap_or_else(|| panic!("no estimate: {err}"));

@@ -774,9 +774,14 @@ pub struct Pricing<'a> {
 }
 
 /// The rates' key of a text + vision pair (`rates::key` from the types of their blocks' weights).
-pub fn rates_key(text: &pixtral::gguf::Header, vision: &pixtral::gguf::Header, threads: usize) -> String {
+pub fn rates_key(
+    text: &pixtral::gguf::Header,
+    vision: &pixtral::gguf::Header,
+    threads: usize,
+    vit: VitPrecision,
+) -> String {
     let ty = |h: &pixtral::gguf::Header, t: &str| h.tensor(t).map_or("?", |t| t.ty.name());
-    rates::key(threads, ty(text, "blk.0.ffn_up.weight"), ty(vision, "v.blk.0.ffn_up.weight"))
+    rates::key(threads, ty(text, "blk.0.ffn_up.weight"), ty(vision, "v.blk.0.ffn_up.weight"), vit)
 }
 
 impl<'a> Pricing<'a> {
@@ -787,8 +792,9 @@ impl<'a> Pricing<'a> {
         text_dim: usize,
         vision_header: &pixtral::gguf::Header,
         threads: usize,
+        vit: VitPrecision,
     ) -> Pricing<'a> {
-        let (rates, measured) = rates::load(&rates_key(text_header, vision_header, threads), threads);
+        let (rates, measured) = rates::load(&rates_key(text_header, vision_header, threads, vit), threads);
         Pricing { text, vision, text_dim, rates, measured, threads }
     }
 
@@ -848,6 +854,7 @@ fn estimate(
     images: &[input::ImageInput],
     max_side: Option<usize>,
     threads: usize,
+    vit: VitPrecision,
     ui: &Ui,
 ) {
     let Some(v) = &plan.vision else { return };
@@ -857,7 +864,7 @@ fn estimate(
     if images.is_empty() {
         return;
     }
-    let p = Pricing::new(&plan.cfg, &plan.file.header, &v.cfg, v.text_dim, &v.file.header, threads);
+    let p = Pricing::new(&plan.cfg, &plan.file.header, &v.cfg, v.text_dim, &v.file.header, threads, vit);
     let dims: Vec<(usize, usize)> = images.iter().map(|im| (im.width, im.height)).collect();
     if let Some(line) = p.line(&dims, max_side, ids.ids.len(), 0) {
         ui.info(line);
@@ -892,7 +899,7 @@ fn human_seconds(s: f64) -> String {
 fn learn_rates(l: &Loaded, grids: &[(usize, usize)], vit_seconds: f64, g: &pixtral::Generation) {
     let Some(vm) = &l.vision else { return };
     let threads = threads_in_use();
-    let key = rates_key(&l.model.file.header, &vm.file.header, threads);
+    let key = rates_key(&l.model.file.header, &vm.file.header, threads, vm.precision);
     let (mut r, _) = rates::load(&key, threads);
     let before = r;
     if vit_seconds > 0.5 {
@@ -1091,7 +1098,9 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         anyhow::bail!("decoded image grids {got:?} differ from the headers' {:?}", pids.grids);
     }
     let threads = a.m.threads.unwrap_or_else(physical_cores_or_one);
-    estimate(&plan, &pids, &images, a.p.images.image_max_side, threads, &ui);
+    // the arithmetic the ViT will use (load warns when bf16 falls back)
+    let vit = if a.m.vit_precision.available() { a.m.vit_precision } else { VitPrecision::F32 };
+    estimate(&plan, &pids, &images, a.p.images.image_max_side, threads, vit, &ui);
     let ctx = plan.ctx;
     // ---- weights, then the images through the vision tower ----
     let l = load(plan, &a.m, !images.is_empty(), &ui)?;

@@ -4,6 +4,7 @@
 //! A missing or unreadable file means the tier's typical rates ([`Rates::typical`]); a write that fails is
 //! ignored (the estimate is a courtesy, never a reason to fail).
 
+use pixtral::model::vision::VitPrecision;
 use std::path::PathBuf;
 
 use pixtral::cost::Rates;
@@ -16,9 +17,15 @@ fn file() -> Option<PathBuf> {
     Some(base.join("pixtral").join("rates.json"))
 }
 
-/// The key of one configuration: tier, threads and the types of the text and vision weights.
-pub fn key(threads: usize, text_type: &str, vision_type: &str) -> String {
-    format!("{}/{threads}t/{text_type}/{vision_type}", pixtral::quant::isa::selected().name())
+/// Bumped when the kernels change what a rate means, so rates measured by older builds are not used: 2 = prefill
+/// attention as tiles (2026-12; version 1's attention rates were 20× lower).
+const VERSION: u32 = 2;
+
+/// The key of one configuration: kernel version, tier, threads, the types of the text and vision weights, and the
+/// vision tower's arithmetic.
+pub fn key(threads: usize, text_type: &str, vision_type: &str, vit: VitPrecision) -> String {
+    let isa = pixtral::quant::isa::selected().name();
+    format!("v{VERSION}/{isa}/{threads}t/{text_type}/{vision_type}/{}", vit.name())
 }
 
 fn read_all() -> serde_json::Map<String, serde_json::Value> {

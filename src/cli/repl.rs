@@ -343,7 +343,8 @@ impl Repl<'_> {
         }
         let threads = crate::threads_in_use();
         let m = self.model;
-        let pricing = crate::Pricing::new(&m.cfg, &m.file.header, &vm.cfg, vm.text_dim, &vm.file.header, threads);
+        let pricing =
+            crate::Pricing::new(&m.cfg, &m.file.header, &vm.cfg, vm.text_dim, &vm.file.header, threads, vm.precision);
         // the new image's tokens and the message around it, after what the cache already holds
         if let Some(line) = pricing.line(&[(w, h)], self.image_max_side, need + 16, have) {
             self.ui.info(line);
