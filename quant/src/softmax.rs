@@ -131,10 +131,11 @@ pub fn softmax_online_generic(x: &mut [f32], rows: usize, cols: usize, ld: usize
             }
         }
         let mut shift = [0f32; COLS];
-        for j in 0..w {
-            shift[j] = if max[j] == f32::NEG_INFINITY { 0.0 } else { scale * max[j] };
-            run.alpha[c0 + j] = exp_neg(scale * run.max[c0 + j] - shift[j]);
-            run.max[c0 + j] = max[j];
+        let (old, alpha) = (&mut run.max[c0..c0 + w], &mut run.alpha[c0..c0 + w]);
+        for (((sh, m), old), alpha) in shift.iter_mut().zip(&max[..w]).zip(old).zip(alpha) {
+            *sh = if *m == f32::NEG_INFINITY { 0.0 } else { scale * m };
+            *alpha = exp_neg(scale * *old - *sh);
+            *old = *m;
         }
         let mut sum = [[0f32; COLS]; PARTS];
         for r in 0..rows {
@@ -144,10 +145,10 @@ pub fn softmax_online_generic(x: &mut [f32], rows: usize, cols: usize, ld: usize
                 *s += *v;
             }
         }
-        for j in 0..w {
+        for (j, (total, alpha)) in run.sum[c0..c0 + w].iter_mut().zip(&run.alpha[c0..c0 + w]).enumerate() {
             let s = |i: usize| sum[i][j];
             let block = ((s(0) + s(1)) + (s(2) + s(3))) + ((s(4) + s(5)) + (s(6) + s(7)));
-            run.sum[c0 + j] = run.sum[c0 + j].mul_add(run.alpha[c0 + j], block);
+            *total = total.mul_add(*alpha, block);
         }
     }
 }

@@ -151,7 +151,7 @@ pub fn attend_tiled(
     let kb_max = (KEYS / mr).max(1) * mr; // whole row groups, so a block's packed keys start a group
     let nblk = slots.div_ceil(kb_max);
 
-    // ---- keys and values of every (KV head, key block) in f32: [keys packed (KEYS, head_dim) | values rows] ----
+    // ---- one scratch tile per worker, sized here ----
     let tpt = (COLS / group).max(1); // tokens per tile
     let c_ld = tpt * group; // columns of a full tile: the row stride of Qᵀ and S
     let threads = if serial() { 1 } else { rayon::current_num_threads() };
@@ -181,6 +181,7 @@ pub fn attend_tiled(
         tiles[i].lock().unwrap_or_else(|e| e.into_inner())
     };
 
+    // ---- keys and values of every (KV head, key block) in f32: [keys packed (KEYS, head_dim) | values rows] ----
     let chunk = 2 * kb_max * hd;
     let blocks = aligned(&mut s.blocks, nkv * nblk * chunk);
     for_each_chunk(blocks, chunk, |i, blk| {

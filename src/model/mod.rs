@@ -140,7 +140,7 @@ impl Arena {
 }
 
 /// Re-lay out the matrices the selected ISA tier has an R16 kernel for ([`pixtral_quant::repack`]: Q4_0/Q8_0
-/// on the AVX2 and AVX-512 tiers) into an anonymous arena, matrix by matrix, dropping each matrix's file pages
+/// on the AVX2 and AVX-512 tiers, and NEON with `sdot`) into an anonymous arena, matrix by matrix, dropping each matrix's file pages
 /// once copied: resident memory stays about one copy of the weights (plus one matrix while loading). The arena
 /// asks for transparent huge pages: 2 MB pages fault 512× less often than 4 KB ones (copy-on-write of the file
 /// map took 24 s of page faults for the 12B file in this VM) and spare the TLB. Costs one pass over the weights

@@ -316,18 +316,6 @@ unsafe fn tile256<const MR: usize, const NV: usize>(t: &Tile, c: &mut [f32], ldc
     }
 }
 
-/// [`crate::act::silu_mul_generic`] compiled for this tier (the compiler vectorises it).
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn silu_mul(g: &mut [f32], u: &[f32]) {
-    crate::act::silu_mul_generic(g, u)
-}
-
-/// [`crate::softmax::softmax_cols_generic`] compiled for this tier (the compiler vectorises it).
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn softmax_cols(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32, inv: &mut [f32]) {
-    crate::softmax::softmax_cols_generic(x, rows, cols, ld, scale, inv)
-}
-
 /// R16 ([`crate::repack`]) without VNNI: each 16-row group as two halves of 8 rows (one i32 lane per row), tokens
 /// four at a time. The u8 × i8 products come from `maddubs` (pairs summed in i16) and `madd` (pairs of those into
 /// i32). Q4_0's unsigned nibbles times |x| ≤ 127 keep even the sum over a whole block (8 × 2 × 15 × 127 = 30480)
@@ -439,21 +427,12 @@ unsafe fn r16_halves<const T: usize, const Q4: bool, const NH: usize>(
     }
 }
 
-/// [`crate::softmax::softmax_online_generic`] compiled for this tier (the compiler vectorises it).
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn softmax_online(
-    x: &mut [f32],
-    rows: usize,
-    cols: usize,
-    ld: usize,
-    scale: f32,
-    run: &mut crate::softmax::Running,
-) {
-    crate::softmax::softmax_online_generic(x, rows, cols, ld, scale, run)
-}
-
-/// [`crate::q8_0::quantize_row_q8_0_generic`] compiled for this tier (the compiler vectorises it).
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
-    crate::q8_0::quantize_row_q8_0_generic(x, out)
+super::compiled_for! {
+    "avx2,fma,f16c":
+    fn silu_mul(g: &mut [f32], u: &[f32]) = crate::act::silu_mul_generic;
+    fn softmax_cols(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32, inv: &mut [f32])
+        = crate::softmax::softmax_cols_generic;
+    fn softmax_online(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32, run: &mut crate::softmax::Running)
+        = crate::softmax::softmax_online_generic;
+    fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) = crate::q8_0::quantize_row_q8_0_generic;
 }

@@ -431,33 +431,12 @@ unsafe fn btile512<const MR: usize, const NV: usize>(t: &TileBf16, c: &mut [f32]
     }
 }
 
-/// [`crate::act::silu_mul_generic`] compiled for this tier (the compiler vectorises it).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn silu_mul(g: &mut [f32], u: &[f32]) {
-    crate::act::silu_mul_generic(g, u)
-}
-
-/// [`crate::softmax::softmax_cols_generic`] compiled for this tier (the compiler vectorises it).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn softmax_cols(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32, inv: &mut [f32]) {
-    crate::softmax::softmax_cols_generic(x, rows, cols, ld, scale, inv)
-}
-
-/// [`crate::softmax::softmax_online_generic`] compiled for this tier (the compiler vectorises it).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn softmax_online(
-    x: &mut [f32],
-    rows: usize,
-    cols: usize,
-    ld: usize,
-    scale: f32,
-    run: &mut crate::softmax::Running,
-) {
-    crate::softmax::softmax_online_generic(x, rows, cols, ld, scale, run)
-}
-
-/// [`crate::q8_0::quantize_row_q8_0_generic`] compiled for this tier (the compiler vectorises it).
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
-unsafe fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) {
-    crate::q8_0::quantize_row_q8_0_generic(x, out)
+super::compiled_for! {
+    "avx512f,avx512bw,avx512vl,avx2,fma,f16c":
+    fn silu_mul(g: &mut [f32], u: &[f32]) = crate::act::silu_mul_generic;
+    fn softmax_cols(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32, inv: &mut [f32])
+        = crate::softmax::softmax_cols_generic;
+    fn softmax_online(x: &mut [f32], rows: usize, cols: usize, ld: usize, scale: f32, run: &mut crate::softmax::Running)
+        = crate::softmax::softmax_online_generic;
+    fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) = crate::q8_0::quantize_row_q8_0_generic;
 }

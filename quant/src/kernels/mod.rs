@@ -61,6 +61,24 @@ pub struct Kernels {
     pub silu_mul: fn(&mut [f32], &[f32]),
 }
 
+/// Element-wise bodies written for the compiler to vectorise (`#[inline(always)]` generics), each compiled as an
+/// `unsafe fn` with a tier's target features: `compiled_for! { "avx2,fma": fn name(args) = path::generic; … }`.
+/// The tiers then see the same IEEE operations as the scalar twin (which calls the generic plainly).
+#[allow(unused_macros)]
+macro_rules! compiled_for {
+    ($features:literal: $(fn $name:ident($($a:ident: $t:ty),* $(,)?) = $generic:path;)*) => {
+        $(
+            #[doc = concat!("[`", stringify!($generic), "`] compiled for this tier.")]
+            #[target_feature(enable = $features)]
+            unsafe fn $name($($a: $t),*) {
+                $generic($($a),*)
+            }
+        )*
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use compiled_for;
+
 pub(crate) fn has(isa: Isa) -> bool {
     match isa {
         Isa::Scalar => true,
