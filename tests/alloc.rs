@@ -69,10 +69,13 @@ fn decoding_does_not_allocate_per_token() {
         })
     };
     count(8); // warm the thread pool and thread-local scratch
-    let (a8, n8) = count(8);
-    let (a40, n40) = count(40);
+    // the fewest of three runs: the pool's work-stealing deques sometimes grow or shrink a buffer, noise that
+    // depends on which thread stole what, not on the number of tokens
+    let least = |n: usize| (0..3).map(|_| count(n)).min().unwrap();
+    let (a8, n8) = least(8);
+    let (a40, n40) = least(40);
     assert_eq!((n8, n40), (8, 40), "generation must not stop early for this test");
     // buffers are sized at session start: 32 more decode steps allocate nothing (slack of 2 for a generated
     // piece longer than its buffer)
-    assert!(a40 - a8 <= 2, "{} allocations for 8 tokens, {} for 40: {} for 32 decode steps", a8, a40, a40 - a8);
+    assert!(a40 <= a8 + 2, "{a8} allocations for 8 tokens, {a40} for 40: 32 decode steps allocate");
 }
