@@ -69,8 +69,8 @@ fn decoding_does_not_allocate_per_token() {
         })
     };
     count(8); // warm the thread pool and thread-local scratch
-    // the fewest of three runs: the pool's work-stealing deques sometimes grow or shrink a buffer, noise that
-    // depends on which thread stole what, not on the number of tokens
+              // the fewest of three runs: the pool's work-stealing deques sometimes grow or shrink a buffer, noise that
+              // depends on which thread stole what, not on the number of tokens
     let least = |n: usize| (0..3).map(|_| count(n)).min().unwrap();
     let (a8, n8) = least(8);
     let (a40, n40) = least(40);

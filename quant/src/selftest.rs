@@ -97,6 +97,25 @@ pub fn kernels_match_ref() -> usize {
                     assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "{isa:?} axpy_f16 len={len}: {g} vs {w}");
                 }
             }
+            // dots_f16 / axpys_f16: strided rows (a cache layer's head) = the tier's row kernels row by row, to the bit
+            for (hd, rows) in [(n.min(128), 5), (n.min(40).max(1), 3)] {
+                let stride = 2 * (hd + 7); // bytes between rows: the head's slice of a wider row
+                let wb = bytes_of(GgmlType::F16, &w.iter().cycle().take(rows * (hd + 7)).copied().collect::<Vec<_>>());
+                let (mut got, mut want) = (vec![0f32; rows], vec![0f32; rows]);
+                (k.dots_f16)(&wb, stride, &x[..hd], &mut got);
+                for (j, w) in want.iter_mut().enumerate() {
+                    *w = (k.dot_f16)(&wb[j * stride..][..2 * hd], &x[..hd]);
+                }
+                let weights: Vec<f32> = (0..rows).map(|j| 0.3 - 0.1 * j as f32).collect();
+                let (mut acc, mut want_acc) = (x[..hd].to_vec(), x[..hd].to_vec());
+                (k.axpys_f16)(&wb, stride, &weights, &mut acc);
+                for (j, a) in weights.iter().enumerate() {
+                    (k.axpy_f16)(*a, &wb[j * stride..][..2 * hd], &mut want_acc);
+                }
+                checked += 1;
+                let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(g, w)| g.to_bits() == w.to_bits());
+                assert!(same(&got, &want) && same(&acc, &want_acc), "{isa:?} dots/axpys_f16 head {hd}");
+            }
             // gemm4: one row against four tokens = four scalar dots
             let ys: Vec<Vec<BlockQ8_0>> = (0..4)
                 .map(|j| {

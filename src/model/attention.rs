@@ -27,7 +27,7 @@ use pixtral_quant::sgemm::{aligned, pack_a, pack_a_strided, sgemm_packed, Sgemm,
 use pixtral_quant::softmax::Running;
 
 use super::ops::{for_each_chunk, serial};
-use crate::runtime::kv_cache::KvCache;
+use crate::runtime::kv_cache::{KvCache, Row};
 
 /// Query columns per task (tokens × the query heads of one KV head): 16 tokens of Pixtral's groups of 4.
 pub const COLS: usize = 64;
@@ -73,6 +73,8 @@ struct Tile {
 std::thread_local! {
     /// [`attend_rows`]'s scores of one (token, head): (slot, score), grown once per thread to the cache capacity.
     static SCORES: RefCell<Vec<(usize, f32)>> = const { RefCell::new(Vec::new()) };
+    /// The same when every filled slot is visible: the scores, then the weights, in slot order.
+    static DOTS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Attention of `n` tokens' queries `q` (`(n, n_heads · head_dim)`, rotated) at positions `pos0..` over layer
@@ -97,15 +99,39 @@ pub fn attend(
 }
 
 /// Per (token, query head), in parallel: a dot product with every visible key, the softmax (libm `exp`), and the
-/// values' weighted sum. The reference for [`attend_tiled`], and decode's path.
+/// values' weighted sum. The reference for [`attend_tiled`], and decode's path: there (the newest token of an f16
+/// cache sees every filled slot) one `dots_f16` and one `axpys_f16` call cover a head's rows, the same arithmetic
+/// as a call per row.
 pub fn attend_rows(kv: &KvCache, layer: usize, h: Heads, q: &[f32], pos0: usize, out: &mut [f32]) {
     let (hd, group, qd) = (h.head_dim, h.group(), h.n_heads * h.head_dim);
     let scale = 1.0 / (hd as f32).sqrt();
+    let kern = pixtral_quant::kernels::selected();
     for_each_chunk(out, hd, |i, out| {
         let (t, head) = (i / h.n_heads, i % h.n_heads);
         let p = pos0 + t;
         let kvh = head / group;
         let qv = &q[t * qd + head * hd..t * qd + (head + 1) * hd];
+        if let (true, Row::F16(k), Row::F16(v)) = (p + 1 >= kv.next_pos, kv.k_layer(layer), kv.v_layer(layer)) {
+            // every filled slot is visible: the head's rows of the layer, one call each way
+            let (off, stride) = (2 * kvh * hd, k.len() / kv.capacity); // bytes
+            return DOTS.with(|d| {
+                let mut w = d.borrow_mut();
+                w.reserve(kv.capacity); // once per thread: no growth while the context fills
+                w.clear();
+                w.resize(kv.n_filled, 0.0);
+                (kern.dots_f16)(&k[off..], stride, qv, &mut w);
+                w.iter_mut().for_each(|x| *x *= scale);
+                let max = w.iter().fold(f32::NEG_INFINITY, |m, x| m.max(*x));
+                let mut sum = 0f32;
+                for x in w.iter_mut() {
+                    *x = (*x - max).exp();
+                    sum += *x;
+                }
+                w.iter_mut().for_each(|x| *x /= sum);
+                out.fill(0.0);
+                (kern.axpys_f16)(&v[off..], stride, &w, out);
+            });
+        }
         SCORES.with(|sc| {
             let mut sc = sc.borrow_mut();
             sc.clear();

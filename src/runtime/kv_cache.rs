@@ -234,6 +234,15 @@ impl KvCache {
         self.v.set(o, v);
     }
 
+    /// Keys of every slot of layer `layer`, `(capacity, kv_dim)` row-major (the filled ones first).
+    pub fn k_layer(&self, layer: usize) -> Row<'_> {
+        self.k.row(self.off(layer, 0), self.capacity * self.kv_dim)
+    }
+
+    pub fn v_layer(&self, layer: usize) -> Row<'_> {
+        self.v.row(self.off(layer, 0), self.capacity * self.kv_dim)
+    }
+
     /// Keys of slot `slot` in layer `layer`, all kv heads.
     pub fn k_at(&self, layer: usize, slot: usize) -> Row<'_> {
         self.k.row(self.off(layer, slot), self.kv_dim)

@@ -39,6 +39,8 @@ pub static KERNELS: Kernels = Kernels {
     },
     widen_f16: |w, o| unsafe { widen_f16(w, o) },
     axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
+    dots_f16: |r, s, q, o| unsafe { dots_f16(r, s, q, o) },
+    axpys_f16: |r, s, w, o| unsafe { axpys_f16(r, s, w, o) },
     sgemm: Some(Sgemm { mr: SGEMM_MR, nr: 32, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
     bgemm: || bf16().then_some(Bgemm { mr: SGEMM_MR, nr: 32, tile: |t, c, ldc| unsafe { bgemm_tile(t, c, ldc) } }),
     softmax_cols: |x, r, c, ld, s, inv| unsafe { softmax_cols(x, r, c, ld, s, inv) },
@@ -440,3 +442,5 @@ super::compiled_for! {
         = crate::softmax::softmax_online_generic;
     fn quantize_q8_0(x: &[f32], out: &mut [BlockQ8_0]) = crate::q8_0::quantize_row_q8_0_generic;
 }
+
+super::strided_f16!("avx512f,avx512bw,avx512vl,avx2,fma,f16c", dot_f16, axpy_f16);

@@ -43,6 +43,13 @@ pub struct Kernels {
     pub widen_f16: fn(&[u8], &mut [f32]),
     /// `out += a · row` for an F16 row (attention's weighted sum over an f16 KV cache).
     pub axpy_f16: fn(f32, &[u8], &mut [f32]),
+    /// `out[j] = row_j · q` for the F16 rows `row_j = rows[j·stride..][..2·q.len()]` (bytes), `j < out.len()`:
+    /// decode attention's scores over one head of a cache layer, in one call. Each is the tier's `dot_f16`, to
+    /// the bit.
+    pub dots_f16: fn(&[u8], usize, &[f32], &mut [f32]),
+    /// `out += w[j] · row_j` for `j = 0, 1, …` in order (rows as in `dots_f16`): decode attention's weighted sum.
+    /// Each step is the tier's `axpy_f16`, to the bit.
+    pub axpys_f16: fn(&[u8], usize, &[f32], &mut [f32]),
     /// The f32 matrix micro-kernel ([`crate::sgemm`]); `None`: the scalar twin does the products.
     pub sgemm: Option<crate::sgemm::Sgemm>,
     /// The BF16 micro-kernel ([`crate::bgemm`]), if this CPU has one (asked at run time: AVX512-BF16 within the
@@ -78,6 +85,32 @@ macro_rules! compiled_for {
 }
 #[allow(unused_imports)]
 pub(crate) use compiled_for;
+
+/// A tier's [`Kernels::dots_f16`] and [`Kernels::axpys_f16`] (`dots_f16`, `axpys_f16`) from its `dot_f16` and
+/// `axpy_f16`, row after row inside one function with the tier's features (so the row kernel is inlined: decode
+/// attention made one call per cached row before, ~270 k per layer at a 4k context).
+#[allow(unused_macros)]
+macro_rules! strided_f16 {
+    ($features:literal, $dot:path, $axpy:path) => {
+        #[target_feature(enable = $features)]
+        unsafe fn dots_f16(rows: &[u8], stride: usize, q: &[f32], out: &mut [f32]) {
+            let n = 2 * q.len();
+            for (j, o) in out.iter_mut().enumerate() {
+                *o = $dot(&rows[j * stride..][..n], q);
+            }
+        }
+
+        #[target_feature(enable = $features)]
+        unsafe fn axpys_f16(rows: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
+            let n = 2 * out.len();
+            for (j, w) in w.iter().enumerate() {
+                $axpy(*w, &rows[j * stride..][..n], out);
+            }
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use strided_f16;
 
 pub(crate) fn has(isa: Isa) -> bool {
     match isa {

@@ -65,6 +65,8 @@ pub static KERNELS: Kernels = Kernels {
     r16,
     widen_f16: |w, o| unsafe { widen_f16(w, o) },
     axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },
+    dots_f16: |r, s, q, o| unsafe { dots_f16(r, s, q, o) },
+    axpys_f16: |r, s, w, o| unsafe { axpys_f16(r, s, w, o) },
     sgemm: Some(Sgemm { mr: SGEMM_MR, nr: 8, tile: |t, c, ldc| unsafe { sgemm_tile(t, c, ldc) } }),
     bgemm: || None,
     softmax_cols: crate::softmax::softmax_cols_ref,
@@ -667,3 +669,5 @@ unsafe fn tile_neon<const MR: usize>(t: &Tile, c: &mut [f32], ldc: usize) {
         vst1q_f32(cp.add(i * ldc + 4), acc[1]);
     }
 }
+
+super::strided_f16!("neon", dot_f16, axpy_f16);

@@ -16,6 +16,8 @@ pub static KERNELS: Kernels = Kernels {
     r16: |_| None,
     widen_f16: widen_f16_ref,
     axpy_f16: axpy_f16_ref,
+    dots_f16: dots_f16_ref,
+    axpys_f16: axpys_f16_ref,
     sgemm: None,
     bgemm: || None,
     softmax_cols: crate::softmax::softmax_cols_ref,
@@ -69,5 +71,20 @@ pub fn widen_f16_ref(w: &[u8], out: &mut [f32]) {
 pub fn axpy_f16_ref(a: f32, w: &[u8], out: &mut [f32]) {
     for (b, o) in w.chunks_exact(2).zip(out) {
         *o += a * half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+    }
+}
+
+/// [`crate::Kernels::dots_f16`] by the definition: one `dot_f16_ref` per row.
+pub fn dots_f16_ref(rows: &[u8], stride: usize, q: &[f32], out: &mut [f32]) {
+    for (j, o) in out.iter_mut().enumerate() {
+        *o = dot_f16_ref(&rows[j * stride..][..2 * q.len()], q);
+    }
+}
+
+/// [`crate::Kernels::axpys_f16`] by the definition: one `axpy_f16_ref` per row, in order.
+pub fn axpys_f16_ref(rows: &[u8], stride: usize, w: &[f32], out: &mut [f32]) {
+    let n = 2 * out.len();
+    for (j, w) in w.iter().enumerate() {
+        axpy_f16_ref(*w, &rows[j * stride..][..n], out);
     }
 }
