@@ -98,7 +98,7 @@ pub fn kernels_match_ref() -> usize {
                 }
             }
             // dots_f16 / axpys_f16: strided rows (a cache layer's head) = the tier's row kernels row by row, to the bit
-            for (hd, rows) in [(n.min(128), 5), (n.min(40).max(1), 3)] {
+            for (hd, rows) in [(n.min(128), 5), (n.clamp(1, 40), 3)] {
                 let stride = 2 * (hd + 7); // bytes between rows: the head's slice of a wider row
                 let wb = bytes_of(GgmlType::F16, &w.iter().cycle().take(rows * (hd + 7)).copied().collect::<Vec<_>>());
                 let (mut got, mut want) = (vec![0f32; rows], vec![0f32; rows]);
