@@ -26,8 +26,9 @@ pub struct Rates {
 
 impl Rates {
     /// Typical rates of an ISA tier with `threads` threads, from runs of the 12B-shape files on a 2-core Xeon
-    /// (README "Speed": ViT 250 GFLOP/s on 2 threads with AVX-512, 158 with AVX2; prefill pp512 Q4_0 17 tok/s
-    /// = ~400 GFLOP/s; pp4096 13 tok/s, its attention ~130 GFLOP/s). Rough by nature: a measured rate replaces them.
+    /// (README "Speed": ViT 250 GFLOP/s on 2 threads with AVX-512, 158 with AVX2; prefill pp512 Q4_0 20 tok/s
+    /// = ~470 GFLOP/s; pp4096 16.5 tok/s, its attention ~130 GFLOP/s). Rough by nature: a measured rate replaces
+    /// them.
     pub fn typical(isa: Isa, threads: usize) -> Rates {
         let per_thread = match isa.name() {
             "avx512" => Rates { vit: 125.0, matmul: 200.0, attention: 65.0 },

@@ -569,7 +569,13 @@ fn bench_takes_lists_formats_and_reports_the_size_it_encoded() {
     let o = px(&["bench", "-p", "8", "-n", "2", "-r", "1", "-o", "csv"], None);
     let csv = text(&o.stdout);
     assert_eq!(csv.lines().count(), 3, "{csv}");
-    assert!(csv.starts_with("model,type,") && csv.lines().all(|l| l.split(',').count() == 15), "{csv}");
+    assert!(csv.starts_with("model,type,") && csv.lines().all(|l| l.split(',').count() == 16), "{csv}");
+    // ViT rows name their precision; --vit-precision without an image size is a usage error
+    assert_eq!(rows[3]["vit_precision"].as_str(), Some("f32"));
+    assert!(rows[0].get("vit_precision").is_none());
+    let o = px(&["bench", "-p", "8", "-n", "0", "--vit-precision", "bf16"], None);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("give --image-size too"), "{}", text(&o.stderr));
     let o = px(&["bench", "-p", "0", "-n", "0"], None);
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("nothing to measure"), "{}", text(&o.stderr));
@@ -597,7 +603,19 @@ fn an_image_is_priced_before_the_wait() {
     plant("scalar/1t/Q8_0/F16");
     let err = text(&priced().stderr);
     assert!(!err.contains("measured rates"), "{err}");
-    plant("v2/scalar/1t/Q8_0/F16/f32");
+    let ffn = |file: &str, t: &str| {
+        let f = pixtral::gguf::GgufFile::open(Path::new(file)).unwrap();
+        let t = f.header.tensor(t).unwrap();
+        format!("{}:{}x{}", t.ty.name(), t.ne[0], t.ne[1])
+    };
+    let mmproj = pixtral::convert::mmproj_path(Path::new(&demo()));
+    let (text_w, vision_w) =
+        (ffn(&demo(), "blk.0.ffn_up.weight"), ffn(mmproj.to_str().unwrap(), "v.blk.0.ffn_up.weight"));
+    // the same types with another model's shape are not this model's rates
+    plant(&format!("v2/scalar/1t/Q8_0:5120x14336/{vision_w}/f32"));
+    let err = text(&priced().stderr);
+    assert!(!err.contains("measured rates"), "{err}");
+    plant(&format!("v2/scalar/1t/{text_w}/{vision_w}/f32"));
     let o = priced();
     let err = text(&o.stderr);
     assert!(o.status.success(), "{err}");
@@ -645,6 +663,7 @@ fn vit_precision_bf16_answers_like_f32_or_says_it_fell_back() {
     assert_eq!(answer, f32_answer, "{err}");
     let bf16 = pixtral::model::vision::VitPrecision::Bf16.available();
     assert_eq!(err.contains("--vit-precision bf16:"), !bf16, "{err}");
+    assert_eq!(err.contains("vision tower: bf16 matmuls"), bf16, "{err}");
     let (_, err, code) = run(&[&q[..], &["--vit-precision", "f64"]].concat(), None);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("expected f32 or bf16") && !err.contains("loaded in"), "{err}");

@@ -45,8 +45,9 @@ pub struct BenchArgs {
     /// is resized to the model's image size at most, as a real image would be.
     #[arg(long, value_delimiter = ',')]
     image_size: Vec<String>,
-    /// Arithmetic of the vision tower for --image-size, comma-separated: f32, bf16 (see `run --vit-precision`).
-    #[arg(long, value_delimiter = ',', default_value = "f32", value_parser = crate::parse_vit_precision)]
+    /// Arithmetic of the vision tower for --image-size, comma-separated: f32, bf16 (see `run --vit-precision`;
+    /// default f32). A precision this CPU has no kernels for is skipped with a warning.
+    #[arg(long, value_delimiter = ',', value_parser = crate::parse_vit_precision)]
     vit_precision: Vec<VitPrecision>,
     /// Output format.
     #[arg(short = 'o', long, value_enum, default_value = "md")]
@@ -68,6 +69,8 @@ struct Row {
     rate_unit: &'static str,
     /// the image size asked for and the one encoded (ViT only)
     image: Option<(String, usize, usize)>,
+    /// the vision tower's arithmetic (ViT only)
+    precision: Option<&'static str>,
 }
 
 fn parse_size(s: &str) -> anyhow::Result<(usize, usize)> {
@@ -86,6 +89,19 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let ui = Ui::new(UiArgs::default());
     let format = if a.json { Format::Json } else { a.output };
     let sizes = a.image_size.iter().map(|s| parse_size(s)).collect::<anyhow::Result<Vec<_>>>()?;
+    if sizes.is_empty() && !a.vit_precision.is_empty() {
+        usage!("--vit-precision applies to the ViT tests: give --image-size too");
+    }
+    // each precision once, those this CPU has kernels for (a warning for the others)
+    let mut precisions = Vec::new();
+    for &p in if a.vit_precision.is_empty() { &[VitPrecision::F32][..] } else { &a.vit_precision } {
+        if !p.available() {
+            let isa = pixtral::quant::isa::selected().name();
+            eprintln!("warning: --vit-precision {}: the {isa} tier has no kernels for it; skipped", p.name());
+        } else if !precisions.contains(&p) {
+            precisions.push(p);
+        }
+    }
     let pp: Vec<usize> = a.n_prompt.iter().copied().filter(|&n| n > 0).collect();
     let tg: Vec<usize> = a.n_gen.iter().copied().filter(|&n| n > 0).collect();
     if pp.is_empty() && tg.is_empty() && sizes.is_empty() {
@@ -121,12 +137,12 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
                     _ => pixtral::bench::generation(&model, n, runs)?,
                 };
                 let test = format!("{kind}{n}");
-                rows.push(Row { test, threads: t, units: n, seconds: r.seconds, rate: r.rate, rate_unit, image: None });
+                let (seconds, rate) = (r.seconds, r.rate);
+                rows.push(Row { test, threads: t, units: n, seconds, rate, rate_unit, image: None, precision: None });
             }
-            let ui = crate::ui::Ui::new(Default::default());
             if let Some(vm) = vision.as_mut() {
-                for (&(w, h), &p) in sizes.iter().flat_map(|s| a.vit_precision.iter().map(move |p| (s, p))) {
-                    vm.precision = crate::usable_precision(p, &ui);
+                for (&(w, h), &p) in sizes.iter().flat_map(|s| precisions.iter().map(move |p| (s, p))) {
+                    vm.precision = p;
                     let v = pixtral::bench::vit(vm, w, h, runs);
                     let prec = if vm.precision == VitPrecision::F32 {
                         String::new()
@@ -141,6 +157,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
                         rate: v.gflops,
                         rate_unit: "GFLOP/s",
                         image: Some((format!("{w}x{h}"), v.encoded_width, v.encoded_height)),
+                        precision: Some(p.name()),
                     });
                 }
             }
@@ -182,6 +199,9 @@ fn print(format: Format, name: &str, model: &pixtral::Model, rows: &[Row]) -> an
             v["image_size"] = serde_json::json!(asked);
             v["encoded_size"] = serde_json::json!(format!("{w}x{h}"));
         }
+        if let Some(p) = r.precision {
+            v["vit_precision"] = serde_json::json!(p);
+        }
         v
     };
     match format {
@@ -197,7 +217,7 @@ fn print(format: Format, name: &str, model: &pixtral::Model, rows: &[Row]) -> an
         Format::Csv => {
             writeln!(
                 o,
-                "model,type,size_gb,params_b,isa,threads,test,n,avg_ts,stddev_ts,median_ts,rate,rate_unit,image_size,encoded_size"
+                "model,type,size_gb,params_b,isa,threads,test,n,avg_ts,stddev_ts,median_ts,rate,rate_unit,image_size,encoded_size,vit_precision"
             )?;
             for r in rows {
                 let v = json(r);
@@ -210,7 +230,7 @@ fn print(format: Format, name: &str, model: &pixtral::Model, rows: &[Row]) -> an
                 };
                 writeln!(
                     o,
-                    "{},{ty},{size_gb:.6},{params_b:.6},{isa},{},{},{},{:.4},{:.4},{:.4},{:.2},{},{},{}",
+                    "{},{ty},{size_gb:.6},{params_b:.6},{isa},{},{},{},{:.4},{:.4},{:.4},{:.2},{},{},{},{}",
                     csv(&out.text(name)),
                     r.threads,
                     csv(&r.test),
@@ -221,7 +241,8 @@ fn print(format: Format, name: &str, model: &pixtral::Model, rows: &[Row]) -> an
                     r.rate,
                     r.rate_unit,
                     r.image.as_ref().map(|i| i.0.as_str()).unwrap_or(""),
-                    r.image.as_ref().map(|(_, w, h)| format!("{w}x{h}")).unwrap_or_default()
+                    r.image.as_ref().map(|(_, w, h)| format!("{w}x{h}")).unwrap_or_default(),
+                    r.precision.unwrap_or("")
                 )?;
             }
         }

@@ -644,6 +644,9 @@ fn load(plan: Plan, m: &ModelArgs, with_vision: bool, ui: &Ui) -> anyhow::Result
         Some(v) if with_vision => {
             let mut vm = pixtral::model::vision::VisionModel::from_file(v.file, &Default::default())?;
             vm.precision = usable_precision(m.vit_precision, ui);
+            if vm.precision != VitPrecision::F32 {
+                ui.info(format!("vision tower: {} matmuls (--vit-precision)", vm.precision.name()));
+            }
             Some(vm)
         }
         _ => None,
@@ -773,15 +776,21 @@ pub struct Pricing<'a> {
     pub threads: usize,
 }
 
-/// The rates' key of a text + vision pair (`rates::key` from the types of their blocks' weights).
+/// The rates' key of a text + vision pair (`rates::key` from the types and shapes of their blocks' weights).
 pub fn rates_key(
     text: &pixtral::gguf::Header,
     vision: &pixtral::gguf::Header,
     threads: usize,
     vit: VitPrecision,
 ) -> String {
-    let ty = |h: &pixtral::gguf::Header, t: &str| h.tensor(t).map_or("?", |t| t.ty.name());
-    rates::key(threads, ty(text, "blk.0.ffn_up.weight"), ty(vision, "v.blk.0.ffn_up.weight"), vit)
+    // the type and shape of a block's FFN weight: which model (the demo's rates are not the 12B's) at which type
+    let of = |h: &pixtral::gguf::Header, t: &str| {
+        h.tensor(t).map_or("?".to_string(), |t| {
+            let ne: Vec<String> = t.ne.iter().map(|n| n.to_string()).collect();
+            format!("{}:{}", t.ty.name(), ne.join("x"))
+        })
+    };
+    rates::key(threads, &of(text, "blk.0.ffn_up.weight"), &of(vision, "v.blk.0.ffn_up.weight"), vit)
 }
 
 impl<'a> Pricing<'a> {

@@ -1,6 +1,7 @@
 //! Throughputs measured on this machine, kept between runs for the cost estimates printed before an image is
 //! encoded: `$XDG_CACHE_HOME/pixtral/rates.json` (else `~/.cache/pixtral/rates.json`), one entry per
-//! (ISA tier, threads, weight type), written after each `run` that did enough work to time.
+//! (kernel version, ISA tier, threads, text and vision weights' type and shape, ViT precision), written after each
+//! `run` that did enough work to time.
 //! A missing or unreadable file means the tier's typical rates ([`Rates::typical`]); a write that fails is
 //! ignored (the estimate is a courtesy, never a reason to fail).
 
@@ -21,8 +22,8 @@ fn file() -> Option<PathBuf> {
 /// attention as tiles (2026-12; version 1's attention rates were 20× lower).
 const VERSION: u32 = 2;
 
-/// The key of one configuration: kernel version, tier, threads, the types of the text and vision weights, and the
-/// vision tower's arithmetic.
+/// The key of one configuration: kernel version, tier, threads, the text and vision weights (type and shape, e.g.
+/// `Q4_0:5120x14336`), and the vision tower's arithmetic.
 pub fn key(threads: usize, text_type: &str, vision_type: &str, vit: VitPrecision) -> String {
     let isa = pixtral::quant::isa::selected().name();
     format!("v{VERSION}/{isa}/{threads}t/{text_type}/{vision_type}/{}", vit.name())
