@@ -310,6 +310,21 @@ unsafe fn r16_tile<const T: usize, const Q4: bool>(g: &[u8], acts: &Acts, t: usi
     }
 }
 
+/// `$tile::<M, NV>(t, c, ldc)` for the tile's rows `M` (1..=14, the const generic the register arrays need) and
+/// `NV` = 1 or 2 vectors of 16 columns.
+macro_rules! by_rows {
+    ($tile:ident, $t:ident, $c:ident, $ldc:ident) => {
+        by_rows!(@ $tile, $t, $c, $ldc; 1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+    };
+    (@ $tile:ident, $t:ident, $c:ident, $ldc:ident; $($m:literal)*) => {
+        match ($t.m, $t.n > 16) {
+            $(($m, false) => $tile::<$m, 1>($t, $c, $ldc),
+              ($m, true) => $tile::<$m, 2>($t, $c, $ldc),)*
+            _ => unreachable!("tile of {} rows", $t.m),
+        }
+    };
+}
+
 /// Rows of the f32 micro-tile: 14 × 2 sums + 2 of B + 1 broadcast = 31 of the 32 zmm registers. Per step 16
 /// loads for 28 FMAs (12 rows: 14 for 24); the ViT at 1024² ran at 230 GFLOP/s with 12 rows and 258–269 with 14.
 const SGEMM_MR: usize = 14;
@@ -322,16 +337,7 @@ const SGEMM_PREFETCH: usize = 16;
 unsafe fn sgemm_tile(t: &Tile, c: &mut [f32], ldc: usize) {
     t.check(c, ldc);
     debug_assert_eq!(t.mr, SGEMM_MR);
-    macro_rules! go {
-        ($($m:literal)*) => {
-            match (t.m, t.n > 16) {
-                $(($m, false) => tile512::<$m, 1>(t, c, ldc),
-                  ($m, true) => tile512::<$m, 2>(t, c, ldc),)*
-                _ => unreachable!("tile of {} rows", t.m),
-            }
-        };
-    }
-    go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+    by_rows!(tile512, t, c, ldc)
 }
 
 #[inline]
@@ -380,16 +386,7 @@ unsafe fn tile512<const MR: usize, const NV: usize>(t: &Tile, c: &mut [f32], ldc
 unsafe fn bgemm_tile(t: &TileBf16, c: &mut [f32], ldc: usize) {
     t.check(c, ldc);
     debug_assert_eq!(t.mr, SGEMM_MR);
-    macro_rules! go {
-        ($($m:literal)*) => {
-            match (t.m, t.n > 16) {
-                $(($m, false) => btile512::<$m, 1>(t, c, ldc),
-                  ($m, true) => btile512::<$m, 2>(t, c, ldc),)*
-                _ => unreachable!("tile of {} rows", t.m),
-            }
-        };
-    }
-    go!(1 2 3 4 5 6 7 8 9 10 11 12 13 14)
+    by_rows!(btile512, t, c, ldc)
 }
 
 #[inline]
