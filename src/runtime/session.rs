@@ -77,7 +77,8 @@ pub struct Session<'m> {
 }
 
 impl<'m> Session<'m> {
-    /// Bytes a session with `opts` allocates: the KV cache and the activations of a prefill chunk.
+    /// Bytes a session with `opts` allocates: the KV cache, the activations of a prefill chunk, and prefill
+    /// attention's f32 copy of one layer's keys and values ([`crate::model::attention`]).
     pub fn bytes_needed(model: &Model, opts: &SessionOptions) -> u64 {
         Self::bytes_for(&model.cfg, opts)
     }
@@ -88,7 +89,10 @@ impl<'m> Session<'m> {
         let batch = opts.batch.clamp(1, opts.ctx_size.max(1)) as u64;
         // x, residual, q, k, v, attention out, gate, up, logits: f32 per token of the chunk
         let per_token = 4 * (6 * c.dim + 2 * c.ffn_dim + c.n_heads * c.head_dim + c.vocab_size) as u64;
-        kv + batch * per_token
+        // one layer's keys and values widened to f32, per key block (whole blocks: up to one block more)
+        let slots = (opts.ctx_size + crate::model::attention::KEYS) as u64;
+        let attention = 2 * slots * (c.n_heads_kv * c.head_dim) as u64 * 4;
+        kv + batch * per_token + attention
     }
 
     /// Refuse, with both numbers, a session the memory cannot hold (MemAvailable and the cgroup limit), instead
