@@ -2,8 +2,10 @@
 //! over the KV cache of one layer: a query at position `p` sees every filled slot holding a position `≤ p` (its
 //! own included), softmax in f32 with scale `head_dim^−½`.
 //!
-//! - Decode (`n = 1`), [`attend_rows`]: per query head, one dot product per slot (`dot_f16`), a softmax, and one
-//!   `axpy_f16` per slot. Memory-bound on the cache (`2 · slots · kv_dim` f16 per layer, read once per head).
+//! - Decode (`n = 1`), [`attend_rows`]: per query head, the scores over the layer's strided f16 rows in one
+//!   `dots_f16` call, a softmax, and the weighted sum in one `axpys_f16` call (a call per slot on an f32 cache, or
+//!   for a token that must not see every slot). Bound by reading the cache: `2 · slots · kv_dim` f16 per layer,
+//!   once per query head (4.5 ms a layer at 4168 slots for Pixtral-12B on 2 cores).
 //! - Prefill (`n > 1`), [`attend_tiled`]: flash-attention style (Dao et al. 2022) through the f32 micro-kernel
 //!   ([`pixtral_quant::sgemm`]). The layer's keys and values are widened to f32 once per call, per KV head and
 //!   block of [`KEYS`] slots (keys packed for the micro-kernel, values as rows), shared by every task. A task
