@@ -32,8 +32,7 @@ pub struct TileBf16<'a> {
 impl TileBf16<'_> {
     /// The slices are long enough for the tile.
     pub fn check(&self, c: &[f32], ldc: usize) {
-        let need =
-            |rows: usize, ld: usize, cols: usize| if rows == 0 || cols == 0 { 0 } else { (rows - 1) * ld + cols };
+        use crate::sgemm::need;
         assert!(
             self.m <= self.mr
                 && self.a.len() >= need(self.pairs, self.mr, self.mr)
@@ -55,6 +54,11 @@ pub struct Bgemm {
 impl Bgemm {
     /// The scalar twin as a micro-kernel (tests; same packing, same results).
     pub const REF: Bgemm = Bgemm { mr: 4, nr: 16, tile: tile_bf16_ref };
+
+    /// Rows per packed block: [`crate::sgemm::MC`] rounded down to whole groups.
+    pub fn mc(&self) -> usize {
+        (crate::sgemm::MC / self.mr).max(1) * self.mr
+    }
 }
 
 /// A bf16 (bits) as the instruction reads it: subnormals are zero.
@@ -162,7 +166,7 @@ pub fn bgemm_panels(
     ldc: usize,
 ) {
     let kp = k.div_ceil(2);
-    let mc = (crate::sgemm::MC / s.mr).max(1) * s.mr;
+    let mc = s.mc();
     PACK.with(|p| {
         let mut p = p.borrow_mut();
         let len = p.len().max(mc * kp);

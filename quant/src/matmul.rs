@@ -64,6 +64,16 @@ impl Acts {
         &self.q8_s[t * self.k / 32..(t + 1) * self.k / 32]
     }
 
+    /// Rows `t .. t + T` as a prefill tile reads them: their Q8_0 blocks, block scales and block sums.
+    #[allow(clippy::type_complexity)]
+    pub fn q8_tile<const T: usize>(&self, t: usize) -> ([&[BlockQ8_0]; T], [&[f32]; T], [&[i32]; T]) {
+        (
+            std::array::from_fn(|j| self.q8_row(t + j)),
+            std::array::from_fn(|j| self.q8_scales(t + j)),
+            std::array::from_fn(|j| self.q8_sums(t + j)),
+        )
+    }
+
     /// Activation row `t` as f32 (after `prepare` for an F32/F16/BF16 weight).
     pub fn f32_row(&self, t: usize) -> &[f32] {
         &self.f32[t * self.k..(t + 1) * self.k]

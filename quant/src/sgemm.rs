@@ -33,8 +33,6 @@ pub struct Tile<'a> {
 impl Tile<'_> {
     /// The slices are long enough for the tile (each kernel checks this once per tile).
     pub fn check(&self, c: &[f32], ldc: usize) {
-        let need =
-            |rows: usize, ld: usize, cols: usize| if rows == 0 || cols == 0 { 0 } else { (rows - 1) * ld + cols };
         assert!(
             self.m <= self.mr
                 && self.a.len() >= need(self.k, self.mr, self.mr)
@@ -42,6 +40,15 @@ impl Tile<'_> {
                 && c.len() >= need(self.m, ldc, self.n),
             "sgemm tile out of bounds"
         );
+    }
+}
+
+/// Elements a `rows × cols` view with row stride `ld` spans (0 when empty): what a tile's slice must hold.
+pub(crate) fn need(rows: usize, ld: usize, cols: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * ld + cols
     }
 }
 

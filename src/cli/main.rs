@@ -165,15 +165,14 @@ pub fn parse_vit_precision(s: &str) -> Result<VitPrecision, String> {
 
 /// `p`, or f32 with a warning where this CPU's tier has no kernel for it.
 pub fn usable_precision(p: VitPrecision, ui: &Ui) -> VitPrecision {
-    if p.available() {
-        return p;
+    if p.usable() != p {
+        let isa = pixtral::quant::isa::selected().name();
+        ui.always(format!(
+            "warning: --vit-precision {}: the {isa} tier has no BF16 dot products (AVX512-BF16); using f32",
+            p.name()
+        ));
     }
-    let isa = pixtral::quant::isa::selected().name();
-    ui.always(format!(
-        "warning: --vit-precision {}: the {isa} tier has no BF16 dot products (AVX512-BF16); using f32",
-        p.name()
-    ));
-    VitPrecision::F32
+    p.usable()
 }
 
 #[derive(clap::Args)]
@@ -1108,8 +1107,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     }
     let threads = a.m.threads.unwrap_or_else(physical_cores_or_one);
     // the arithmetic the ViT will use (load warns when bf16 falls back)
-    let vit = if a.m.vit_precision.available() { a.m.vit_precision } else { VitPrecision::F32 };
-    estimate(&plan, &pids, &images, a.p.images.image_max_side, threads, vit, &ui);
+    estimate(&plan, &pids, &images, a.p.images.image_max_side, threads, a.m.vit_precision.usable(), &ui);
     let ctx = plan.ctx;
     // ---- weights, then the images through the vision tower ----
     let l = load(plan, &a.m, !images.is_empty(), &ui)?;

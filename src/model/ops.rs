@@ -62,9 +62,31 @@ pub fn matmul(bytes: &[u8], w: &Mat, x: &[f32], n: usize, out: &mut [f32], s: &m
     debug_assert_eq!(out.len(), n * w.rows);
     let k = pixtral_quant::kernels::selected(); // the ISA tier, chosen once per process
     if let Some(sg) = pixtral_quant::matmul::float_sgemm(k, w.ty, n) {
+        use pixtral_quant::bgemm::{bgemm_panels, widen_panels_bf16};
+        use pixtral_quant::matmul::widen_panels;
+        use pixtral_quant::sgemm::{aligned, sgemm_with, B};
+        let (rows, cols, ty) = (w.rows, w.cols, w.ty);
         return match s.bf16 {
-            Some(bg) => bf16_matmul(k, &bg, bytes, w, x, n, out, &mut s.panels_bf16),
-            None => float_matmul(k, &sg, bytes, w, x, n, out, &mut s.panels),
+            Some(bg) => {
+                // bf16 pairs: ⌈cols/2⌉ a panel row
+                s.panels_bf16.resize(rows.div_ceil(bg.nr) * bg.nr * cols.div_ceil(2), 0);
+                float_matmul(
+                    (bg.mr, bg.nr, bg.mc()),
+                    (bytes, w),
+                    (x, n, out),
+                    &mut s.panels_bf16,
+                    |r, p| widen_panels_bf16(k, ty, r, cols, bg.nr, p),
+                    |t, x, p, o| bgemm_panels(&bg, t, rows, cols, x, cols, p, o, rows),
+                )
+            }
+            None => float_matmul(
+                (sg.mr, sg.nr, sg.mc()),
+                (bytes, w),
+                (x, n, out),
+                aligned(&mut s.panels, rows.div_ceil(sg.nr) * sg.nr * cols),
+                |r, p| widen_panels(k, ty, r, cols, sg.nr, p),
+                |t, x, p, o| sgemm_with(&sg, t, rows, cols, x, cols, B::Panels { b: p }, o, rows),
+            ),
         };
     }
     s.acts.prepare(w.ty, x, n, w.cols);
@@ -84,67 +106,28 @@ pub fn matmul(bytes: &[u8], w: &Mat, x: &[f32], n: usize, out: &mut [f32], s: &m
     }
 }
 
-/// Float weights against several tokens ([`pixtral_quant::matmul::float_sgemm`]) with the f32 micro-kernel `sg` (GotoBLAS-style, see
-/// [`pixtral_quant::sgemm`]): all rows widened once into shared panels (threads over panels), then threads over
-/// blocks of tokens, each writing its rows of `out` directly. Every task reads all the panels (`rows·cols` f32,
-/// from L2/L3) once per block, against `2·tokens·rows·cols` flops.
-#[allow(clippy::too_many_arguments)]
-fn float_matmul(
-    k: &pixtral_quant::Kernels,
-    sg: &pixtral_quant::sgemm::Sgemm,
-    bytes: &[u8],
-    w: &Mat,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-    panels: &mut Vec<f32>,
+/// Float weights against several tokens ([`pixtral_quant::matmul::float_sgemm`]) with a micro-kernel of `mr` rows,
+/// `nr`-column panels and packed blocks of at most `mc` rows (GotoBLAS-style, see [`pixtral_quant::sgemm`]; f32, or
+/// bf16 pairs by [`pixtral_quant::bgemm`]): all rows widened once into the shared `panels` (`widen(rows' bytes,
+/// panel)`, threads over panels), then threads over blocks of tokens, each writing its rows of `out` directly
+/// (`gemm(tokens, their x, panels, their out)`). Every task reads all the panels (from L2/L3) once per block,
+/// against `2·tokens·rows·cols` flops.
+fn float_matmul<T: Send + Sync>(
+    (mr, nr, mc): (usize, usize, usize),
+    (bytes, w): (&[u8], &Mat),
+    (x, n, out): (&[f32], usize, &mut [f32]),
+    panels: &mut [T],
+    widen: impl Fn(&[u8], &mut [T]) + Sync + Send,
+    gemm: impl Fn(usize, &[f32], &[T], &mut [f32]) + Sync + Send,
 ) {
-    use pixtral_quant::sgemm::{aligned, sgemm_with, B};
     let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes());
-    let panels = aligned(panels, rows.div_ceil(sg.nr) * sg.nr * cols);
-    for_each_chunk(panels, sg.nr * cols, |j, p| {
-        let r = j * sg.nr..((j + 1) * sg.nr).min(rows);
-        pixtral_quant::matmul::widen_panels(k, w.ty, &bytes[r.start * rb..r.end * rb], cols, sg.nr, p);
-    });
+    let panel = panels.len() / rows.div_ceil(nr); // one panel: the widened `nr` rows
+    for_each_chunk(panels, panel, |j, p| widen(&bytes[j * nr * rb..((j + 1) * nr).min(rows) * rb], p));
     let panels = &*panels;
     // blocks of whole row groups, at most one packed block, and about four per thread to balance
     let threads = if serial() { 1 } else { rayon::current_num_threads() };
-    let tokens = n.div_ceil(4 * threads).next_multiple_of(sg.mr).min(sg.mc());
-    for_each_chunk(out, tokens * rows, |i, o| {
-        let t = o.len() / rows;
-        sgemm_with(sg, t, rows, cols, &x[i * tokens * cols..], cols, B::Panels { b: panels }, o, rows);
-    });
-}
-
-/// [`float_matmul`] in BF16 ([`pixtral_quant::bgemm`]): the rows rounded into bf16 pair panels once (threads over
-/// panels), then threads over blocks of tokens, each packing its tokens to bf16 and writing its rows of `out`.
-#[allow(clippy::too_many_arguments)]
-fn bf16_matmul(
-    k: &pixtral_quant::Kernels,
-    bg: &pixtral_quant::bgemm::Bgemm,
-    bytes: &[u8],
-    w: &Mat,
-    x: &[f32],
-    n: usize,
-    out: &mut [f32],
-    panels: &mut Vec<u32>,
-) {
-    use pixtral_quant::bgemm::{bgemm_panels, widen_panels_bf16};
-    let (rows, cols, rb) = (w.rows, w.cols, w.row_bytes());
-    let kp = cols.div_ceil(2);
-    panels.resize(rows.div_ceil(bg.nr) * bg.nr * kp, 0);
-    for_each_chunk(panels, bg.nr * kp, |j, p| {
-        let r = j * bg.nr..((j + 1) * bg.nr).min(rows);
-        widen_panels_bf16(k, w.ty, &bytes[r.start * rb..r.end * rb], cols, bg.nr, p);
-    });
-    let panels = &*panels;
-    let threads = if serial() { 1 } else { rayon::current_num_threads() };
-    let mc = (pixtral_quant::sgemm::MC / bg.mr).max(1) * bg.mr;
-    let tokens = n.div_ceil(4 * threads).next_multiple_of(bg.mr).min(mc);
-    for_each_chunk(out, tokens * rows, |i, o| {
-        let t = o.len() / rows;
-        bgemm_panels(bg, t, rows, cols, &x[i * tokens * cols..], cols, panels, o, rows);
-    });
+    let tokens = n.div_ceil(4 * threads).next_multiple_of(mr).min(mc);
+    for_each_chunk(out, tokens * rows, |i, o| gemm(o.len() / rows, &x[i * tokens * cols..], panels, o));
 }
 
 /// RMSNorm of each row of `x` into `out`: `x / sqrt(mean(x²) + eps) * w`.

@@ -68,6 +68,15 @@ impl VitPrecision {
             VitPrecision::Bf16 => (pixtral_quant::kernels::selected().bgemm)().is_some(),
         }
     }
+
+    /// What [`VisionModel::encode`] runs when asked for `self`: itself, or f32 where it is not available.
+    pub fn usable(self) -> VitPrecision {
+        if self.available() {
+            self
+        } else {
+            VitPrecision::F32
+        }
+    }
 }
 
 pub struct VisionModel {

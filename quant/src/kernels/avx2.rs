@@ -370,9 +370,7 @@ unsafe fn r16_halves<const T: usize, const Q4: bool, const NH: usize>(
 ) {
     let bb = block_bytes_of(Q4);
     let nb = g.len() / bb;
-    let x: [&[BlockQ8_0]; T] = std::array::from_fn(|j| acts.q8_row(t + j));
-    let xd: [&[f32]; T] = std::array::from_fn(|j| acts.q8_scales(t + j));
-    let xs: [&[i32]; T] = std::array::from_fn(|j| acts.q8_sums(t + j));
+    let (x, xd, xs) = acts.q8_tile::<T>(t);
     debug_assert!(x.iter().all(|x| x.len() == nb) && g.len() == nb * bb);
     let (m4, ones) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi16(1));
     // halves h0..h0 + NH (NH a constant, so the sums stay in registers)

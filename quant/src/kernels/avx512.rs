@@ -270,9 +270,7 @@ unsafe fn gemm_r16<const Q4: bool>(g: &[u8], acts: &Acts, t0: usize, t1: usize, 
 unsafe fn r16_tile<const T: usize, const Q4: bool>(g: &[u8], acts: &Acts, t: usize, out: &mut [f32], ldo: usize) {
     let (bb, off) = (block_bytes_of(Q4), if Q4 { -8 } else { -128 });
     let nb = g.len() / bb;
-    let x: [&[BlockQ8_0]; T] = std::array::from_fn(|j| acts.q8_row(t + j));
-    let xd: [&[f32]; T] = std::array::from_fn(|j| acts.q8_scales(t + j));
-    let xs: [&[i32]; T] = std::array::from_fn(|j| acts.q8_sums(t + j));
+    let (x, xd, xs) = acts.q8_tile::<T>(t);
     debug_assert!(x.iter().all(|x| x.len() == nb) && g.len() == nb * bb);
     let m4 = _mm512_set1_epi8(0x0F);
     let mut acc = [_mm512_setzero_ps(); T];
@@ -331,6 +329,44 @@ const SGEMM_MR: usize = 14;
 /// How many `p` steps ahead the tile prefetches its streams of A and B (the micro-panels come from L2).
 const SGEMM_PREFETCH: usize = 16;
 
+/// A micro-tile's C: the masks of its `n` columns (`NV` vectors of 16; columns past `n` masked, loads suppress
+/// faults there) and its `MR × NV` sums, loaded from `cp` (row stride `ldc`) when `accumulate`, else 0.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn c_tile<const MR: usize, const NV: usize>(
+    n: usize,
+    accumulate: bool,
+    cp: *const f32,
+    ldc: usize,
+) -> ([__mmask16; NV], [[__m512; NV]; MR]) {
+    let m: [__mmask16; NV] = std::array::from_fn(|v| ((1u32 << n.saturating_sub(16 * v).min(16)) - 1) as __mmask16);
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    if accumulate {
+        for (i, acc) in acc.iter_mut().enumerate() {
+            for v in 0..NV {
+                acc[v] = _mm512_maskz_loadu_ps(m[v], cp.wrapping_add(i * ldc + 16 * v));
+            }
+        }
+    }
+    (m, acc)
+}
+
+/// Store a micro-tile's sums into C under its column masks ([`c_tile`]).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+unsafe fn c_store<const MR: usize, const NV: usize>(
+    m: &[__mmask16; NV],
+    acc: &[[__m512; NV]; MR],
+    cp: *mut f32,
+    ldc: usize,
+) {
+    for (i, acc) in acc.iter().enumerate() {
+        for v in 0..NV {
+            _mm512_mask_storeu_ps(cp.wrapping_add(i * ldc + 16 * v), m[v], acc[v]);
+        }
+    }
+}
+
 /// f32 micro-tile ([`crate::sgemm`]): up to 14 rows × 32 columns in 28 zmm sums; per `p` two loads of B, one
 /// broadcast of packed A per row, two FMAs per row. Columns past `n` are masked (loads suppress faults there).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
@@ -343,20 +379,8 @@ unsafe fn sgemm_tile(t: &Tile, c: &mut [f32], ldc: usize) {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
 unsafe fn tile512<const MR: usize, const NV: usize>(t: &Tile, c: &mut [f32], ldc: usize) {
-    let mask = |from: usize| -> __mmask16 {
-        let n = t.n.saturating_sub(from).min(16);
-        ((1u32 << n) - 1) as __mmask16
-    };
-    let m: [__mmask16; NV] = std::array::from_fn(|v| mask(16 * v));
     let (mut a, mut b, cp) = (t.a.as_ptr(), t.b.as_ptr(), c.as_mut_ptr());
-    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-    if t.accumulate {
-        for (i, acc) in acc.iter_mut().enumerate() {
-            for v in 0..NV {
-                acc[v] = _mm512_maskz_loadu_ps(m[v], cp.wrapping_add(i * ldc + 16 * v));
-            }
-        }
-    }
+    let (m, mut acc) = c_tile::<MR, NV>(t.n, t.accumulate, cp, ldc);
     for _ in 0..t.k {
         // a hint only: addresses past the end are not dereferenced
         _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(SGEMM_PREFETCH * t.ldb) as *const i8);
@@ -372,11 +396,7 @@ unsafe fn tile512<const MR: usize, const NV: usize>(t: &Tile, c: &mut [f32], ldc
         a = a.add(SGEMM_MR);
         b = b.wrapping_add(t.ldb);
     }
-    for (i, acc) in acc.iter().enumerate() {
-        for v in 0..NV {
-            _mm512_mask_storeu_ps(cp.wrapping_add(i * ldc + 16 * v), m[v], acc[v]);
-        }
-    }
+    c_store(&m, &acc, cp, ldc);
 }
 
 /// BF16 micro-tile ([`crate::bgemm`]): up to 14 rows × 32 columns in 28 zmm f32 sums; per pair of `k`, two loads
@@ -392,20 +412,8 @@ unsafe fn bgemm_tile(t: &TileBf16, c: &mut [f32], ldc: usize) {
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512bf16,avx2,fma,f16c")]
 unsafe fn btile512<const MR: usize, const NV: usize>(t: &TileBf16, c: &mut [f32], ldc: usize) {
-    let mask = |from: usize| -> __mmask16 {
-        let n = t.n.saturating_sub(from).min(16);
-        ((1u32 << n) - 1) as __mmask16
-    };
-    let m: [__mmask16; NV] = std::array::from_fn(|v| mask(16 * v));
     let (mut a, mut b, cp) = (t.a.as_ptr(), t.b.as_ptr(), c.as_mut_ptr());
-    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-    if t.accumulate {
-        for (i, acc) in acc.iter_mut().enumerate() {
-            for v in 0..NV {
-                acc[v] = _mm512_maskz_loadu_ps(m[v], cp.wrapping_add(i * ldc + 16 * v));
-            }
-        }
-    }
+    let (m, mut acc) = c_tile::<MR, NV>(t.n, t.accumulate, cp, ldc);
     for _ in 0..t.pairs {
         _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(SGEMM_PREFETCH * t.ldb) as *const i8);
         _mm_prefetch::<_MM_HINT_T0>(b.wrapping_add(SGEMM_PREFETCH * t.ldb + 16) as *const i8);
@@ -423,11 +431,7 @@ unsafe fn btile512<const MR: usize, const NV: usize>(t: &TileBf16, c: &mut [f32]
         a = a.add(SGEMM_MR);
         b = b.wrapping_add(t.ldb);
     }
-    for (i, acc) in acc.iter().enumerate() {
-        for v in 0..NV {
-            _mm512_mask_storeu_ps(cp.wrapping_add(i * ldc + 16 * v), m[v], acc[v]);
-        }
-    }
+    c_store(&m, &acc, cp, ldc);
 }
 
 super::compiled_for! {
