@@ -21,8 +21,13 @@ pub enum Error {
     Cancelled,
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// Bad input data: a file or buffer that is not what it claims (names it).
     #[error("{0}")]
     Invalid(String),
+    /// A request that cannot be served as given: a prompt longer than the context, images without a vision
+    /// tower, `<image>` markers that do not match the images, an image budget below the patch size.
+    #[error("{0}")]
+    Request(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

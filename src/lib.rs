@@ -31,7 +31,13 @@ pub use model::{LoadOptions, Model};
 pub use pixtral_convert as convert;
 pub use pixtral_quant as quant;
 pub use runtime::chat;
-pub use runtime::conversation::{Conversation, EncodedImage, Reply};
+pub use runtime::conversation::Conversation;
+pub use runtime::engine::{Engine, EngineOptions, Prepared};
+pub use runtime::images::{EncodedImage, ImageHead, ImageKey};
+pub use runtime::request::{
+    Completion, FinishReason, GenerateOptions, ImageSource, Part, Request, RequestMessage, Role, TokenEvent,
+    TokenLogprobs,
+};
 pub use runtime::sampler::{Sampler, SamplerParams};
-pub use runtime::session::{FinishReason, Generation, Session, SessionOptions};
+pub use runtime::session::{Generation, Session, SessionOptions};
 pub use runtime::stop::StopStrings;

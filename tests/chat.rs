@@ -131,26 +131,29 @@ fn ctrl_c_stops_an_answer_and_the_conversation_goes_on() {
 #[test]
 fn conversation_reuse_equals_a_fresh_evaluation() {
     use pixtral::runtime::kv_cache::KvType;
-    use pixtral::{Conversation, EncodedImage, Model, Sampler, SamplerParams, Session, SessionOptions};
+    use pixtral::{Conversation, EncodedImage, GenerateOptions, Model, SamplerParams, Session, SessionOptions};
     let model = Model::load(demo()).unwrap();
     let vm = pixtral::model::vision::VisionModel::load(pixtral::convert::mmproj_path(&demo())).unwrap();
     let img = pixtral::image::load(&root().join("examples/blue-triangle.png")).unwrap();
     let pre = pixtral::image::preprocess(&img, &vm.preprocess_config(None));
-    let image = EncodedImage { path: None, grid_w: pre.grid_w, grid_h: pre.grid_h, embeds: vm.encode(&[pre]) };
+    let image = EncodedImage::new(None, pre.grid_w, pre.grid_h, vm.encode(std::slice::from_ref(&pre)));
     let opts = SessionOptions { kv_type: KvType::F32, ..Default::default() };
 
     let mut session = Session::new(&model, opts.clone());
     let mut conv = Conversation::new(None);
-    let mut greedy = Sampler::new(SamplerParams::greedy());
-    conv.push_user("What shape is this?", vec![image.clone()]);
-    let r1 = conv.respond(&mut session, &mut greedy, 16, None, |_| true).unwrap();
-    assert_eq!(r1.reused, 0);
-    assert_eq!(r1.generation.text, "A triangle.");
+    let greedy = || GenerateOptions { max_tokens: 16, sampling: SamplerParams::greedy(), ..Default::default() };
+    conv.push_user("What shape is this?", vec![image.clone().into()]);
+    let r1 = conv.respond(&mut session, &mut greedy()).unwrap();
+    assert_eq!(r1.usage.cached_tokens, 0);
+    assert_eq!(r1.text, "A triangle.");
     conv.push_user("What colour is it?", vec![]);
-    let r2 = conv.respond(&mut session, &mut greedy, 16, None, |_| true).unwrap();
-    assert_eq!(r2.generation.text, "Blue.");
+    let r2 = conv.respond(&mut session, &mut greedy()).unwrap();
+    assert_eq!(r2.text, "Blue.");
     // the first turn (prompt + answer + EOS) was found in the cache
-    assert_eq!(r2.reused, r1.reused + r1.prefilled + r1.generation.tokens.len());
+    assert_eq!(
+        r2.usage.cached_tokens,
+        r1.usage.cached_tokens + (r1.usage.prompt_tokens - r1.usage.cached_tokens) + r1.tokens.len()
+    );
     let after_two = session.context_used().0;
 
     // the same conversation evaluated from scratch in a new session: the same answer
@@ -158,29 +161,29 @@ fn conversation_reuse_equals_a_fresh_evaluation() {
     let mut again = conv.clone();
     again.undo();
     again.push_user("What colour is it?", vec![]);
-    let r3 = again.respond(&mut fresh, &mut greedy, 16, None, |_| true).unwrap();
-    assert_eq!(r3.reused, 0);
-    assert_eq!(r3.generation.tokens, r2.generation.tokens);
+    let r3 = again.respond(&mut fresh, &mut greedy()).unwrap();
+    assert_eq!(r3.usage.cached_tokens, 0);
+    assert_eq!(r3.tokens, r2.tokens);
 
     // undo + a new question rewinds the cache to the end of the first answer
     conv.undo();
     conv.push_user("Describe the image.", vec![]);
-    let r4 = conv.respond(&mut session, &mut greedy, 16, None, |_| true).unwrap();
+    let r4 = conv.respond(&mut session, &mut greedy()).unwrap();
     // (plus the [INST] that opened the dropped question: the new one starts the same way)
-    assert_eq!(r4.reused, r2.reused + 1);
-    assert_eq!(r4.generation.text, "A blue triangle.");
+    assert_eq!(r4.usage.cached_tokens, r2.usage.cached_tokens + 1);
+    assert_eq!(r4.text, "A blue triangle.");
     assert!(session.context_used().0 < after_two + 8);
 
     // a system prompt goes before the last user message (v3): first everything before it is reused, then,
     // when it moves on to the next message, reuse stops after that message's [INST]
-    let fed = r4.reused + r4.prefilled + r4.generation.tokens.len();
+    let fed = r4.usage.cached_tokens + (r4.usage.prompt_tokens - r4.usage.cached_tokens) + r4.tokens.len();
     conv.system = Some("Be brief.".into());
     conv.push_user("What shape is this?", vec![]);
-    let r5 = conv.respond(&mut session, &mut greedy, 16, None, |_| true).unwrap();
-    assert_eq!(r5.reused, fed);
+    let r5 = conv.respond(&mut session, &mut greedy()).unwrap();
+    assert_eq!(r5.usage.cached_tokens, fed);
     conv.push_user("And its colour?", vec![]);
-    let r6 = conv.respond(&mut session, &mut greedy, 16, None, |_| true).unwrap();
-    assert_eq!(r6.reused, fed + 1);
+    let r6 = conv.respond(&mut session, &mut greedy()).unwrap();
+    assert_eq!(r6.usage.cached_tokens, fed + 1);
 }
 
 #[test]

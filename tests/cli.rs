@@ -117,7 +117,7 @@ fn image_prompts_and_encode_image_from_the_command_line() {
 
     // mistakes are sentences
     let out = pixtral(&["run", "-m", m, "--image", i1, "-p", "<image> <image>"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("2 <image> markers but 1 --image"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("2 <image> markers but 1 image"));
     let out = pixtral(&["run", "-m", m, "--image", i1, "--mmproj", dir.join("none.gguf").to_str().unwrap(), "-p", "x"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("none.gguf: No such file"));
     let lone = dir.join("lone.gguf");

@@ -70,7 +70,7 @@ fn flags_and_files_are_checked_before_the_model_loads_with_exit_2_for_usage_and_
         (&["-n", "-2", "-p", "hi"], 2, "-1 for no limit"),
         (&["--seed", "-5", "-p", "hi"], 2, "seed"),
         (&["--image", &img, "--image-max-side", "8", "-p", "hi"], 2, "below the model's patch size (16 px)"),
-        (&["--image", &img, "-p", "<image> and <image>"], 2, "2 <image> markers but 1 --image"),
+        (&["--image", &img, "-p", "<image> and <image>"], 2, "2 <image> markers but 1 image"),
         (&["--image", "/nonexistent.png", "-p", "hi"], 3, "/nonexistent.png: No such file"),
         (&["--image", "/tmp", "-p", "hi"], 3, "/tmp: is a directory"),
         (

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use pixtral::chat::{encode_chat, Chunk, Message};
 use pixtral::model::vision::VisionModel;
-use pixtral::{Conversation, EncodedImage, Model, Sampler, SamplerParams, Session, SessionOptions};
+use pixtral::{Conversation, EncodedImage, GenerateOptions, Model, Sampler, SamplerParams, Session, SessionOptions};
 
 const GREETING: &str = "Hello! Show me an image and ask about its shape, colour, count or digit.";
 
@@ -34,7 +34,7 @@ fn encode_image(vm: &VisionModel, path: &Path) -> EncodedImage {
     let img = pixtral::image::load(path).unwrap();
     let pre = pixtral::image::preprocess(&img, &vm.preprocess_config(None));
     let embeds = vm.encode(std::slice::from_ref(&pre));
-    EncodedImage { path: Some(path.to_path_buf()), grid_w: pre.grid_w, grid_h: pre.grid_h, embeds }
+    EncodedImage::new(Some(path.to_path_buf()), pre.grid_w, pre.grid_h, embeds)
 }
 
 /// The single questions of `file` (one user message: image, then text): (right, equal to PyTorch, report lines).
@@ -102,12 +102,12 @@ fn the_demo_model_understands_wordings_it_was_not_trained_on_like_pytorch() {
 fn converse(model: &Model, turns: &[(&str, Option<EncodedImage>)]) -> Vec<String> {
     let mut conv = Conversation::new(None);
     let mut session = Session::new(model, SessionOptions::default());
-    let mut greedy = Sampler::new(SamplerParams::greedy());
     let mut answers = Vec::new();
     for (q, image) in turns {
-        conv.push_user(q, image.iter().cloned().collect());
-        let reply = conv.respond(&mut session, &mut greedy, 48, None, |_| true).unwrap();
-        answers.push(reply.generation.text.trim().to_string());
+        conv.push_user(q, image.iter().cloned().map(Into::into).collect());
+        let mut greedy = GenerateOptions { max_tokens: 48, sampling: SamplerParams::greedy(), ..Default::default() };
+        let reply = conv.respond(&mut session, &mut greedy).unwrap();
+        answers.push(reply.text.trim().to_string());
     }
     answers
 }

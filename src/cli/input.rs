@@ -7,21 +7,13 @@ use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
 
 use pixtral::image::ImageLimits;
+use pixtral::ImageSource;
 
 use crate::ui::usage;
 
 /// The largest prompt read from a file or standard input (bytes): far above any context, small enough that a
 /// mistaken `-f /dev/zero` stops at once.
 const MAX_PROMPT_BYTES: u64 = 64 << 20;
-
-/// An image read into memory, its size known from its header.
-pub struct ImageInput {
-    /// the path as given, or `<stdin>`
-    pub name: PathBuf,
-    pub bytes: Vec<u8>,
-    pub width: usize,
-    pub height: usize,
-}
 
 /// A typed I/O error about `path` (exit 3): `PATH: msg`.
 fn io_error(path: &Path, kind: std::io::ErrorKind, msg: impl Into<String>) -> anyhow::Error {
@@ -78,27 +70,21 @@ pub fn prompt_text(prompt: Option<&str>, file: Option<&Path>, stdin_taken: bool)
     Ok(text)
 }
 
-/// Read every `--image` (at most [`ImageLimits::max_bytes`] each) and check its header: a missing or
-/// unreadable file, or one that is not a supported image, is named in the error.
-pub fn read_images(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageInput>> {
-    let lim = ImageLimits::default();
+/// The `--image` arguments as the library's sources: paths as they are (read and checked by
+/// [`pixtral::ImageHead::read`]), `-` read from standard input here (within [`ImageLimits::max_bytes`]), once.
+pub fn image_sources(paths: &[PathBuf]) -> anyhow::Result<Vec<ImageSource>> {
     if paths.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
         usage!("only one --image can be read from standard input (-)");
     }
     let mut out = Vec::with_capacity(paths.len());
     for p in paths {
-        let (name, bytes) = if p.as_os_str() == "-" {
+        out.push(if p.as_os_str() == "-" {
             let name = PathBuf::from("<stdin>");
-            let bytes = pixtral::image::read_bounded_from(&name, std::io::stdin().lock(), &lim)?;
-            (name, bytes)
+            let bytes = pixtral::image::read_bounded_from(&name, std::io::stdin().lock(), &ImageLimits::default())?;
+            ImageSource::Encoded { name: "<stdin>".into(), bytes }
         } else {
-            if p.is_dir() {
-                return Err(io_error(p, std::io::ErrorKind::IsADirectory, "is a directory, not an image"));
-            }
-            (p.clone(), pixtral::image::read_bounded(p, &lim)?)
-        };
-        let (width, height) = pixtral::image::dimensions_of(&name, &bytes, &lim)?;
-        out.push(ImageInput { name, bytes, width, height });
+            ImageSource::Path(p.clone())
+        });
     }
     Ok(out)
 }

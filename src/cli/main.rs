@@ -624,17 +624,15 @@ impl Plan {
     }
 }
 
-struct Loaded {
-    model: pixtral::Model,
-    vision: Option<pixtral::model::vision::VisionModel>,
-    path: PathBuf,
+pub struct Loaded {
+    pub engine: pixtral::Engine,
     /// `general.name`, when the file has one
-    name: Option<String>,
-    seconds: f64,
+    pub name: Option<String>,
+    pub seconds: f64,
 }
 
 /// Load the weights planned (text, and the vision tower when `with_vision`) and print the header line.
-fn load(plan: Plan, m: &ModelArgs, with_vision: bool, ui: &Ui) -> anyhow::Result<Loaded> {
+pub fn load(plan: Plan, m: &ModelArgs, with_vision: bool, ui: &Ui) -> anyhow::Result<Loaded> {
     set_threads(m.threads)?;
     let t0 = std::time::Instant::now();
     let Plan { path, file, vision, ctx, ctx_why, .. } = plan;
@@ -654,11 +652,13 @@ fn load(plan: Plan, m: &ModelArgs, with_vision: bool, ui: &Ui) -> anyhow::Result
         Some(Value::String(n)) => Some(n.clone()),
         _ => None,
     };
-    let l = Loaded { model, vision, path, name, seconds: t0.elapsed().as_secs_f64() };
-    let c = &l.model.cfg;
+    let engine = pixtral::Engine::from_parts(path, model, vision, &Default::default());
+    let l = Loaded { engine, name, seconds: t0.elapsed().as_secs_f64() };
+    let model = &l.engine.model;
+    let c = &model.cfg;
     let name = l.name.as_ref().map(|n| format!("{n}, ")).unwrap_or_default();
     let kv = pixtral::runtime::kv_cache::KvCache::bytes_for(c.n_layers, c.n_heads_kv * c.head_dim, ctx, m.kv_type);
-    let r = l.model.repacked;
+    let r = model.repacked;
     let layout = if r.bytes > 0 {
         format!(", {:.0} MB re-laid out R16 in {:.2} s", r.bytes as f64 / 1e6, r.seconds)
     } else {
@@ -666,10 +666,10 @@ fn load(plan: Plan, m: &ModelArgs, with_vision: bool, ui: &Ui) -> anyhow::Result
     };
     ui.info(format!(
         "model: {} ({name}{} layers, dim {}, {} weights{layout}), ISA {}, {} threads, loaded in {:.2} s",
-        l.path.display(),
+        l.engine.path.display(),
         c.n_layers,
         c.dim,
-        l.model.weight_type,
+        model.weight_type,
         pixtral::quant::isa::selected().name(),
         threads_in_use(),
         l.seconds
@@ -692,76 +692,6 @@ fn session_options(m: &ModelArgs, ctx: usize, keep: usize) -> pixtral::SessionOp
         kv_type: m.kv_type,
         ..Default::default()
     }
-}
-
-/// A prompt's ids, planned from the images' headers: nothing decoded yet.
-struct PromptIds {
-    ids: Vec<u32>,
-    /// `(grid_w, grid_h)` per image
-    grids: Vec<(usize, usize)>,
-    /// tokens kept by `--context-shift` by default: BOS and the system part
-    keep: usize,
-    /// tokens through the end of the last image (0 without images): the ring keeps at least these
-    image_end: usize,
-}
-
-/// The prompt's ids: the chat template (user message, optional system), or BOS + plain text with --raw; images
-/// where the `<image>` markers are, else first. Refused (usage, exit 2) when it cannot fit the context: images
-/// are never cut by --context-shift, so they count whatever the flag says.
-fn prompt_ids(plan: &Plan, p: &PromptArgs, text: &str, grids: &[(usize, usize)]) -> anyhow::Result<PromptIds> {
-    use pixtral::chat::{encode_chat, image_tokens, Chunk, Message};
-    let tok = &plan.tokenizer;
-    let parts: Vec<&str> = text.split("<image>").collect();
-    let mut chunks = Vec::new();
-    let image = |i: usize| Chunk::Image { grid_w: grids[i].0, grid_h: grids[i].1 };
-    if parts.len() == 1 {
-        chunks.extend((0..grids.len()).map(image));
-        chunks.push(Chunk::Text(text.to_string()));
-    } else {
-        for (i, part) in parts.iter().enumerate() {
-            if i > 0 {
-                chunks.push(image(i - 1));
-            }
-            if !part.is_empty() {
-                chunks.push(Chunk::Text(part.to_string()));
-            }
-        }
-    }
-    let system = p.system.as_deref();
-    let ids = if p.raw {
-        let mut ids = vec![tok.bos];
-        for c in &chunks {
-            match c {
-                Chunk::Text(t) => ids.extend(tok.encode(t)),
-                Chunk::Image { grid_w, grid_h } => ids.extend(image_tokens(tok, *grid_w, *grid_h)?),
-                Chunk::Tokens(t) => ids.extend_from_slice(t),
-            }
-        }
-        ids
-    } else if grids.is_empty() {
-        encode_chat(tok, system, &[Message::user(text.to_string())])?
-    } else {
-        encode_chat(tok, system, &[Message::user_chunks(chunks)])?
-    };
-    let img: usize = grids.iter().map(|(w, h)| (w + 1) * h).sum();
-    // --context-shift makes room while generating; a prompt must fit whole (nothing of it is dropped unsaid)
-    if ids.len() > plan.ctx {
-        let images = if img > 0 { format!(" ({img} for images, which are never cut to fit)") } else { String::new() };
-        let smaller = if img > 0 { ", or a smaller --image-max-side" } else { "" };
-        usage!(
-            "the prompt has {} tokens{images} but the context holds {}: use a larger --ctx-size{smaller}",
-            ids.len(),
-            plan.ctx
-        );
-    }
-    // the sink kept by --context-shift: BOS, [INST] and the system part; and with images, everything up to
-    // the last image's end, so the ring never overwrites part of an image
-    let keep = match (p.raw, system) {
-        (false, Some(s)) => 2 + tok.encode(&format!("{s}\n\n")).len(),
-        _ => 1,
-    };
-    let image_end = tok.control_id("[IMG_END]").and_then(|e| ids.iter().rposition(|&t| t == e)).map_or(0, |i| i + 1);
-    Ok(PromptIds { ids, grids: grids.to_vec(), keep, image_end })
 }
 
 /// What images will cost on this machine, from the shapes of the two models and the rates of this configuration
@@ -858,23 +788,22 @@ impl<'a> Pricing<'a> {
 /// Before the wait: each image's tokens and, when it is worth saying, what they cost (see [`Pricing`]).
 fn estimate(
     plan: &Plan,
-    ids: &PromptIds,
-    images: &[input::ImageInput],
+    prepared: &pixtral::Prepared,
     max_side: Option<usize>,
     threads: usize,
     vit: VitPrecision,
     ui: &Ui,
 ) {
     let Some(v) = &plan.vision else { return };
-    for (im, &(gw, gh)) in images.iter().zip(&ids.grids) {
-        ui.info(image_line(&im.name, im.width, im.height, gw, gh));
+    for h in &prepared.images {
+        ui.info(image_line(&h.name, h.width, h.height, h.grid_w, h.grid_h));
     }
-    if images.is_empty() {
+    if prepared.images.is_empty() {
         return;
     }
     let p = Pricing::new(&plan.cfg, &plan.file.header, &v.cfg, v.text_dim, &v.file.header, threads, vit);
-    let dims: Vec<(usize, usize)> = images.iter().map(|im| (im.width, im.height)).collect();
-    if let Some(line) = p.line(&dims, max_side, ids.ids.len(), 0) {
+    let dims: Vec<(usize, usize)> = prepared.images.iter().map(|h| (h.width, h.height)).collect();
+    if let Some(line) = p.line(&dims, max_side, prepared.ids.len(), 0) {
         ui.info(line);
     }
 }
@@ -904,83 +833,81 @@ fn human_seconds(s: f64) -> String {
 }
 
 /// Remember this run's ViT and prefill speeds for the next estimate (only work long enough to time well).
-fn learn_rates(l: &Loaded, grids: &[(usize, usize)], vit_seconds: f64, g: &pixtral::Generation) {
-    let Some(vm) = &l.vision else { return };
+fn learn_rates(l: &Loaded, grids: &[(usize, usize)], c: &pixtral::Completion) {
+    let Some(vm) = &l.engine.vision else { return };
     let threads = threads_in_use();
-    let key = rates_key(&l.model.file.header, &vm.file.header, threads, vm.precision);
+    let key = rates_key(&l.engine.model.file.header, &vm.file.header, threads, vm.precision);
     let (mut r, _) = rates::load(&key, threads);
     let before = r;
-    if vit_seconds > 0.5 {
+    if c.timings.image_encode_s > 0.5 {
         let flops: f64 = grids.iter().map(|(w, h)| pixtral::cost::vit_flops(&vm.cfg, vm.text_dim, w * h)).sum();
-        r.vit = flops / vit_seconds / 1e9;
+        r.vit = flops / c.timings.image_encode_s / 1e9;
     }
-    if g.prompt_seconds > 0.5 {
-        pixtral::cost::learn_prefill(&l.model.cfg, g.prompt_tokens, g.prompt_seconds, &mut r);
+    if c.timings.prompt_s > 0.5 {
+        let prefilled = c.usage.prompt_tokens - c.usage.cached_tokens;
+        pixtral::cost::learn_prefill(&l.engine.model.cfg, prefilled, c.timings.prompt_s, &mut r);
     }
     if r != before {
         rates::save(&key, &r);
     }
 }
 
-/// Decode and preprocess the images (already read and checked) before any weight loads: a file whose header is
-/// fine but whose data is not fails here, in milliseconds, not after the model's seconds of loading.
-fn decode_images(
-    plan: &Plan,
-    max_side: Option<usize>,
-    images: &[input::ImageInput],
-) -> anyhow::Result<Vec<pixtral::image::Preprocessed>> {
-    let Some(cfg) = plan.preprocess(max_side)? else { return Ok(Vec::new()) };
-    let lim = pixtral::image::ImageLimits::default();
-    let mut pre = Vec::with_capacity(images.len());
-    for im in images {
-        let rgb = pixtral::image::decode(&im.name, &im.bytes, &lim)?;
-        pre.push(pixtral::image::preprocess(&rgb, &cfg));
-    }
-    Ok(pre)
-}
-
-/// Encode preprocessed images as one packed sequence, with a progress bar when it takes a while.
-pub fn encode_with_bar(
-    vm: &pixtral::model::vision::VisionModel,
-    pre: &[pixtral::image::Preprocessed],
-    ui: &Ui,
-) -> (Vec<f32>, f64) {
-    let n: usize = pre.iter().map(|p| p.n_patches()).sum();
-    let t0 = std::time::Instant::now();
+/// A progress bar for images through the vision tower, when it takes a while: `(bar, slow)`.
+pub fn vit_bar(vm: &pixtral::model::vision::VisionModel, patches: usize, ui: &Ui) -> (indicatif::ProgressBar, bool) {
     // ~2 flops per weight and patch at a few tens of GFLOP/s: a bar when that is over a second
-    let slow = 2.0 * n as f64 * vm.n_params() as f64 > 3e10;
-    let bar = if slow { ui.bar(vm.cfg.n_layers as u64, &format!("encoding {n} patches")) } else { ui.bar(0, "") };
-    let embeds = vm.encode_with_progress(pre, &mut |done, _| bar.set_position(done as u64));
-    bar.finish_and_clear();
-    let secs = t0.elapsed().as_secs_f64();
-    if slow {
-        ui.info(format!("encoded {n} patches in {secs:.2} s ({:.1} patches/s)", n as f64 / secs.max(1e-9)));
-    }
-    (embeds, secs)
+    let slow = 2.0 * patches as f64 * vm.n_params() as f64 > 3e10;
+    let bar = if slow { ui.bar(vm.cfg.n_layers as u64, &format!("encoding {patches} patches")) } else { ui.bar(0, "") };
+    (bar, slow)
 }
 
-/// Everything `run` and `logits` know before the weights load: the prompt text and images read and checked,
-/// the headers opened, the context chosen, the prompt's ids counted.
-type Prepared = (Plan, PromptIds, Vec<input::ImageInput>, Vec<pixtral::image::Preprocessed>);
+/// Encode a request's images through the engine (the cache first), with a progress bar when it takes a while.
+pub fn encode_with_bar(
+    engine: &pixtral::Engine,
+    heads: &[pixtral::ImageHead],
+    decoded: Vec<Option<pixtral::image::Preprocessed>>,
+    ui: &Ui,
+) -> anyhow::Result<pixtral::runtime::engine::Encoded> {
+    let Some(vm) = &engine.vision else { return Ok(engine.encode(&[], Vec::new(), &mut |_, _| {})?) };
+    let n: usize = heads.iter().map(|h| h.n_patches()).sum();
+    let (bar, slow) = vit_bar(vm, n, ui);
+    let e = engine.encode(heads, decoded, &mut |done, _| bar.set_position(done as u64))?;
+    bar.finish_and_clear();
+    if slow && e.patches > 0 {
+        ui.info(format!(
+            "encoded {} patches in {:.2} s ({:.1} patches/s)",
+            e.patches,
+            e.seconds,
+            e.patches as f64 / e.seconds.max(1e-9)
+        ));
+    }
+    Ok(e)
+}
 
-fn prepare(m: &ModelArgs, p: &PromptArgs, ui: &Ui) -> anyhow::Result<Prepared> {
+/// Everything `run` and `logits` know before the weights load: the prompt text and images read and checked
+/// (by the library's [`pixtral::Prepared`]), the headers opened, the context chosen, the pixels decoded.
+struct Ready {
+    plan: Plan,
+    prepared: pixtral::Prepared,
+    decoded: Vec<Option<pixtral::image::Preprocessed>>,
+}
+
+fn prepare(m: &ModelArgs, p: &PromptArgs, ui: &Ui) -> anyhow::Result<Ready> {
     let stdin_image = p.images.image.iter().any(|i| i.as_os_str() == "-");
     let text = input::prompt_text(p.prompt.as_deref(), p.file.as_deref(), stdin_image)?;
-    let markers = text.matches("<image>").count();
-    if markers != 0 && markers != p.images.image.len() {
-        usage!("the prompt has {markers} <image> markers but {} --image were given", p.images.image.len());
+    let sources = input::image_sources(&p.images.image)?;
+    let plan = plan(m, p.images.mmproj.as_deref(), !sources.is_empty(), ui)?;
+    let mut req = pixtral::Request { messages: Vec::new(), image_max_side: p.images.image_max_side, raw: p.raw };
+    if let Some(s) = p.system.as_deref().filter(|_| !p.raw) {
+        req.messages.push(pixtral::RequestMessage::system(s));
     }
-    let images = input::read_images(&p.images.image)?;
-    let plan = plan(m, p.images.mmproj.as_deref(), !images.is_empty(), ui)?;
-    let grids = match plan.preprocess(p.images.image_max_side)? {
-        Some(cfg) => {
-            images.iter().map(|im| pixtral::image::grid(im.width, im.height, cfg.max_side, cfg.patch)).collect()
-        }
-        None => Vec::new(),
-    };
-    let ids = prompt_ids(&plan, p, &text, &grids)?;
-    let pre = decode_images(&plan, p.images.image_max_side, &images)?;
-    Ok((plan, ids, images, pre))
+    req.messages.push(pixtral::RequestMessage::user(pixtral::runtime::request::content_with_markers(&text, sources)?));
+    let vision = plan.vision.as_ref().map(|v| &v.cfg);
+    let lim = pixtral::image::ImageLimits::default();
+    let prepared = pixtral::Prepared::new(&plan.tokenizer, vision, &req, &lim)?;
+    // --context-shift makes room while generating; a prompt must fit whole (nothing of it is dropped unsaid)
+    prepared.check_fits(plan.ctx)?;
+    let decoded = prepared.decode(&lim)?;
+    Ok(Ready { plan, prepared, decoded })
 }
 
 fn encode_image(model: Option<PathBuf>, a: ImageArgs, out: PathBuf, pixels_out: Option<PathBuf>) -> anyhow::Result<()> {
@@ -988,7 +915,7 @@ fn encode_image(model: Option<PathBuf>, a: ImageArgs, out: PathBuf, pixels_out: 
         usage!("give at least one --image");
     }
     let ui = Ui::new(UiArgs::default());
-    let images = input::read_images(&a.image)?;
+    let sources = input::image_sources(&a.image)?;
     let m = ModelArgs {
         model,
         ctx_size: Some(1),
@@ -1002,14 +929,26 @@ fn encode_image(model: Option<PathBuf>, a: ImageArgs, out: PathBuf, pixels_out: 
     for o in std::iter::once(&out).chain(&pixels_out) {
         input::writable(o)?;
     }
-    let pre = decode_images(&plan, a.image_max_side, &images)?;
     let v = plan.vision.expect("vision planned");
-    let vm = &pixtral::model::vision::VisionModel::from_file(v.file, &Default::default())?;
-    let (embeds, secs) = encode_with_bar(vm, &pre, &ui);
-    for (im, p) in images.iter().zip(&pre) {
-        ui.info(image_line(&im.name, im.width, im.height, p.grid_w, p.grid_h));
+    let cfg = pixtral::model::vision::preprocess_config(&v.cfg, a.image_max_side);
+    if let Some(s) = a.image_max_side.filter(|&s| s < v.cfg.patch_size) {
+        usage!("--image-max-side {s} is below the model's patch size ({} px)", v.cfg.patch_size);
     }
+    let lim = pixtral::image::ImageLimits::default();
+    let heads: Vec<pixtral::ImageHead> =
+        sources.iter().map(|s| pixtral::ImageHead::read(s, &cfg, &lim)).collect::<pixtral::Result<_>>()?;
+    let pre: Vec<pixtral::image::Preprocessed> =
+        heads.iter().map(|h| h.decode(&lim)).collect::<pixtral::Result<_>>()?;
+    let vm = pixtral::model::vision::VisionModel::from_file(v.file, &Default::default())?;
     let n: usize = pre.iter().map(|p| p.n_patches()).sum();
+    let (bar, _) = vit_bar(&vm, n, &ui);
+    let t0 = std::time::Instant::now();
+    let embeds = vm.encode_with_progress(&pre, &mut |done, _| bar.set_position(done as u64));
+    bar.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    for h in &heads {
+        ui.info(image_line(&h.name, h.width, h.height, h.grid_w, h.grid_h));
+    }
     pixtral::npy::write_f32(&out, &[n, vm.text_dim], &embeds)?;
     if let Some(px) = pixels_out {
         let p = &pre[0];
@@ -1056,72 +995,38 @@ pub fn prefill_bar(session: &mut pixtral::Session<'_>, model: &pixtral::Model, u
 }
 
 /// The timing line after an answer.
-fn timings(load_s: f64, image_s: f64, g: &pixtral::Generation) -> String {
+fn timings(load_s: f64, c: &pixtral::Completion) -> String {
+    let (t, u) = (&c.timings, &c.usage);
     format!(
-        "load {load_s:.2} s | image encode {image_s:.2} s | prompt {} tokens in {:.2} s ({:.1} tok/s) | generation {} tokens in {:.2} s ({:.1} tok/s)",
-        g.prompt_tokens,
-        g.prompt_seconds,
-        g.prompt_tokens as f64 / g.prompt_seconds.max(1e-9),
-        g.tokens.len(),
-        g.gen_seconds,
-        g.tokens.len() as f64 / g.gen_seconds.max(1e-9),
+        "load {load_s:.2} s | image encode {:.2} s | prompt {} tokens in {:.2} s ({:.1} tok/s) | generation {} tokens in {:.2} s ({:.1} tok/s)",
+        t.image_encode_s,
+        u.prompt_tokens,
+        t.prompt_s,
+        u.prompt_tokens as f64 / t.prompt_s.max(1e-9),
+        u.completion_tokens,
+        t.generation_s,
+        u.completion_tokens as f64 / t.generation_s.max(1e-9),
     )
-}
-
-/// Why an answer ended, as `run` says it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Finish {
-    Eos,
-    StopString,
-    Length { context_full: bool },
-    Cancelled,
-}
-
-impl Finish {
-    fn of(g: &pixtral::Generation, stopped: bool) -> Finish {
-        match g.finish {
-            _ if stopped => Finish::StopString,
-            pixtral::FinishReason::Stop => Finish::Eos,
-            pixtral::FinishReason::Length => Finish::Length { context_full: g.context_full },
-            pixtral::FinishReason::Cancelled => Finish::Cancelled,
-        }
-    }
-
-    /// OpenAI's `finish_reason` spelling.
-    fn reason(self) -> &'static str {
-        match self {
-            Finish::Eos | Finish::StopString => "stop",
-            Finish::Length { .. } => "length",
-            Finish::Cancelled => "cancelled",
-        }
-    }
 }
 
 fn run(a: RunArgs) -> anyhow::Result<()> {
     let ui = Ui::new(a.ui);
     // ---- everything that can be checked before the weights load ----
-    let (plan, pids, images, pre) = prepare(&a.m, &a.p, &ui)?;
-    let got: Vec<(usize, usize)> = pre.iter().map(|p| (p.grid_w, p.grid_h)).collect();
-    if got != pids.grids {
-        anyhow::bail!("decoded image grids {got:?} differ from the headers' {:?}", pids.grids);
-    }
+    let Ready { plan, prepared, decoded } = prepare(&a.m, &a.p, &ui)?;
     let threads = a.m.threads.unwrap_or_else(physical_cores_or_one);
     // the arithmetic the ViT will use (load warns when bf16 falls back)
-    estimate(&plan, &pids, &images, a.p.images.image_max_side, threads, a.m.vit_precision.usable(), &ui);
+    estimate(&plan, &prepared, a.p.images.image_max_side, threads, a.m.vit_precision.usable(), &ui);
     let ctx = plan.ctx;
     // ---- weights, then the images through the vision tower ----
-    let l = load(plan, &a.m, !images.is_empty(), &ui)?;
-    let model = &l.model;
-    let (embeds, image_seconds) = match &l.vision {
-        Some(vm) if !pre.is_empty() => encode_with_bar(vm, &pre, &ui),
-        _ => (Vec::new(), 0.0),
-    };
-    let ids = &pids.ids;
-    let params = sampler_params(&a.sampling, model.tokenizer.eos);
+    let l = load(plan, &a.m, !prepared.images.is_empty(), &ui)?;
+    let engine = &l.engine;
+    let enc = encode_with_bar(engine, &prepared.images, decoded, &ui)?;
+    let ids = &prepared.ids;
+    let params = sampler_params(&a.sampling, engine.model.tokenizer.eos);
     ui.info(format!("prompt: {} tokens, seed {}, temperature {}", ids.len(), params.seed, params.temp));
     // the ring never overwrites part of an image: it keeps everything through the last one
-    let keep = a.m.keep.unwrap_or(pids.keep).max(pids.image_end);
-    if a.m.context_shift && pids.image_end > 0 {
+    let keep = a.m.keep.unwrap_or(prepared.keep).max(prepared.image_end);
+    if a.m.context_shift && prepared.image_end > 0 {
         ui.info(format!("context shift keeps the first {keep} tokens (through the last image): images are never cut"));
     }
     if a.verbose_prompt {
@@ -1129,75 +1034,70 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         ui.always(format!(
             "---- prompt ({} tokens) ----\n{}\n----",
             ids.len(),
-            err.text(&pixtral::chat::render_prompt(&model.tokenizer, ids))
+            err.text(&pixtral::chat::render_prompt(&engine.model.tokenizer, ids))
         ));
     }
     ui.detail(format!("prompt ids: {ids:?}"));
-    let mut session = pixtral::Session::try_new(model, session_options(&a.m, ctx, keep))?;
-    prefill_bar(&mut session, model, &ui);
-    let mut sampler = pixtral::Sampler::new(params.clone());
+    let grids: Vec<(usize, usize)> = prepared.images.iter().map(|h| (h.grid_w, h.grid_h)).collect();
+    let mut session = engine.session(session_options(&a.m, ctx, keep))?;
+    prefill_bar(&mut session, &engine.model, &ui);
+    let mut conv = pixtral::Conversation::new(None);
+    conv.replace(prepared.raw, prepared.system, prepared.messages, enc.images);
     // Ctrl-C stops the answer; the timings still print
     pixtral::convert::os::install_sigint_handler();
-    let cancel = pixtral::convert::os::interrupt_flag();
     let mut out = ui::AnswerOut::new();
-    let mut stops = pixtral::StopStrings::new(&a.sampling.stop);
-    let mut answer = String::new();
-    let n_predict = max_tokens(a.n_predict);
-    let g = session.generate_with_images(ids, &embeds, &mut sampler, n_predict, Some(cancel), |piece| {
-        let (text, hit) = stops.push(piece);
-        answer.push_str(&text);
+    let json = a.json;
+    let mut opts = pixtral::GenerateOptions {
+        max_tokens: max_tokens(a.n_predict),
+        stop: a.sampling.stop.clone(),
+        sampling: params.clone(),
         // with --json the answer is printed whole at the end; a failed write ends generation
-        let written = a.json || out.write(&text);
-        !hit && written
-    })?;
-    let stopped = stops.matched().map(str::to_string);
-    if stopped.is_none() {
-        let rest = stops.finish();
-        answer.push_str(&rest);
-        if !a.json {
-            out.write(&rest);
-        }
-    }
-    let finish = Finish::of(&g, stopped.is_some());
+        on_token: Some(Box::new(|t: &pixtral::TokenEvent| json || out.write(t.text))),
+        cancel: Some(pixtral::convert::os::interrupt_flag()),
+        ..Default::default()
+    };
+    let mut c = conv.respond(&mut session, &mut opts)?;
+    drop(opts);
+    c.timings.image_encode_s = enc.seconds;
     if a.json {
+        let (t, u) = (&c.timings, &c.usage);
         let v = serde_json::json!({
-            "model": l.path.display().to_string(),
+            "model": l.engine.path.display().to_string(),
             "model_name": l.name,
-            "answer": answer,
-            "finish_reason": finish.reason(),
-            "stop_string": stopped,
-            "context_full": g.context_full,
-            "usage": {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.tokens.len(), "total_tokens": g.prompt_tokens + g.tokens.len()},
+            "answer": c.text,
+            "finish_reason": c.finish_reason.as_str(),
+            "stop_string": c.stop_string,
+            "context_full": c.context_full,
+            "usage": {"prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "total_tokens": u.prompt_tokens + u.completion_tokens},
             "seed": params.seed,
             "timings": {
                 "load_s": l.seconds,
-                "image_encode_s": image_seconds,
-                "prompt_s": g.prompt_seconds,
-                "prompt_tok_s": g.prompt_tokens as f64 / g.prompt_seconds.max(1e-9),
-                "generation_s": g.gen_seconds,
-                "generation_tok_s": g.tokens.len() as f64 / g.gen_seconds.max(1e-9),
+                "image_encode_s": t.image_encode_s,
+                "prompt_s": t.prompt_s,
+                "prompt_tok_s": u.prompt_tokens as f64 / t.prompt_s.max(1e-9),
+                "generation_s": t.generation_s,
+                "generation_tok_s": u.completion_tokens as f64 / t.generation_s.max(1e-9),
             },
         });
         out.write(&format!("{v}\n"));
     } else {
         out.write("\n");
     }
-    learn_rates(&l, &pids.grids, image_seconds, &g);
+    learn_rates(&l, &grids, &c);
     // a closed pipe (`pixtral run … | head -c 50`) ends quietly with 0; any other failed write is an error
     out.result()?;
-    let what = match finish {
-        Finish::Eos => "stop (EOS)".to_string(),
-        Finish::StopString => "stop (a --stop string)".to_string(),
-        Finish::Length { context_full: true } if a.m.context_shift => "length: the context is full".to_string(),
-        Finish::Length { context_full: true } => {
-            format!("length: the context of {ctx} tokens is full (use --ctx-size or --context-shift)")
-        }
-        Finish::Length { context_full: false } => format!("length: {} tokens (-n)", a.n_predict),
-        Finish::Cancelled => "cancelled (Ctrl-C)".to_string(),
+    use pixtral::FinishReason as F;
+    let what = match (c.finish_reason, c.context_full) {
+        (F::Stop, _) if c.stop_string.is_some() => "stop (a --stop string)".to_string(),
+        (F::Stop, _) => "stop (EOS)".to_string(),
+        (F::Length, true) if a.m.context_shift => "length: the context is full".to_string(),
+        (F::Length, true) => format!("length: the context of {ctx} tokens is full (use --ctx-size or --context-shift)"),
+        (F::Length, false) => format!("length: {} tokens (-n)", a.n_predict),
+        (F::Cancelled, _) => "cancelled (Ctrl-C)".to_string(),
     };
-    ui.detail(format!("answer ids: {:?}", g.tokens));
-    ui.info(format!("finish: {what}\n{}", timings(l.seconds, image_seconds, &g)));
-    if finish == Finish::Cancelled {
+    ui.detail(format!("answer ids: {:?}", c.tokens));
+    ui.info(format!("finish: {what}\n{}", timings(l.seconds, &c)));
+    if c.finish_reason == F::Cancelled {
         return Err(pixtral::Error::Cancelled.into());
     }
     Ok(())
@@ -1205,26 +1105,26 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
 
 fn logits(m: ModelArgs, p: PromptArgs, out: PathBuf, ids_out: Option<PathBuf>) -> anyhow::Result<()> {
     let ui = Ui::new(UiArgs::default());
-    let (plan, pids, _, pre) = prepare(&m, &p, &ui)?;
+    let Ready { plan, prepared, decoded } = prepare(&m, &p, &ui)?;
     for o in std::iter::once(&out).chain(&ids_out) {
         input::writable(o)?;
     }
     let ctx = plan.ctx;
-    let l = load(plan, &m, !pre.is_empty(), &ui)?;
-    let model = &l.model;
-    let embeds = match &l.vision {
-        Some(vm) if !pre.is_empty() => encode_with_bar(vm, &pre, &ui).0,
-        _ => Vec::new(),
-    };
-    let ids = &pids.ids;
-    let mut session = pixtral::Session::try_new(model, session_options(&m, ctx, m.keep.unwrap_or(pids.keep)))?;
+    let l = load(plan, &m, !prepared.images.is_empty(), &ui)?;
+    let engine = &l.engine;
+    // image features in order of appearance: the order of the prompt's [IMG] tokens
+    let enc = encode_with_bar(engine, &prepared.images, decoded, &ui)?;
+    let embeds: Vec<f32> = enc.images.iter().flat_map(|e| e.embeds.iter().copied()).collect();
+    let ids = &prepared.ids;
+    let mut session = engine.session(session_options(&m, ctx, m.keep.unwrap_or(prepared.keep)))?;
     let mut all = Vec::new();
     session.eval_with_images(ids, &embeds, Some(&mut all), None)?;
-    pixtral::npy::write_f32(&out, &[ids.len(), model.cfg.vocab_size], &all)?;
+    let vocab = engine.model.cfg.vocab_size;
+    pixtral::npy::write_f32(&out, &[ids.len(), vocab], &all)?;
     if let Some(p) = ids_out {
         std::fs::write(&p, serde_json::to_string(ids)?).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
     }
-    eprintln!("wrote {} ({} tokens x {} logits)", out.display(), ids.len(), model.cfg.vocab_size);
+    eprintln!("wrote {} ({} tokens x {vocab} logits)", out.display(), ids.len());
     Ok(())
 }
 

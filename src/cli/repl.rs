@@ -11,9 +11,9 @@ use std::borrow::Cow;
 use std::io::{BufRead, IsTerminal};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use pixtral::model::vision::VisionModel;
-use pixtral::{Conversation, EncodedImage, FinishReason, Reply, Sampler, SamplerParams, StopStrings};
+use pixtral::{Completion, Conversation, EncodedImage, FinishReason, GenerateOptions, ImageSource, SamplerParams};
 use rustyline::completion::{Completer, FilenameCompleter, Pair};
 use rustyline::error::ReadlineError;
 use rustyline::highlight::Highlighter;
@@ -272,22 +272,23 @@ struct Repl<'m> {
     ui: Ui,
     /// stderr (everything but answers): cleaned and coloured on a terminal
     err: Stream,
+    engine: &'m pixtral::Engine,
     model: &'m pixtral::Model,
-    model_path: PathBuf,
-    vision: Option<VisionModel>,
     image_max_side: Option<usize>,
     session: pixtral::Session<'m>,
     conv: Conversation,
+    /// sampling as set; answer k (from 0, counted since the seed was set) draws with seed + k, so answers differ
+    /// and a session replays with the same --seed
     params: SamplerParams,
-    sampler: Sampler,
+    answers: u64,
     n_predict: usize,
     stop: Vec<String>,
     /// --context-shift: drop the oldest whole exchanges to make room
     shift: bool,
     /// images attached to the next message
-    attached: Vec<EncodedImage>,
+    attached: Vec<Arc<EncodedImage>>,
     /// the last answer, while the conversation still ends with it
-    last: Option<Reply>,
+    last: Option<Completion>,
     ctx: usize,
 }
 
@@ -303,20 +304,16 @@ impl Repl<'_> {
         eprintln!("{}", self.err.text(&msg.to_string()));
     }
 
-    fn encode_image(&self, path: &Path) -> anyhow::Result<EncodedImage> {
-        let Some(vm) = &self.vision else {
+    fn encode_image(&self, path: &Path) -> anyhow::Result<Arc<EncodedImage>> {
+        let Some(vm) = &self.engine.vision else {
             anyhow::bail!(
                 "no mmproj next to {}: restart with --mmproj, or convert the checkpoint with its vision tower",
-                self.model_path.display()
+                self.engine.path.display()
             )
         };
-        let cfg = vm.preprocess_config(self.image_max_side);
-        let lim = pixtral::image::ImageLimits::default();
         // read once (a pipe or FIFO cannot be read twice), counted from the header before any pixel is decoded
-        let bytes = pixtral::image::read_bounded(path, &lim)?;
-        let (w, h) = pixtral::image::dimensions_of(path, &bytes, &lim)?;
-        let (gw, gh) = pixtral::image::grid(w, h, cfg.max_side, cfg.patch);
-        let need = (gw + 1) * gh;
+        let mut head = self.engine.inspect(&ImageSource::Path(path.to_path_buf()), self.image_max_side)?;
+        let (w, h, gw, gh, need) = (head.width, head.height, head.grid_w, head.grid_h, head.n_tokens());
         let attached: usize = self.attached.iter().map(|a| (a.grid_w + 1) * a.grid_h).sum();
         let have = self.conv.prompt_tokens(&self.model.tokenizer)? + attached;
         if self.shift {
@@ -349,13 +346,14 @@ impl Repl<'_> {
         if let Some(line) = pricing.line(&[(w, h)], self.image_max_side, need + 16, have) {
             self.ui.info(line);
         }
-        let img = pixtral::image::decode(path, &bytes, &lim)?;
-        let pre = pixtral::image::preprocess(&img, &cfg);
-        self.ui.info(crate::image_line(path, img.width, img.height, pre.grid_w, pre.grid_h));
-        let (embeds, _) = crate::encode_with_bar(vm, std::slice::from_ref(&pre), &self.ui);
+        self.ui.info(crate::image_line(path, w, h, gw, gh));
         // saved conversations name images by absolute path, so /load finds them from any directory
-        let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        Ok(EncodedImage { path: Some(abs), grid_w: pre.grid_w, grid_h: pre.grid_h, embeds })
+        head.path = Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
+        let enc = crate::encode_with_bar(self.engine, std::slice::from_ref(&head), Vec::new(), &self.ui)?;
+        if enc.cached > 0 {
+            self.ui.detail("[the image was in the cache of encoded images]");
+        }
+        Ok(enc.images[0].clone())
     }
 
     fn attach(&mut self, paths: &[String]) -> Done {
@@ -383,7 +381,10 @@ impl Repl<'_> {
                     "top_p" => crate::parse_unit(v).map(|x| p.top_p = x),
                     "min_p" => crate::parse_unit(v).map(|x| p.min_p = x),
                     "repeat_penalty" => crate::parse_penalty(v).map(|x| p.repeat_penalty = x),
-                    "seed" => crate::parse_seed(v).map(|x| p.seed = x as u64),
+                    "seed" => crate::parse_seed(v).map(|x| {
+                        p.seed = x as u64;
+                        self.answers = 0;
+                    }),
                     "n" | "n_predict" => crate::parse_n_predict(v).map(|x| self.n_predict = crate::max_tokens(x)),
                     _ => crate::ui::usage!("unknown setting {k:?}; /set lists them"),
                 };
@@ -393,7 +394,6 @@ impl Repl<'_> {
             }
             _ => crate::ui::usage!("usage: /set KEY VALUE (or /set to list)"),
         }
-        self.sampler = Sampler::new(self.params.clone());
         let p = &self.params;
         eprintln!(
             "settings: temp {} top_k {} top_p {} min_p {} repeat_penalty {} seed {} n {}",
@@ -418,27 +418,24 @@ impl Repl<'_> {
             eprintln!("no answer yet");
             return Ok(());
         };
-        let g = &r.generation;
-        let pp = r.prefilled as f64 / g.prompt_seconds.max(1e-9);
+        let (u, t) = (&r.usage, &r.timings);
+        let prefilled = u.prompt_tokens - u.cached_tokens;
+        let pp = prefilled as f64 / t.prompt_s.max(1e-9);
         eprintln!(
-            "last answer: prompt {} tokens: {} found in the KV cache, {} evaluated in {:.2} s ({:.1} tok/s)",
-            r.reused + r.prefilled,
-            r.reused,
-            r.prefilled,
-            g.prompt_seconds,
-            pp
+            "last answer: prompt {} tokens: {} found in the KV cache, {prefilled} evaluated in {:.2} s ({:.1} tok/s)",
+            u.prompt_tokens, u.cached_tokens, t.prompt_s, pp
         );
         eprintln!(
             "             answer {} tokens in {:.2} s ({:.1} tok/s)",
-            g.tokens.len(),
-            g.gen_seconds,
-            g.tokens.len() as f64 / g.gen_seconds.max(1e-9)
+            u.completion_tokens,
+            t.generation_s,
+            u.completion_tokens as f64 / t.generation_s.max(1e-9)
         );
-        if r.reused > 0 {
+        if u.cached_tokens > 0 {
             eprintln!(
                 "the cache saved evaluating {} tokens (~{:.2} s at this turn's prompt speed)",
-                r.reused,
-                r.reused as f64 / pp.max(1e-9)
+                u.cached_tokens,
+                u.cached_tokens as f64 / pp.max(1e-9)
             );
         }
         Ok(())
@@ -521,25 +518,25 @@ impl Repl<'_> {
         let cancel = pixtral::convert::os::interrupt_flag();
         cancel.store(false, Ordering::SeqCst);
         let mut out = crate::ui::AnswerOut::new();
-        let mut stops = StopStrings::new(&self.stop);
-        let r = self.conv.respond(&mut self.session, &mut self.sampler, self.n_predict, Some(cancel), |piece| {
-            let (t, hit) = stops.push(piece);
+        let mut opts = GenerateOptions {
+            max_tokens: self.n_predict,
+            stop: self.stop.clone(),
+            sampling: SamplerParams { seed: self.params.seed.wrapping_add(self.answers), ..self.params.clone() },
             // a failed write (a closed stdout) ends the answer; the error ends the REPL below
-            out.write(&t) && !hit
-        });
-        let stopped = stops.matched().is_some();
-        if !stopped {
-            out.write(&stops.finish());
-        }
+            on_token: Some(Box::new(|t: &pixtral::TokenEvent| out.write(t.text))),
+            cancel: Some(cancel),
+            ..Default::default()
+        };
+        let r = self.conv.respond(&mut self.session, &mut opts);
+        drop(opts);
+        self.answers += 1;
         if r.is_ok() {
             out.write("\n");
         }
         out.result()?;
         match r {
             Ok(r) => {
-                let g = &r.generation;
-                match (g.finish, g.context_full) {
-                    _ if stopped => {}
+                match (r.finish_reason, r.context_full) {
                     (FinishReason::Cancelled, _) => self.note("[stopped; the partial answer stays in the conversation]"),
                     (FinishReason::Length, true) if self.shift => {
                         self.note("[the context is full: the next message drops the oldest exchanges]")
@@ -550,12 +547,13 @@ impl Repl<'_> {
                     (FinishReason::Length, false) => self.note(format!("[answer cut at {} tokens: /set n to change]", self.n_predict)),
                     (FinishReason::Stop, _) => {}
                 }
+                let u = &r.usage;
                 self.ui.detail(format!(
                     "[{} prompt tokens ({} from the cache), {} answer tokens, {:.1} tok/s]",
-                    r.reused + r.prefilled,
-                    r.reused,
-                    g.tokens.len(),
-                    g.tokens.len() as f64 / g.gen_seconds.max(1e-9)
+                    u.prompt_tokens,
+                    u.cached_tokens,
+                    u.completion_tokens,
+                    u.completion_tokens as f64 / r.timings.generation_s.max(1e-9)
                 ));
                 self.last = Some(r);
                 let used = self.conv.prompt_tokens(&self.model.tokenizer)?;
@@ -645,9 +643,9 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
     plan.preprocess(a.image_max_side)?;
     let ctx = plan.ctx;
     let l = crate::load(plan, &a.m, true, &ui)?;
-    let model = &l.model;
-    let vision = l.vision;
-    match &vision {
+    let engine = &l.engine;
+    let model = &engine.model;
+    match &engine.vision {
         Some(vm) => ui.info(format!(
             "vision: {} (images up to {} px a side, {}x{} patches)",
             vm.file.path.display(),
@@ -655,29 +653,27 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
             vm.cfg.patch_size,
             vm.cfg.patch_size
         )),
-        None => {
-            ui.info(format!("vision: no mmproj at {}: text only", pixtral::convert::mmproj_path(&l.path).display()))
-        }
+        None => ui
+            .info(format!("vision: no mmproj at {}: text only", pixtral::convert::mmproj_path(&engine.path).display())),
     }
     let params = crate::sampler_params(&a.sampling, model.tokenizer.eos);
     ui.info(format!("sampling: temperature {}, seed {}; type /help for commands", params.temp, params.seed));
     // the REPL makes room by dropping whole exchanges, never with the ring (which would cut images)
     let mut opts = crate::session_options(&a.m, ctx, 1);
     opts.context_shift = false;
-    let mut session = pixtral::Session::try_new(model, opts)?;
+    let mut session = engine.session(opts)?;
     crate::prefill_bar(&mut session, model, &ui);
     let n_predict = crate::max_tokens(a.n_predict);
     let mut repl = Repl {
         ui,
         err: Stream::stderr(),
+        engine,
         model,
-        model_path: l.path.clone(),
-        vision,
         image_max_side: a.image_max_side,
         session,
         conv: Conversation::new(a.system.clone()),
-        sampler: Sampler::new(params.clone()),
         params,
+        answers: 0,
         n_predict,
         stop: a.sampling.stop.clone(),
         shift: a.m.context_shift,

@@ -84,7 +84,7 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
         if let Some(e) = cause.downcast_ref::<E>() {
             return ExitCode::from(match e {
                 E::Gguf(_) | E::Model { .. } | E::ShapeMismatch { .. } | E::Io { .. } | E::Invalid(_) => 3,
-                E::ContextFull { .. } | E::Memory { .. } => 2,
+                E::ContextFull { .. } | E::Memory { .. } | E::Request(_) => 2,
                 E::Cancelled => 130,
                 E::NonFinite { .. } => 1,
             });

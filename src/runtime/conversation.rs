@@ -10,60 +10,42 @@
 //! Answers are kept as the ids that were sampled ([`Chunk::Tokens`]), so the cache matches them exactly;
 //! an answer cut short (Ctrl-C, `max_tokens`) stays in the conversation as far as it got.
 
-use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::runtime::chat::{encode_chat, Chunk, Message, Role};
+use crate::runtime::engine::prompt_ids;
+use crate::runtime::images::{EncodedImage, ImageKey};
+use crate::runtime::request::{Completion, FinishReason, GenerateOptions, Timings, TokenEvent, Usage};
 use crate::runtime::sampler::Sampler;
-use crate::runtime::session::{Generation, Session};
+use crate::runtime::session::Session;
+use crate::runtime::stop::StopStrings;
 use crate::runtime::tokenizer::Tokenizer;
-
-/// An image ready for the decoder: its patch grid and adapter output `(grid_w · grid_h, text dim)`.
-#[derive(Debug, Clone)]
-pub struct EncodedImage {
-    /// Where it came from (kept by [`Conversation::to_json`]).
-    pub path: Option<PathBuf>,
-    pub grid_w: usize,
-    pub grid_h: usize,
-    pub embeds: Vec<f32>,
-}
-
-#[derive(Debug, Clone)]
-struct ImageEntry {
-    image: EncodedImage,
-    /// unique within the conversation: what an `[IMG]` position is compared by
-    uid: u64,
-}
-
-/// What a turn cost.
-#[derive(Debug, Clone)]
-pub struct Reply {
-    pub generation: Generation,
-    /// tokens of the prompt found in the KV cache
-    pub reused: usize,
-    /// tokens of the prompt evaluated this turn
-    pub prefilled: usize,
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct Conversation {
     pub system: Option<String>,
+    /// BOS and the messages' content without the chat template (see [`crate::Request::raw`]).
+    pub raw: bool,
     messages: Vec<Message>,
     /// the images of `messages`, in order of appearance
-    images: Vec<ImageEntry>,
-    next_uid: u64,
-    /// keys of the tokens the session holds (see [`Conversation::keys`])
-    fed: Vec<u64>,
+    images: Vec<Arc<EncodedImage>>,
+    /// keys of the tokens the session holds (see [`Conversation::encode`])
+    fed: Vec<Key>,
 }
 
-const IMAGE_KEY: u64 = 1 << 63;
+/// What a position of the prompt is compared by: its id, or for an `[IMG]` token the content key of its image
+/// (every image shares the id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Token(u32),
+    Image(ImageKey),
+}
 
 /// A conversation as the model sees it.
 struct Encoded {
     ids: Vec<u32>,
-    /// per position: the id, or `IMAGE_KEY | uid` for an `[IMG]` token
-    keys: Vec<u64>,
+    keys: Vec<Key>,
     /// per `[IMG]` token: (image index, patch index)
     rows: Vec<(usize, usize)>,
 }
@@ -79,19 +61,34 @@ impl Conversation {
 
     /// Images of the conversation, in order.
     pub fn images(&self) -> impl Iterator<Item = &EncodedImage> {
-        self.images.iter().map(|e| &e.image)
+        self.images.iter().map(|e| &**e)
     }
 
     /// Add a user message: `images` first, then `text` (mistral-common's order for a message with images).
-    pub fn push_user(&mut self, text: &str, images: Vec<EncodedImage>) {
+    pub fn push_user(&mut self, text: &str, images: Vec<Arc<EncodedImage>>) {
         let mut content = Vec::with_capacity(images.len() + 1);
         for image in images {
             content.push(Chunk::Image { grid_w: image.grid_w, grid_h: image.grid_h });
-            self.images.push(ImageEntry { image, uid: self.next_uid });
-            self.next_uid += 1;
+            self.images.push(image);
         }
         content.push(Chunk::Text(text.to_string()));
         self.messages.push(Message::user_chunks(content));
+    }
+
+    /// Take a request's messages (see [`crate::runtime::engine::Prepared`]) in place of this conversation's: the
+    /// session's KV cache is still reused as far as the new messages match what it holds. `images` are the
+    /// `Chunk::Image`s of `messages`, in order.
+    pub fn replace(
+        &mut self,
+        raw: bool,
+        system: Option<String>,
+        messages: Vec<Message>,
+        images: Vec<Arc<EncodedImage>>,
+    ) {
+        self.raw = raw;
+        self.system = system;
+        self.messages = messages;
+        self.images = images;
     }
 
     /// Add an assistant message given as text (a loaded conversation).
@@ -135,9 +132,9 @@ impl Conversation {
     }
 
     /// Ids of the conversation and, per position, the key it is compared by: the id, or for an `[IMG]`
-    /// token its image's uid with the top bit set. Also the image rows `(image index, patch)` in order.
+    /// token its image's content key. Also the image rows `(image index, patch)` in order.
     fn encode(&self, tok: &Tokenizer) -> Result<Encoded> {
-        let ids = encode_chat(tok, self.system.as_deref(), &self.messages)?;
+        let ids = prompt_ids(tok, self.raw, self.system.as_deref(), &self.messages)?;
         let img = tok.control_id("[IMG]");
         let end = tok.control_id("[IMG_END]");
         let (mut keys, mut rows) = (Vec::with_capacity(ids.len()), Vec::new());
@@ -148,11 +145,11 @@ impl Conversation {
                     .images
                     .get(image)
                     .ok_or_else(|| Error::Invalid("more images in the prompt than encoded".into()))?;
-                keys.push(IMAGE_KEY | e.uid);
+                keys.push(Key::Image(e.key));
                 rows.push((image, patch));
                 patch += 1;
             } else {
-                keys.push(id as u64);
+                keys.push(Key::Token(id));
                 if Some(id) == end {
                     image += 1;
                     patch = 0;
@@ -171,18 +168,24 @@ impl Conversation {
         Ok(encode_chat(tok, self.system.as_deref(), &m)?.len())
     }
 
-    /// Answer the last user message: rewind `session` to the prefix it shares with this conversation,
-    /// prefill the rest, generate (as [`Session::generate_with_images`]), and keep the answer.
+    /// Answer the last user message: rewind `session` to the prefix it shares with this conversation (an image's
+    /// tokens match by its content key), prefill the rest, generate as `opts` says, and keep the answer (as the
+    /// ids sampled, so the next turn finds them in the cache; an answer cut short stays as far as it got).
     /// On an error (a cancelled prefill, a full context) the conversation is unchanged.
-    pub fn respond(
-        &mut self,
-        session: &mut Session,
-        sampler: &mut Sampler,
-        max_tokens: usize,
-        cancel: Option<&AtomicBool>,
-        on_text: impl FnMut(&str) -> bool,
-    ) -> Result<Reply> {
+    pub fn respond(&mut self, session: &mut Session, opts: &mut GenerateOptions) -> Result<Completion> {
         let tok = &session.model.tokenizer;
+        let dim = session.model.cfg.dim;
+        for (i, e) in self.images.iter().enumerate() {
+            if e.embeds.len() != e.grid_w * e.grid_h * dim {
+                return Err(Error::Invalid(format!(
+                    "image {i}: {} values of features, but a {}x{} grid at width {dim} needs {}",
+                    e.embeds.len(),
+                    e.grid_w,
+                    e.grid_h,
+                    e.grid_w * e.grid_h * dim
+                )));
+            }
+        }
         let Encoded { ids, keys, rows } = self.encode(tok)?;
         if self.fed.len() != session.history().len() {
             // the session was used or reset behind our back: compare nothing
@@ -197,18 +200,65 @@ impl Conversation {
             lcp = 0;
         }
         self.fed.truncate(lcp);
-        let dim = session.model.cfg.dim;
-        let first_row = keys[..lcp].iter().filter(|&&k| k & IMAGE_KEY != 0).count();
+        let first_row = keys[..lcp].iter().filter(|k| matches!(k, Key::Image(_))).count();
         let mut embeds = Vec::with_capacity((rows.len() - first_row) * dim);
         for &(image, patch) in &rows[first_row..] {
-            embeds.extend_from_slice(&self.images[image].image.embeds[patch * dim..(patch + 1) * dim]);
+            embeds.extend_from_slice(&self.images[image].embeds[patch * dim..(patch + 1) * dim]);
         }
-        let g = session.generate_with_images(&ids[lcp..], &embeds, sampler, max_tokens, cancel, on_text)?;
+        let mut sampler = Sampler::new(opts.sampling.clone());
+        let mut stops = StopStrings::new(&opts.stop);
+        let mut text = String::new();
+        let mut on_token = opts.on_token.take();
+        let mut cancelled_by_caller = false;
+        let g = session.generate_with(
+            &ids[lcp..],
+            &embeds,
+            &mut sampler,
+            opts.max_tokens,
+            opts.top_logprobs,
+            opts.cancel,
+            |id, piece, logprobs| {
+                let (shown, hit) = stops.push(piece);
+                text.push_str(&shown);
+                let go = on_token.as_mut().is_none_or(|f| f(&TokenEvent { id, text: &shown, logprobs }));
+                cancelled_by_caller |= !go;
+                go && !hit
+            },
+        );
+        let rest = if stops.matched().is_none() { stops.finish() } else { String::new() };
+        if !rest.is_empty() {
+            text.push_str(&rest);
+            if let Some(f) = on_token.as_mut() {
+                let id = g.as_ref().ok().and_then(|g| g.tokens.last().copied()).unwrap_or(tok.eos);
+                f(&TokenEvent { id, text: &rest, logprobs: None });
+            }
+        }
+        opts.on_token = on_token;
+        let g = g?;
         self.fed.extend_from_slice(&keys[lcp..]);
-        self.fed.extend(g.tokens.iter().map(|&t| t as u64));
+        self.fed.extend(g.tokens.iter().map(|&t| Key::Token(t)));
         let answer: Vec<u32> = g.tokens.iter().copied().filter(|&t| t != tok.eos).collect();
         self.messages.push(Message { role: Role::Assistant, content: vec![Chunk::Tokens(answer)] });
-        Ok(Reply { reused: lcp, prefilled: ids.len() - lcp, generation: g })
+        let stop_string = stops.matched().map(str::to_string);
+        let finish_reason = match g.finish {
+            FinishReason::Cancelled if stop_string.is_some() && !cancelled_by_caller => FinishReason::Stop,
+            f => f,
+        };
+        Ok(Completion {
+            text,
+            finish_reason,
+            stop_string,
+            context_full: g.context_full,
+            usage: Usage {
+                prompt_tokens: ids.len(),
+                cached_tokens: lcp,
+                completion_tokens: g.tokens.len(),
+                ..Default::default()
+            },
+            timings: Timings { image_encode_s: 0.0, prompt_s: g.prompt_seconds, generation_s: g.gen_seconds },
+            logprobs: g.logprobs,
+            tokens: g.tokens,
+        })
     }
 
     /// The conversation as JSON: `{"system", "messages": [{"role", "content": [{"type": "text"|"image", ...}]}]}`,
@@ -225,7 +275,7 @@ impl Conversation {
                     .map(|c| match c {
                         Chunk::Text(t) => serde_json::json!({"type": "text", "text": t}),
                         Chunk::Tokens(t) => serde_json::json!({"type": "text", "text": tok.decode(t)}),
-                        Chunk::Image { .. } => match images.next().and_then(|e| e.image.path.as_ref()) {
+                        Chunk::Image { .. } => match images.next().and_then(|e| e.path.as_ref()) {
                             Some(p) => serde_json::json!({"type": "image", "path": p}),
                             None => serde_json::json!({"type": "image"}),
                         },
@@ -241,7 +291,7 @@ impl Conversation {
     /// A conversation saved by [`Conversation::to_json`]; `load_image` encodes each image path.
     pub fn from_json(
         v: &serde_json::Value,
-        mut load_image: impl FnMut(&std::path::Path) -> Result<EncodedImage>,
+        mut load_image: impl FnMut(&std::path::Path) -> Result<Arc<EncodedImage>>,
     ) -> Result<Conversation> {
         let bad = |what: &str| Error::Invalid(format!("not a saved conversation: {what}"));
         if v.get("format").and_then(|f| f.as_str()) != Some("pixtral-conversation-1") {

@@ -2,7 +2,10 @@
 
 pub mod chat;
 pub mod conversation;
+pub mod engine;
+pub mod images;
 pub mod kv_cache;
+pub mod request;
 pub mod sampler;
 pub mod session;
 pub mod stop;

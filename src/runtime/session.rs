@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::model::decoder::{forward, DecoderState, ImageRows};
 use crate::model::Model;
 use crate::runtime::kv_cache::{KvCache, KvType};
+use crate::runtime::request::{FinishReason, TokenLogprobs, MAX_TOP_LOGPROBS};
 use crate::runtime::sampler::Sampler;
 use crate::runtime::tokenizer::StreamDecoder;
 use pixtral_convert::config::TextConfig;
@@ -34,16 +35,6 @@ impl Default for SessionOptions {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FinishReason {
-    /// The model produced EOS.
-    Stop,
-    /// `max_tokens` reached, or the context is full (`context_full` tells which).
-    Length,
-    /// The callback asked to stop or the cancel flag was raised.
-    Cancelled,
-}
-
 #[derive(Debug, Clone)]
 pub struct Generation {
     pub tokens: Vec<u32>,
@@ -54,6 +45,8 @@ pub struct Generation {
     pub prompt_tokens: usize,
     pub prompt_seconds: f64,
     pub gen_seconds: f64,
+    /// Per generated token, when asked for (`top_logprobs` > 0).
+    pub logprobs: Vec<TokenLogprobs>,
 }
 
 pub struct Session<'m> {
@@ -307,7 +300,24 @@ impl<'m> Session<'m> {
         cancel: Option<&AtomicBool>,
         mut on_text: impl FnMut(&str) -> bool,
     ) -> Result<Generation> {
+        self.generate_with(prompt, images, sampler, max_tokens, 0, cancel, |_, piece, _| on_text(piece))
+    }
+
+    /// [`Session::generate_with_images`] with the `top_logprobs` likeliest tokens' log-probabilities at each step
+    /// (at most [`MAX_TOP_LOGPROBS`]; see [`crate::GenerateOptions::top_logprobs`]); `on_token(id, text, logprobs)`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn generate_with(
+        &mut self,
+        prompt: &[u32],
+        images: &[f32],
+        sampler: &mut Sampler,
+        max_tokens: usize,
+        top_logprobs: usize,
+        cancel: Option<&AtomicBool>,
+        mut on_token: impl FnMut(u32, &str, Option<&TokenLogprobs>) -> bool,
+    ) -> Result<Generation> {
         let tok = &self.model.tokenizer;
+        let top_n = top_logprobs.min(MAX_TOP_LOGPROBS);
         let t0 = std::time::Instant::now();
         self.eval_with_images(prompt, images, None, cancel)?;
         let prompt_seconds = t0.elapsed().as_secs_f64();
@@ -323,12 +333,16 @@ impl<'m> Session<'m> {
             prompt_tokens: prompt.len(),
             prompt_seconds,
             gen_seconds: 0.0,
+            logprobs: Vec::new(),
         };
         let mut detok = StreamDecoder::default();
         for step in 0..max_tokens {
             let id = sampler
                 .sample(self.logits(), &self.history)
                 .map_err(|_| Error::NonFinite { step, pos: self.kv.next_pos.saturating_sub(1) })?;
+            if top_n > 0 {
+                out.logprobs.push(logprobs(self.logits(), id, top_n));
+            }
             out.tokens.push(id);
             self.history.push(id);
             if id == tok.eos {
@@ -339,7 +353,7 @@ impl<'m> Session<'m> {
             self.piece.clear();
             detok.push_into(tok, id, &mut self.piece);
             out.text.push_str(&self.piece);
-            if !on_text(&self.piece) || cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            if !on_token(id, &self.piece, out.logprobs.last()) || cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 self.pending.push(id);
                 out.finish = FinishReason::Cancelled;
                 break;
@@ -359,10 +373,33 @@ impl<'m> Session<'m> {
         }
         let rest = detok.finish();
         if !rest.is_empty() {
-            on_text(&rest);
+            let last = out.tokens.last().copied().unwrap_or(tok.eos);
+            on_token(last, &rest, None);
             out.text.push_str(&rest);
         }
         out.gen_seconds = t1.elapsed().as_secs_f64();
         Ok(out)
     }
+}
+
+/// Log-softmax of `logits` at `id` and the `n` likeliest ids (ties: the lower id first), in f64 sums.
+pub fn logprobs(logits: &[f32], id: u32, n: usize) -> TokenLogprobs {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
+    let lse = max as f64 + sum.ln();
+    let lp = |i: u32| (logits[i as usize] as f64 - lse) as f32;
+    let mut top: Vec<u32> = Vec::with_capacity(n + 1);
+    for i in 0..logits.len() as u32 {
+        // insertion into the n best so far: O(vocab · n), n ≤ 20
+        let better = |a: u32, b: u32| {
+            logits[a as usize] > logits[b as usize] || (logits[a as usize] == logits[b as usize] && a < b)
+        };
+        if top.len() == n && !top.last().is_some_and(|&w| better(i, w)) {
+            continue;
+        }
+        let at = top.iter().position(|&t| better(i, t)).unwrap_or(top.len());
+        top.insert(at, i);
+        top.truncate(n);
+    }
+    TokenLogprobs { id, logprob: lp(id), top: top.into_iter().map(|t| (t, lp(t))).collect() }
 }
