@@ -57,4 +57,16 @@ for c in neon:max:yes neon:neoverse-n1:yes neon:cortex-a53:no scalar:max:no; do 
     fi
     echo "aarch64 $isa ($cpu): end-to-end greedy answer ok ($out), R16: $r16"
 done
-echo "aarch64: 1 passed, 0 failed"
+
+# the C ABI on an edge box: libpixtral cross-built, the C example cross-compiled against the committed header and
+# run under qemu (one thread: serial mode, see above), answering as on x86-64
+$CARGO build --release -p pixtral-capi --target $TARGET --target-dir $DIR
+aarch64-linux-gnu-gcc -std=c11 -Wall -Wextra -Werror examples/c/describe.c -Icapi/include \
+    -L$DIR/$TARGET/release -lpixtral -o "$tmp/describe"
+out=$(LD_LIBRARY_PATH=$DIR/$TARGET/release timeout 600 qemu-aarch64-static -cpu max -L /usr/aarch64-linux-gnu "$tmp/describe" \
+    examples/demo/pixtral-demo.gguf examples/blue-triangle.png 1 2>"$tmp/err") || { cat "$tmp/err"; echo "aarch64: the C example failed" >&2; exit 1; }
+if [ "$out" != $'A triangle.\nBlue.\nA triangle.' ]; then
+    cat "$tmp/err"; echo "aarch64: the C example answered '$out'" >&2; exit 1
+fi
+echo "aarch64: C example ok ($(stat -c %s $DIR/$TARGET/release/libpixtral.so) bytes libpixtral.so)"
+echo "aarch64: 2 passed, 0 failed"

@@ -75,6 +75,21 @@ impl Conversation {
         self.messages.push(Message::user_chunks(content));
     }
 
+    /// Add a message whose `Chunk::Image`s are `images`, in order (see [`crate::Engine::push_user`]).
+    pub fn push(&mut self, message: Message, images: Vec<Arc<EncodedImage>>) -> Result<()> {
+        let grids: Vec<(usize, usize)> = message
+            .content
+            .iter()
+            .filter_map(|c| if let Chunk::Image { grid_w, grid_h } = c { Some((*grid_w, *grid_h)) } else { None })
+            .collect();
+        if grids != images.iter().map(|e| (e.grid_w, e.grid_h)).collect::<Vec<_>>() {
+            return Err(Error::Invalid("the message's images and the encoded images differ".into()));
+        }
+        self.messages.push(message);
+        self.images.extend(images);
+        Ok(())
+    }
+
     /// Take a request's messages (see [`crate::runtime::engine::Prepared`]) in place of this conversation's: the
     /// session's KV cache is still reused as far as the new messages match what it holds. `images` are the
     /// `Chunk::Image`s of `messages`, in order.

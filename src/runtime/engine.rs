@@ -201,6 +201,32 @@ impl Engine {
         Ok(Encoded { images, seconds, encoded, cached: heads.len() - encoded, patches })
     }
 
+    /// Add a user message of `content` to `conv`: its images read and checked from their headers, the
+    /// conversation counted against a context of `ctx` tokens (an error, and `conv` unchanged, when it does not
+    /// fit), then the images encoded (the cache first). The next [`Conversation::respond`] answers it.
+    pub fn push_user(
+        &self,
+        conv: &mut Conversation,
+        content: Vec<Part>,
+        image_max_side: Option<usize>,
+        ctx: usize,
+    ) -> Result<Encoded> {
+        let req = Request {
+            messages: vec![crate::runtime::request::RequestMessage::user(content)],
+            image_max_side,
+            raw: false,
+        };
+        let mut p = self.prepare(&req)?;
+        let message = p.messages.pop().expect("one message");
+        let mut grown = conv.messages().to_vec();
+        grown.push(message.clone());
+        let ids = prompt_ids(&self.model.tokenizer, conv.raw, conv.system.as_deref(), &grown)?;
+        Prepared { ids, ..p.clone() }.check_fits(ctx)?;
+        let enc = self.encode(&p.images, Vec::new(), &mut |_, _| {})?;
+        conv.push(message, enc.images.clone())?;
+        Ok(enc)
+    }
+
     /// Images held by the cache of encoded images, and their bytes.
     pub fn image_cache_usage(&self) -> (usize, usize) {
         self.images.lock().unwrap_or_else(|e| e.into_inner()).usage()
@@ -228,6 +254,19 @@ impl Engine {
         c.usage.images_cached = enc.cached;
         Ok(c)
     }
+}
+
+/// Threads for the parallel parts, process-wide: 1 runs everything on the calling thread (no worker thread is
+/// ever created); `n` > 1 builds a pool of `n` workers, once (the first call that builds it decides; later calls
+/// keep it). Returns the threads in use.
+pub fn set_threads(n: usize) -> usize {
+    if n <= 1 {
+        crate::model::ops::set_serial(true);
+        return 1;
+    }
+    crate::model::ops::set_serial(false);
+    let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
+    rayon::current_num_threads()
 }
 
 fn no_vision(path: &Path) -> Error {
