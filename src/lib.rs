@@ -5,12 +5,27 @@
 //! kernels) → the GGUF file, memory-mapped ([`gguf`]).
 //!
 //! ```no_run
-//! use pixtral::{Model, Session, SessionOptions, Sampler, SamplerParams, chat::{encode_chat, Message}};
-//! let model = Model::load("pixtral-12b-q4_0.gguf")?;           // shareable across threads
-//! let mut session = Session::new(&model, SessionOptions::default());
-//! let prompt = encode_chat(&model.tokenizer, None, &[Message::user("Hello!")])?;
-//! let mut sampler = Sampler::new(SamplerParams { seed: 42, ..Default::default() });
-//! let answer = session.generate(&prompt, &mut sampler, 256, None, |piece| { print!("{piece}"); true })?;
+//! use pixtral::{Conversation, Engine, EngineOptions, GenerateOptions, ImageSource, Part, Request, SamplerParams, SessionOptions};
+//!
+//! let engine = Engine::load("pixtral-12b-q4_0.gguf", &EngineOptions::default())?; // + its .mmproj.gguf; Sync
+//! let mut session = engine.session(SessionOptions { ctx_size: 8192, ..Default::default() })?;
+//! let mut conv = Conversation::new(None);
+//! let req = Request::user(vec![
+//!     Part::Image(ImageSource::Path("photo.jpg".into())), // or Encoded { name, bytes }, or Rgb8 { width, height, pixels }
+//!     Part::Text("What is in this image?".into()),
+//! ]);
+//! let cancel = std::sync::atomic::AtomicBool::new(false); // raise it from any thread to stop
+//! let mut opts = GenerateOptions {
+//!     max_tokens: 256,
+//!     stop: vec!["\n\n".into()],
+//!     sampling: SamplerParams { temp: 0.7, seed: 42, ..Default::default() },
+//!     top_logprobs: 5,
+//!     on_token: Some(Box::new(|t: &pixtral::TokenEvent| { print!("{}", t.text); true })),
+//!     cancel: Some(&cancel),
+//! };
+//! let answer = engine.complete(&mut session, &mut conv, &req, &mut opts)?;
+//! println!("\n{} ({} prompt tokens, {} from the KV cache)", answer.finish_reason.as_str(),
+//!          answer.usage.prompt_tokens, answer.usage.cached_tokens);
 //! # Ok::<(), pixtral::Error>(())
 //! ```
 
