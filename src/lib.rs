@@ -24,10 +24,12 @@ pub mod image;
 pub mod mmap;
 pub mod model;
 pub mod npy;
+pub mod ops;
 pub mod runtime;
 
 pub use error::{Error, Result};
-pub use model::{LoadOptions, Model};
+pub use model::text::Model;
+pub use model::LoadOptions;
 pub use pixtral_convert as convert;
 pub use pixtral_quant as quant;
 pub use runtime::chat;
