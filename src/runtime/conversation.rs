@@ -14,10 +14,10 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
 use crate::error::{Error, Result};
+use crate::model::tokenizer::Tokenizer;
 use crate::runtime::chat::{encode_chat, Chunk, Message, Role};
 use crate::runtime::sampler::Sampler;
 use crate::runtime::session::{Generation, Session};
-use crate::runtime::tokenizer::Tokenizer;
 
 /// An image ready for the decoder: its patch grid and adapter output `(grid_w · grid_h, text dim)`.
 #[derive(Debug, Clone)]

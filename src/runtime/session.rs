@@ -7,11 +7,11 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
-use crate::model::decoder::{forward, DecoderState, ImageRows};
-use crate::model::Model;
-use crate::runtime::kv_cache::{KvCache, KvType};
+use crate::model::kv_cache::{KvCache, KvType};
+use crate::model::text::Model;
+use crate::model::text::{forward, DecoderState, ImageRows};
+use crate::model::tokenizer::StreamDecoder;
 use crate::runtime::sampler::Sampler;
-use crate::runtime::tokenizer::StreamDecoder;
 use pixtral_convert::config::TextConfig;
 
 #[derive(Debug, Clone)]
