@@ -240,7 +240,7 @@ impl VisionModel {
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
             let name = |p: &str| format!("v.blk.{l}.{p}.weight");
-            layers.push(Block::load(&manifest::VISION_BLOCK, name, &mat, &vec)?);
+            layers.push(Block::load(&manifest::VISION_BLOCK, name, mat, vec)?);
         }
         let patch_embd = mat("v.patch_embd.weight")?;
         if patch_embd.ty.row_bytes(patch_embd.cols).is_none() {
