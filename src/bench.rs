@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use crate::error::Result;
 use crate::image::{preprocess, RgbF32};
+use crate::model::text::Model;
 use crate::model::vision::VisionModel;
-use crate::model::Model;
 use crate::runtime::session::{Session, SessionOptions};
 
 #[derive(Debug, Clone)]

@@ -79,10 +79,10 @@ pub fn image_preprocess(data: &[u8]) {
 /// Encode then decode any text with the tiny model's Tekken tokenizer: the text comes back, and no control
 /// token is ever produced from text.
 pub fn tokenizer_roundtrip(data: &[u8]) {
-    static TOK: OnceLock<crate::runtime::tokenizer::Tokenizer> = OnceLock::new();
+    static TOK: OnceLock<crate::model::tokenizer::Tokenizer> = OnceLock::new();
     let tok = TOK.get_or_init(|| {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny/hf");
-        crate::runtime::tokenizer::Tokenizer::from_tokenizer_json(&dir).expect("the tiny tokenizer loads")
+        crate::model::tokenizer::Tokenizer::from_tokenizer_json(&dir).expect("the tiny tokenizer loads")
     });
     let text = String::from_utf8_lossy(data);
     let ids = tok.encode(&text);

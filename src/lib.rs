@@ -1,8 +1,10 @@
 //! `pixtral`: a CPU-first runtime for Pixtral 12B (Mistral AI's vision-language model).
 //!
-//! Layers, top to bottom: front ends (the `pixtral` CLI, this library's API) → runtime (session, KV cache,
-//! sampler, tokenizer, chat template) → model (decoder; vision and adapter next) → ops (`pixtral_quant`
-//! kernels) → the GGUF file, memory-mapped ([`gguf`]).
+//! Layers, top to bottom, each importing only from those below it: front ends (the `pixtral` CLI, this library's
+//! API) → [`runtime`] (session, conversation, sampler, stop strings, chat template) → [`model`] (one file per
+//! model part: [`model::text`], the decoder with its tokenizer and KV cache, and [`model::vision`], the ViT and
+//! adapter) → [`ops`] (weight views, the threaded matmul, element-wise ops) → `pixtral_quant` kernels; beside
+//! them the file layer ([`gguf`], [`mmap`], the configs and their GGUF keys in [`convert::config`]).
 //!
 //! ```no_run
 //! use pixtral::{Conversation, Engine, EngineOptions, GenerateOptions, ImageSource, Part, Request, SamplerParams, SessionOptions};
@@ -39,10 +41,12 @@ pub mod image;
 pub mod mmap;
 pub mod model;
 pub mod npy;
+pub mod ops;
 pub mod runtime;
 
 pub use error::{Error, Result};
-pub use model::{LoadOptions, Model};
+pub use model::text::Model;
+pub use model::LoadOptions;
 pub use pixtral_convert as convert;
 pub use pixtral_quant as quant;
 pub use runtime::chat;

@@ -3,8 +3,8 @@
 //! f16 and f32, shapes around the tile and key-block edges; and the same bits for any thread count.
 
 use pixtral::model::attention::{attend_rows, attend_tiled, AttnScratch, Heads, COLS, KEYS};
+use pixtral::model::kv_cache::{KvCache, KvType};
 use pixtral::quant::selftest::Rng;
-use pixtral::runtime::kv_cache::{KvCache, KvType};
 
 const LAYERS: usize = 2;
 

@@ -130,7 +130,7 @@ fn ctrl_c_stops_an_answer_and_the_conversation_goes_on() {
 
 #[test]
 fn conversation_reuse_equals_a_fresh_evaluation() {
-    use pixtral::runtime::kv_cache::KvType;
+    use pixtral::model::kv_cache::KvType;
     use pixtral::{Conversation, EncodedImage, GenerateOptions, Model, SamplerParams, Session, SessionOptions};
     let model = Model::load(demo()).unwrap();
     let vm = pixtral::model::vision::VisionModel::load(pixtral::convert::mmproj_path(&demo())).unwrap();

@@ -668,7 +668,7 @@ fn llama3_cases() -> Vec<Case> {
 /// Mistral-layout conversion do.
 #[test]
 fn llama3_split_pattern_of_an_hf_tokenizer_is_replaced_by_tekkens() {
-    use pixtral::runtime::tokenizer::Tokenizer;
+    use pixtral::model::tokenizer::Tokenizer;
     let dir = TempDir::new("llama3-regex");
     let src = dir.join("hf-llama3-regex");
     copy_dir(&tiny("hf"), &src);
@@ -697,7 +697,7 @@ fn llama3_split_pattern_of_an_hf_tokenizer_is_replaced_by_tekkens() {
 #[test]
 fn full_vocabulary_tokenizer_json_with_the_llama3_pattern_gives_mistral_common_ids() {
     use pixtral::convert::tokenizer::{from_hf_noted, from_tekken, token_type, LLAMA3_PATTERN, TEKKEN_PATTERN};
-    use pixtral::runtime::tokenizer::Tokenizer;
+    use pixtral::model::tokenizer::Tokenizer;
     let dir = TempDir::new("llama3-full");
     let v = from_tekken(&common::write_full_tekken(&dir), 131072).unwrap();
     let vocab: serde_json::Map<String, serde_json::Value> = (0..v.tokens.len())

@@ -8,8 +8,8 @@ use std::sync::atomic::AtomicBool;
 
 use common::{fixtures, TempDir};
 use pixtral::chat::{encode_chat, Message};
+use pixtral::model::kv_cache::KvType;
 use pixtral::quant::{GgmlType, Layout};
-use pixtral::runtime::kv_cache::KvType;
 use pixtral::{Error, Model, Sampler, SamplerParams, Session, SessionOptions};
 
 /// Converted tiny models, made once per test binary: (layout, outtype) → path.
@@ -130,7 +130,7 @@ fn prompt_ids_equal_mistral_common() {
 }
 
 /// A tokenizer with the full 131072-token Tekken vocabulary, through the same GGUF metadata path as a model.
-fn full_tokenizer() -> pixtral::runtime::tokenizer::Tokenizer {
+fn full_tokenizer() -> pixtral::model::tokenizer::Tokenizer {
     use pixtral::gguf::{keys, GgufWriter, Header, Value};
     let dir = TempDir::new("tekken");
     let p = common::write_full_tekken(&dir);
@@ -143,7 +143,7 @@ fn full_tokenizer() -> pixtral::runtime::tokenizer::Tokenizer {
         (keys::PIXTRAL_TOKENIZER_PATTERN.to_string(), Value::String(v.pattern.clone())),
     ];
     let bytes = GgufWriter::new(Vec::new(), &meta, &[]).unwrap().finish().unwrap();
-    pixtral::runtime::tokenizer::Tokenizer::from_gguf(&Header::parse(&bytes).unwrap()).unwrap()
+    pixtral::model::tokenizer::Tokenizer::from_gguf(&Header::parse(&bytes).unwrap()).unwrap()
 }
 
 #[test]
@@ -165,7 +165,7 @@ fn full_vocabulary_ids_equal_mistral_common_on_a_hard_corpus() {
 
 #[test]
 fn streaming_detokenization_never_splits_a_character() {
-    use pixtral::runtime::tokenizer::StreamDecoder;
+    use pixtral::model::tokenizer::StreamDecoder;
     let tok = full_tokenizer();
     for text in ["😀😃 héllo 日本語 ภาษาไทย", "e\u{301} 👩‍👩‍👧‍👦"] {
         // byte tokens one by one: the worst case for a streaming decoder
@@ -189,7 +189,7 @@ fn streaming_detokenization_never_splits_a_character() {
     }
 }
 
-fn byte_id(tok: &pixtral::runtime::tokenizer::Tokenizer, b: u8) -> u32 {
+fn byte_id(tok: &pixtral::model::tokenizer::Tokenizer, b: u8) -> u32 {
     (0..tok.n_vocab() as u32).find(|&i| !tok.is_control(i) && tok.piece(i) == [b]).unwrap()
 }
 
@@ -313,9 +313,9 @@ fn results_do_not_depend_on_the_thread_count() {
     assert!(one == run(2));
     assert!(one == run(3));
     // serial mode (`-t 1`: no pool at all) gives the same bits
-    pixtral::model::ops::set_serial(true);
+    pixtral::ops::set_serial(true);
     let serial = run(2);
-    pixtral::model::ops::set_serial(false);
+    pixtral::ops::set_serial(false);
     assert!(one == serial);
 }
 
@@ -418,7 +418,7 @@ fn a_cancelled_eval_leaves_the_cache_as_it_was() {
 fn reference_sliding_window(path: &Path, ids: &[u32], window: usize, keep: usize) -> Vec<f64> {
     let f = pixtral::gguf::GgufFile::open(path).unwrap();
     let h = &f.header;
-    let cfg = pixtral::model::text_config(h).unwrap();
+    let cfg = pixtral::convert::config::TextConfig::from_gguf(h).unwrap();
     let t = |name: &str| -> Vec<f64> {
         let (info, data) = f.tensor_data(name).unwrap();
         assert_eq!(info.ty, GgmlType::F32);
@@ -547,7 +547,7 @@ fn ring_cache_equals_a_sliding_window_with_sinks() {
 
 #[test]
 fn tokenizer_from_tokenizer_json_equals_the_gguf_one() {
-    let from_json = pixtral::runtime::tokenizer::Tokenizer::from_tokenizer_json(&fixtures().join("tiny/hf")).unwrap();
+    let from_json = pixtral::model::tokenizer::Tokenizer::from_tokenizer_json(&fixtures().join("tiny/hf")).unwrap();
     let model = Model::load(tiny_gguf("hf", GgmlType::F32)).unwrap();
     let corpus: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("tekken-full/corpus.json")).unwrap()).unwrap();

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use common::fixtures;
 use pixtral::chat::{encode_chat, Chunk, Message};
 use pixtral::image::{load, preprocess, Preprocessed};
+use pixtral::model::kv_cache::KvType;
 use pixtral::model::vision::{VisionModel, VitPrecision};
 use pixtral::quant::GgmlType;
-use pixtral::runtime::kv_cache::KvType;
 use pixtral::{Model, Session, SessionOptions};
 
 fn tiny(outtype: GgmlType, vision_type: GgmlType) -> (PathBuf, PathBuf) {

@@ -364,7 +364,7 @@ pub unsafe extern "C" fn pixtral_chat_new(
         // dropped (field order), so the reference outlives every use.
         let e: &'static Engine = &*Arc::as_ptr(&engine);
         let kv_type =
-            if o.kv_f32 { pixtral::runtime::kv_cache::KvType::F32 } else { pixtral::runtime::kv_cache::KvType::F16 };
+            if o.kv_f32 { pixtral::model::kv_cache::KvType::F32 } else { pixtral::model::kv_cache::KvType::F16 };
         let ctx = o.n_ctx as usize;
         let session = e.session(SessionOptions { ctx_size: ctx, kv_type, ..Default::default() }).map_err(lib)?;
         let chat = Chat {

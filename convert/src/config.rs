@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value as Json;
 
 use crate::error::{io_err, ConvertError, Result};
+use crate::gguf::{keys, Value};
+use crate::gguf_reader::{GgufError, Header};
 
 /// Mistral-Nemo decoder hyper-parameters.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,8 +47,8 @@ pub struct VisionConfig {
     pub patch_size: usize,
     pub rope_theta: f32,
     pub norm_eps: f32,
-    /// "silu" or "gelu"
-    pub act: String,
+    /// the feed-forward's activation
+    pub act: VisionAct,
     pub img_token_id: u32,
     pub img_break_token_id: u32,
     pub img_end_token_id: u32,
@@ -88,7 +90,7 @@ impl VisionConfig {
             patch_size: 16,
             rope_theta: 10000.0,
             norm_eps: VISION_NORM_EPS,
-            act: "silu".into(),
+            act: VisionAct::Silu,
             img_token_id: 10,
             img_break_token_id: 12,
             img_end_token_id: 13,
@@ -130,6 +132,228 @@ impl std::str::FromStr for VisionAct {
             "gelu" => Ok(VisionAct::Gelu),
             _ => Err(format!("{s:?} is not silu or gelu")),
         }
+    }
+}
+
+// ---- GGUF metadata: one definition per config, written by the converter and read by the loader ----
+
+/// A U32 key that must be > 0.
+fn u32_key(h: &Header, key: &str) -> Result<usize, GgufError> {
+    let v = h.get_u32(key)? as usize;
+    if v == 0 {
+        return Err(GgufError::BadValue { key: key.into(), msg: "must be > 0".into() });
+    }
+    Ok(v)
+}
+
+/// A positive finite F32 key, or `default` when absent.
+fn positive_f32_or(h: &Header, key: &str, default: f32) -> Result<f32, GgufError> {
+    match h.get(key) {
+        None => Ok(default),
+        Some(Value::F32(x)) if x.is_finite() && *x > 0.0 => Ok(*x),
+        Some(other) => Err(GgufError::BadValue { key: key.into(), msg: format!("{other:?} is not a positive F32") }),
+    }
+}
+
+fn bad<T>(key: &str, msg: String) -> Result<T, GgufError> {
+    Err(GgufError::BadValue { key: key.into(), msg })
+}
+
+fn u32_value(x: usize) -> Value {
+    Value::U32(x as u32)
+}
+
+impl TextConfig {
+    /// `general.architecture` of a text GGUF.
+    pub const ARCHITECTURE: &str = "llama";
+
+    /// The `llama.*` keys, in the order the converter writes them.
+    pub fn to_gguf(&self) -> Vec<(String, Value)> {
+        let u = u32_value;
+        vec![
+            (keys::LLAMA_VOCAB_SIZE.into(), u(self.vocab_size)),
+            (keys::LLAMA_CONTEXT_LENGTH.into(), u(self.context_length)),
+            (keys::LLAMA_EMBEDDING_LENGTH.into(), u(self.dim)),
+            (keys::LLAMA_BLOCK_COUNT.into(), u(self.n_layers)),
+            (keys::LLAMA_FEED_FORWARD_LENGTH.into(), u(self.ffn_dim)),
+            (keys::LLAMA_HEAD_COUNT.into(), u(self.n_heads)),
+            (keys::LLAMA_HEAD_COUNT_KV.into(), u(self.n_heads_kv)),
+            (keys::LLAMA_KEY_LENGTH.into(), u(self.head_dim)),
+            (keys::LLAMA_VALUE_LENGTH.into(), u(self.head_dim)),
+            (keys::LLAMA_ROPE_DIMENSION_COUNT.into(), u(self.head_dim)),
+            (keys::LLAMA_ROPE_FREQ_BASE.into(), Value::F32(self.rope_theta)),
+            (keys::LLAMA_RMS_EPS.into(), Value::F32(self.norm_eps)),
+        ]
+    }
+
+    /// Text hyper-parameters from metadata only (ours or llama.cpp's), checked before anything is sized from
+    /// them; an error names the key.
+    pub fn from_gguf(h: &Header) -> Result<TextConfig, GgufError> {
+        let arch = h.get_str(keys::GENERAL_ARCHITECTURE)?;
+        if arch != Self::ARCHITECTURE {
+            return bad(
+                keys::GENERAL_ARCHITECTURE,
+                format!("{arch:?}: a Pixtral text GGUF has architecture \"llama\" (is this an mmproj file?)"),
+            );
+        }
+        let dim = u32_key(h, keys::LLAMA_EMBEDDING_LENGTH)?;
+        let n_heads = u32_key(h, keys::LLAMA_HEAD_COUNT)?;
+        let n_heads_kv = u32_key(h, keys::LLAMA_HEAD_COUNT_KV)?;
+        // head_dim is NOT dim / n_heads for Mistral-Nemo (128 vs 160): key_length is authoritative
+        let head_dim = match h.get(keys::LLAMA_KEY_LENGTH) {
+            Some(_) => u32_key(h, keys::LLAMA_KEY_LENGTH)?,
+            None => dim / n_heads,
+        };
+        let n_vocab_tokens = h.get_str_array(keys::TOKENIZER_TOKENS).map(|t| t.len()).unwrap_or(0);
+        let vocab_size = match h.get(keys::LLAMA_VOCAB_SIZE) {
+            Some(_) => u32_key(h, keys::LLAMA_VOCAB_SIZE)?,
+            None => n_vocab_tokens,
+        };
+        let f32_or = |key: &str, default: f32| positive_f32_or(h, key, default);
+        let cfg = TextConfig {
+            dim,
+            n_layers: u32_key(h, keys::LLAMA_BLOCK_COUNT)?,
+            n_heads,
+            n_heads_kv,
+            head_dim,
+            ffn_dim: u32_key(h, keys::LLAMA_FEED_FORWARD_LENGTH)?,
+            vocab_size,
+            rope_theta: f32_or(keys::LLAMA_ROPE_FREQ_BASE, 10000.0)?,
+            norm_eps: f32_or(keys::LLAMA_RMS_EPS, 1e-5)?,
+            context_length: h.get_u32(keys::LLAMA_CONTEXT_LENGTH).map(|c| c as usize).unwrap_or(4096),
+        };
+        if n_heads % n_heads_kv != 0 {
+            return bad(
+                keys::LLAMA_HEAD_COUNT_KV,
+                format!("{n_heads} heads are not a multiple of {n_heads_kv} kv heads"),
+            );
+        }
+        if head_dim % 2 != 0 || head_dim > 1024 {
+            return bad(keys::LLAMA_KEY_LENGTH, format!("head_dim {head_dim} must be even and at most 1024"));
+        }
+        // ceilings far above any real model, so a corrupted count cannot size a huge buffer
+        for (key, v, max) in [
+            (keys::LLAMA_EMBEDDING_LENGTH, dim, 1 << 16),
+            (keys::LLAMA_FEED_FORWARD_LENGTH, cfg.ffn_dim, 1 << 18),
+            (keys::LLAMA_BLOCK_COUNT, cfg.n_layers, 1024),
+            (keys::LLAMA_HEAD_COUNT, n_heads, 1024),
+            (keys::LLAMA_VOCAB_SIZE, vocab_size, 1 << 22),
+        ] {
+            if v > max {
+                return bad(key, format!("{v} is implausible (at most {max})"));
+            }
+        }
+        if n_vocab_tokens != 0 && n_vocab_tokens != vocab_size {
+            return bad(keys::TOKENIZER_TOKENS, format!("{n_vocab_tokens} tokens for vocab_size {vocab_size}"));
+        }
+        Ok(cfg)
+    }
+}
+
+impl VisionConfig {
+    /// `general.architecture` and `clip.projector_type` of an mmproj.
+    pub const ARCHITECTURE: &str = "clip";
+    pub const PROJECTOR: &str = "pixtral";
+
+    /// The `clip.*` and `pixtral.image_*` keys, in the order the converter writes them; `projection_dim` is the
+    /// text model's width (the adapter's output).
+    pub fn to_gguf(&self, projection_dim: usize) -> Vec<(String, Value)> {
+        let u = u32_value;
+        vec![
+            (keys::CLIP_HAS_VISION_ENCODER.into(), Value::Bool(true)),
+            (keys::CLIP_PROJECTOR_TYPE.into(), Value::String(Self::PROJECTOR.into())),
+            (keys::CLIP_USE_SILU.into(), Value::Bool(self.act == VisionAct::Silu)),
+            (keys::CLIP_USE_GELU.into(), Value::Bool(self.act == VisionAct::Gelu)),
+            (keys::CLIP_VISION_IMAGE_SIZE.into(), u(self.image_size)),
+            (keys::CLIP_VISION_PATCH_SIZE.into(), u(self.patch_size)),
+            (keys::CLIP_VISION_EMBEDDING_LENGTH.into(), u(self.dim)),
+            (keys::CLIP_VISION_FEED_FORWARD_LENGTH.into(), u(self.ffn_dim)),
+            (keys::CLIP_VISION_PROJECTION_DIM.into(), u(projection_dim)),
+            (keys::CLIP_VISION_BLOCK_COUNT.into(), u(self.n_layers)),
+            (keys::CLIP_VISION_HEAD_COUNT.into(), u(self.n_heads)),
+            (keys::CLIP_VISION_LAYER_NORM_EPS.into(), Value::F32(self.norm_eps)),
+            (keys::CLIP_VISION_IMAGE_MEAN.into(), Value::f32_array(&self.image_mean)),
+            (keys::CLIP_VISION_IMAGE_STD.into(), Value::f32_array(&self.image_std)),
+            (keys::CLIP_ROPE_FREQ_BASE.into(), Value::F32(self.rope_theta)),
+            (keys::PIXTRAL_IMG_TOKEN_ID.into(), Value::U32(self.img_token_id)),
+            (keys::PIXTRAL_IMG_BREAK_TOKEN_ID.into(), Value::U32(self.img_break_token_id)),
+            (keys::PIXTRAL_IMG_END_TOKEN_ID.into(), Value::U32(self.img_end_token_id)),
+        ]
+    }
+
+    /// Vision hyper-parameters and the projection width from mmproj metadata only (ours or llama.cpp's), checked
+    /// before anything is allocated; an error names the key. Token ids default to Pixtral's (10, 12, 13), mean and
+    /// std to [`IMAGE_MEAN`] / [`IMAGE_STD`], when the file (llama.cpp's) does not carry them.
+    pub fn from_gguf(h: &Header) -> Result<(VisionConfig, usize), GgufError> {
+        let arch = h.get_str(keys::GENERAL_ARCHITECTURE)?;
+        let proj = h.get_str(keys::CLIP_PROJECTOR_TYPE).unwrap_or("");
+        if arch != Self::ARCHITECTURE || proj != Self::PROJECTOR {
+            return bad(
+                keys::CLIP_PROJECTOR_TYPE,
+                format!("architecture {arch:?}, projector {proj:?}: not a Pixtral mmproj file"),
+            );
+        }
+        let f32_or = |key: &str, default: f32| positive_f32_or(h, key, default);
+        let id = |key: &str, default: u32| match h.get(key) {
+            Some(Value::U32(v)) => *v,
+            _ => default,
+        };
+        let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3], GgufError> {
+            match h.get(key) {
+                None => Ok(default),
+                Some(_) => {
+                    let v = h.get_f32_array(key)?;
+                    v.as_slice().try_into().or_else(|_| bad(key, format!("{} values, want 3", v.len())))
+                }
+            }
+        };
+        let silu = matches!(h.get(keys::CLIP_USE_SILU), Some(Value::Bool(true)));
+        let gelu = matches!(h.get(keys::CLIP_USE_GELU), Some(Value::Bool(true)));
+        let cfg = VisionConfig {
+            dim: u32_key(h, keys::CLIP_VISION_EMBEDDING_LENGTH)?,
+            n_layers: u32_key(h, keys::CLIP_VISION_BLOCK_COUNT)?,
+            n_heads: u32_key(h, keys::CLIP_VISION_HEAD_COUNT)?,
+            ffn_dim: u32_key(h, keys::CLIP_VISION_FEED_FORWARD_LENGTH)?,
+            n_channels: 3,
+            image_size: u32_key(h, keys::CLIP_VISION_IMAGE_SIZE)?,
+            patch_size: u32_key(h, keys::CLIP_VISION_PATCH_SIZE)?,
+            rope_theta: f32_or(keys::CLIP_ROPE_FREQ_BASE, 10000.0)?,
+            norm_eps: f32_or(keys::CLIP_VISION_LAYER_NORM_EPS, 1e-5)?,
+            // Pixtral's FFN is SiLU; a file that says gelu (and not silu) gets gelu
+            act: if gelu && !silu { VisionAct::Gelu } else { VisionAct::Silu },
+            img_token_id: id(keys::PIXTRAL_IMG_TOKEN_ID, 10),
+            img_break_token_id: id(keys::PIXTRAL_IMG_BREAK_TOKEN_ID, 12),
+            img_end_token_id: id(keys::PIXTRAL_IMG_END_TOKEN_ID, 13),
+            image_mean: triple(keys::CLIP_VISION_IMAGE_MEAN, IMAGE_MEAN)?,
+            image_std: triple(keys::CLIP_VISION_IMAGE_STD, IMAGE_STD)?,
+        };
+        let text_dim = u32_key(h, keys::CLIP_VISION_PROJECTION_DIM)?;
+        if !cfg.dim.is_multiple_of(cfg.n_heads) || !(cfg.dim / cfg.n_heads).is_multiple_of(4) {
+            return bad(
+                keys::CLIP_VISION_HEAD_COUNT,
+                format!("dim {} over {} heads must give a head_dim divisible by 4", cfg.dim, cfg.n_heads),
+            );
+        }
+        if cfg.patch_size > 64 || cfg.image_size > 16384 || cfg.image_size < cfg.patch_size {
+            return bad(
+                keys::CLIP_VISION_IMAGE_SIZE,
+                format!("image_size {} / patch_size {} are implausible", cfg.image_size, cfg.patch_size),
+            );
+        }
+        for (key, v, max) in [
+            (keys::CLIP_VISION_EMBEDDING_LENGTH, cfg.dim, 1 << 14),
+            (keys::CLIP_VISION_FEED_FORWARD_LENGTH, cfg.ffn_dim, 1 << 16),
+            (keys::CLIP_VISION_BLOCK_COUNT, cfg.n_layers, 256),
+            (keys::CLIP_VISION_PROJECTION_DIM, text_dim, 1 << 16),
+        ] {
+            if v > max {
+                return bad(key, format!("{v} is implausible (at most {max})"));
+            }
+        }
+        if cfg.image_std.iter().any(|s| *s <= 0.0) {
+            return bad(keys::CLIP_VISION_IMAGE_STD, "must be positive".into());
+        }
+        Ok((cfg, text_dim))
     }
 }
 
@@ -251,9 +475,6 @@ impl VisionConfig {
                 "vision dim {} over {} heads must give a head_dim divisible by 4 (RoPE-2D)",
                 self.dim, self.n_heads
             ));
-        }
-        if self.act != "silu" && self.act != "gelu" {
-            return bad(format!("vision hidden_act {:?} is not silu or gelu", self.act));
         }
         Ok(())
     }
@@ -424,7 +645,7 @@ fn parse_hf(dir: &Path, vision_act: Option<VisionAct>, notes: &mut Vec<String>) 
 }
 
 /// `vision_config.hidden_act`: absent is SiLU (module doc), an explicit "gelu" is refused unless overridden.
-fn hf_vision_act(v: &Obj, over: Option<VisionAct>, notes: &mut Vec<String>) -> Result<String> {
+fn hf_vision_act(v: &Obj, over: Option<VisionAct>, notes: &mut Vec<String>) -> Result<VisionAct> {
     let written = match v.get("hidden_act") {
         None => None,
         Some(_) => Some(v.str_or("hidden_act", "")?),
@@ -437,9 +658,9 @@ fn hf_vision_act(v: &Obj, over: Option<VisionAct>, notes: &mut Vec<String>) -> R
                 v.prefix,
                 a.as_str()
             ));
-            Ok(a.as_str().to_owned())
+            Ok(a)
         }
-        (Some(a), _) => Ok(a.as_str().to_owned()),
+        (Some(a), _) => Ok(a),
         (None, Some(w)) if w == "gelu" => Err(v.field_err(
             "hidden_act",
             "\"gelu\", but Pixtral's vision layers use SiLU (HF configs made before October 2024 say gelu by \
@@ -447,7 +668,11 @@ fn hf_vision_act(v: &Obj, over: Option<VisionAct>, notes: &mut Vec<String>) -> R
              Pixtral-12B; Options::vision_act in the library), or --vision-act gelu if this checkpoint really was \
              trained with GELU",
         )),
-        (None, w) => Ok(w.unwrap_or_else(|| "silu".to_owned())),
+        (None, None) => Ok(VisionAct::Silu),
+        (None, Some(w)) => w.parse().map_err(|_| ConvertError::Input {
+            path: v.path.into(),
+            msg: format!("vision hidden_act {w:?} is not silu or gelu"),
+        }),
     }
 }
 
@@ -505,7 +730,7 @@ fn parse_mistral(dir: &Path, vision_act: Option<VisionAct>) -> Result<(TextConfi
         patch_size: v.usize_or("patch_size", None)?,
         rope_theta: v.f32_or("rope_theta", Some(10000.0))?,
         norm_eps: VISION_NORM_EPS,
-        act: vision_act.unwrap_or(VisionAct::Silu).as_str().into(),
+        act: vision_act.unwrap_or(VisionAct::Silu),
         img_token_id: v.usize_or("image_token_id", Some(10))? as u32,
         img_break_token_id: v.usize_or("image_break_token_id", Some(12))? as u32,
         img_end_token_id: v.usize_or("image_end_token_id", Some(13))? as u32,
@@ -514,4 +739,47 @@ fn parse_mistral(dir: &Path, vision_act: Option<VisionAct>) -> Result<(TextConfi
     };
     vision.check(&path)?;
     Ok((text, Some(vision)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gguf::GgufWriter;
+
+    fn header(arch: &str, entries: Vec<(String, Value)>) -> Header {
+        let mut meta = vec![(keys::GENERAL_ARCHITECTURE.to_string(), Value::String(arch.into()))];
+        meta.extend(entries);
+        let bytes = GgufWriter::new(Vec::new(), &meta, &[]).unwrap().finish().unwrap();
+        Header::parse(&bytes).unwrap()
+    }
+
+    /// What the converter writes, the loader reads back as it was; every key written is one the loader reads.
+    #[test]
+    fn configs_round_trip_through_gguf_metadata() {
+        let mut t = TextConfig::pixtral_12b();
+        assert_eq!(TextConfig::from_gguf(&header(TextConfig::ARCHITECTURE, t.to_gguf())).unwrap(), t);
+        t.rope_theta = 2.5e5;
+        t.context_length = 4096;
+        assert_eq!(TextConfig::from_gguf(&header(TextConfig::ARCHITECTURE, t.to_gguf())).unwrap(), t);
+        for act in [VisionAct::Silu, VisionAct::Gelu] {
+            let v =
+                VisionConfig { act, image_mean: [0.5, 0.25, 0.125], img_token_id: 7, ..VisionConfig::pixtral_12b() };
+            let h = header(VisionConfig::ARCHITECTURE, v.to_gguf(5120));
+            assert_eq!(VisionConfig::from_gguf(&h).unwrap(), (v, 5120));
+        }
+    }
+
+    /// A bad value is an error naming its key.
+    #[test]
+    fn bad_config_values_name_their_key() {
+        let t = TextConfig::pixtral_12b();
+        let mut m = t.to_gguf();
+        m.retain(|(k, _)| k != keys::LLAMA_BLOCK_COUNT);
+        let e = TextConfig::from_gguf(&header(TextConfig::ARCHITECTURE, m)).unwrap_err().to_string();
+        assert!(e.contains(keys::LLAMA_BLOCK_COUNT), "{e}");
+        let mut m = VisionConfig::pixtral_12b().to_gguf(5120);
+        m.iter_mut().filter(|(k, _)| k == keys::CLIP_VISION_PATCH_SIZE).for_each(|(_, v)| *v = Value::U32(0));
+        let e = VisionConfig::from_gguf(&header(VisionConfig::ARCHITECTURE, m)).unwrap_err().to_string();
+        assert!(e.contains(keys::CLIP_VISION_PATCH_SIZE) && e.contains("must be > 0"), "{e}");
+    }
 }

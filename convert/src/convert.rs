@@ -270,28 +270,19 @@ fn fingerprint(ck: &Checkpoint, src: &SourceSet, text: &[Item], vision: &[Item])
     Ok(format!("{:016x}", h.0))
 }
 
+/// General keys, then the config's ([`TextConfig::to_gguf`]), then the vocabulary.
 fn text_metadata(ck: &Checkpoint, opts: &Options) -> Vec<(String, Value)> {
     let t: &TextConfig = &ck.text;
     let v: &Vocab = &ck.vocab;
-    let u = |x: usize| Value::U32(x as u32);
-    vec![
-        (keys::GENERAL_ARCHITECTURE.into(), Value::String("llama".into())),
+    let mut meta = vec![
+        (keys::GENERAL_ARCHITECTURE.into(), Value::String(TextConfig::ARCHITECTURE.into())),
         (keys::GENERAL_TYPE.into(), Value::String("model".into())),
         (keys::GENERAL_NAME.into(), Value::String(ck.name.clone())),
         (keys::GENERAL_FILE_TYPE.into(), Value::U32(policy::file_type(opts.outtype))),
         (keys::GENERAL_QUANTIZATION_VERSION.into(), Value::U32(2)),
-        (keys::LLAMA_VOCAB_SIZE.into(), u(t.vocab_size)),
-        (keys::LLAMA_CONTEXT_LENGTH.into(), u(t.context_length)),
-        (keys::LLAMA_EMBEDDING_LENGTH.into(), u(t.dim)),
-        (keys::LLAMA_BLOCK_COUNT.into(), u(t.n_layers)),
-        (keys::LLAMA_FEED_FORWARD_LENGTH.into(), u(t.ffn_dim)),
-        (keys::LLAMA_HEAD_COUNT.into(), u(t.n_heads)),
-        (keys::LLAMA_HEAD_COUNT_KV.into(), u(t.n_heads_kv)),
-        (keys::LLAMA_KEY_LENGTH.into(), u(t.head_dim)),
-        (keys::LLAMA_VALUE_LENGTH.into(), u(t.head_dim)),
-        (keys::LLAMA_ROPE_DIMENSION_COUNT.into(), u(t.head_dim)),
-        (keys::LLAMA_ROPE_FREQ_BASE.into(), Value::F32(t.rope_theta)),
-        (keys::LLAMA_RMS_EPS.into(), Value::F32(t.norm_eps)),
+    ];
+    meta.extend(t.to_gguf());
+    meta.extend([
         (keys::TOKENIZER_MODEL.into(), Value::String("gpt2".into())),
         (keys::TOKENIZER_PRE.into(), Value::String("tekken".into())),
         (keys::TOKENIZER_TOKENS.into(), Value::str_array(&v.tokens)),
@@ -304,36 +295,21 @@ fn text_metadata(ck: &Checkpoint, opts: &Options) -> Vec<(String, Value)> {
         (keys::TOKENIZER_ADD_EOS.into(), Value::Bool(false)),
         (keys::TOKENIZER_CHAT_TEMPLATE.into(), Value::String(v.chat_template.clone())),
         (keys::PIXTRAL_TOKENIZER_PATTERN.into(), Value::String(v.pattern.clone())),
-    ]
+    ]);
+    meta
 }
 
+/// General keys, then the config's ([`VisionConfig::to_gguf`]).
 fn vision_metadata(ck: &Checkpoint, v: &VisionConfig, opts: &Options) -> Vec<(String, Value)> {
-    let u = |x: usize| Value::U32(x as u32);
-    vec![
-        (keys::GENERAL_ARCHITECTURE.into(), Value::String("clip".into())),
+    let mut meta = vec![
+        (keys::GENERAL_ARCHITECTURE.into(), Value::String(VisionConfig::ARCHITECTURE.into())),
         (keys::GENERAL_TYPE.into(), Value::String("mmproj".into())),
         (keys::GENERAL_NAME.into(), Value::String(ck.name.clone())),
         (keys::GENERAL_FILE_TYPE.into(), Value::U32(policy::file_type(opts.vision_type))),
         (keys::GENERAL_QUANTIZATION_VERSION.into(), Value::U32(2)),
-        (keys::CLIP_HAS_VISION_ENCODER.into(), Value::Bool(true)),
-        (keys::CLIP_PROJECTOR_TYPE.into(), Value::String("pixtral".into())),
-        (keys::CLIP_USE_SILU.into(), Value::Bool(v.act == "silu")),
-        (keys::CLIP_USE_GELU.into(), Value::Bool(v.act == "gelu")),
-        (keys::CLIP_VISION_IMAGE_SIZE.into(), u(v.image_size)),
-        (keys::CLIP_VISION_PATCH_SIZE.into(), u(v.patch_size)),
-        (keys::CLIP_VISION_EMBEDDING_LENGTH.into(), u(v.dim)),
-        (keys::CLIP_VISION_FEED_FORWARD_LENGTH.into(), u(v.ffn_dim)),
-        (keys::CLIP_VISION_PROJECTION_DIM.into(), u(ck.text.dim)),
-        (keys::CLIP_VISION_BLOCK_COUNT.into(), u(v.n_layers)),
-        (keys::CLIP_VISION_HEAD_COUNT.into(), u(v.n_heads)),
-        (keys::CLIP_VISION_LAYER_NORM_EPS.into(), Value::F32(v.norm_eps)),
-        (keys::CLIP_VISION_IMAGE_MEAN.into(), Value::f32_array(&v.image_mean)),
-        (keys::CLIP_VISION_IMAGE_STD.into(), Value::f32_array(&v.image_std)),
-        (keys::CLIP_ROPE_FREQ_BASE.into(), Value::F32(v.rope_theta)),
-        (keys::PIXTRAL_IMG_TOKEN_ID.into(), Value::U32(v.img_token_id)),
-        (keys::PIXTRAL_IMG_BREAK_TOKEN_ID.into(), Value::U32(v.img_break_token_id)),
-        (keys::PIXTRAL_IMG_END_TOKEN_ID.into(), Value::U32(v.img_end_token_id)),
-    ]
+    ];
+    meta.extend(v.to_gguf(ck.text.dim));
+    meta
 }
 
 /// Upper bound on a file's size: data with padding, plus the metadata strings with their framing.

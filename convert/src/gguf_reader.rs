@@ -51,6 +51,9 @@ pub enum GgufError {
     BadBool { key: String, byte: u8 },
     #[error("metadata key {key:?}: {msg}")]
     BadAlignment { key: &'static str, msg: String },
+    /// A metadata value that parses but describes no usable model (a config key out of range): the key, and why.
+    #[error("{key}: {msg}")]
+    BadValue { key: String, msg: String },
     #[error("tensor {name:?}: {n_dims} dimensions, at most {MAX_DIMS} supported")]
     TooManyDims { name: String, n_dims: u32 },
     #[error("tensor {name:?}: dimension {axis} is 0")]

@@ -3,7 +3,10 @@
 //!
 //! As in ggml, activations are first converted to the weight type's `vec_dot_type`: Q8_0 blocks for Q4_0 and
 //! Q8_0 weights (an integer dot per block), f32 for F32/F16/BF16. Then each output is one reference row dot
-//! on the weight's raw bytes. This file is the scalar spec; SIMD kernels will sit behind the same functions.
+//! on the weight's raw bytes. This file holds that scalar spec ([`dot_row_ref`], [`matmul_rows_ref`]) and the entry
+//! point [`matmul_rows`], which runs the kernels of the ISA tier chosen once per process (`kernels::selected()`:
+//! AVX2, AVX-512, NEON, each checked against its scalar twin); [`float_sgemm`] sends float weights against several
+//! tokens to [`crate::sgemm`].
 //! Cost: `2·m·k·n` flops, `m·row_bytes` bytes of weights read once per call.
 
 use crate::repack::{Layout, R16};

@@ -126,7 +126,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &t in &threads {
         // each thread count gets its own pool; 1 is serial (no pool), as `-t 1` everywhere else
-        pixtral::model::ops::set_serial(t == 1);
+        pixtral::ops::set_serial(t == 1);
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;
         pool.install(|| -> anyhow::Result<()> {
             // prompt processing, then generation: the same row but for what is timed and its rate's unit

@@ -15,9 +15,9 @@ mod ui;
 
 use pixtral::convert::config::{TextConfig, VisionConfig};
 use pixtral::gguf::{GgufFile, Value};
+use pixtral::model::kv_cache::KvType;
 use pixtral::model::vision::VitPrecision;
 use pixtral::quant::GgmlType;
-use pixtral::runtime::kv_cache::KvType;
 use ui::{usage, Ui, UiArgs};
 
 const ENV_HELP: &str = "\
@@ -480,7 +480,7 @@ fn physical_cores() -> Option<usize> {
 /// (decode is memory-bound and prefill FMA-bound: hyperthreads add contention, not throughput).
 pub fn set_threads(t: Option<usize>) -> anyhow::Result<()> {
     match t.or_else(physical_cores) {
-        Some(0 | 1) => pixtral::model::ops::set_serial(true),
+        Some(0 | 1) => pixtral::ops::set_serial(true),
         Some(t) => rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?,
         None => {}
     }
@@ -488,7 +488,7 @@ pub fn set_threads(t: Option<usize>) -> anyhow::Result<()> {
 }
 
 pub fn threads_in_use() -> usize {
-    if pixtral::model::ops::serial() {
+    if pixtral::ops::serial() {
         1
     } else {
         rayon::current_num_threads()
@@ -509,7 +509,7 @@ pub struct Plan {
     pub path: PathBuf,
     pub file: GgufFile,
     pub cfg: TextConfig,
-    pub tokenizer: pixtral::runtime::tokenizer::Tokenizer,
+    pub tokenizer: pixtral::model::tokenizer::Tokenizer,
     pub vision: Option<VisionPlan>,
     /// the context in tokens, and how it was chosen
     pub ctx: usize,
@@ -549,7 +549,7 @@ fn default_ctx(
         why = format!("the model's trained context ({why} would be more)");
     }
     let per_token =
-        pixtral::runtime::kv_cache::KvCache::bytes_for(cfg.n_layers, cfg.n_heads_kv * cfg.head_dim, 1, kv_type) as u64;
+        pixtral::model::kv_cache::KvCache::bytes_for(cfg.n_layers, cfg.n_heads_kv * cfg.head_dim, 1, kv_type) as u64;
     if let Some(avail) = available {
         // the weights take their size again (page cache or the re-laid-out copy); 512 MB for activations
         let room = avail.saturating_sub(weight_bytes + (512 << 20)) / per_token.max(1);
@@ -571,12 +571,12 @@ pub fn plan(m: &ModelArgs, mmproj: Option<&Path>, need_vision: bool, ui: &Ui) ->
         input::existing_file(p)?;
     }
     let file = GgufFile::open(&path)?;
-    let cfg = pixtral::model::text_config(&file.header)?;
-    let tokenizer = pixtral::runtime::tokenizer::Tokenizer::from_gguf(&file.header)?;
+    let cfg = pixtral::convert::config::TextConfig::from_gguf(&file.header)?;
+    let tokenizer = pixtral::model::tokenizer::Tokenizer::from_gguf(&file.header)?;
     let vpath = mmproj.map(Path::to_path_buf).unwrap_or_else(|| pixtral::convert::mmproj_path(&path));
     let vision = if vpath.exists() {
         let vfile = GgufFile::open(&vpath)?;
-        let (vcfg, text_dim) = pixtral::model::vision::vision_config(&vfile.header)?;
+        let (vcfg, text_dim) = pixtral::convert::config::VisionConfig::from_gguf(&vfile.header)?;
         for w in pixtral::model::check_pair(&file.header, &vfile.header)? {
             ui.info(format!("warning: {}: {w}", vpath.display()));
         }
@@ -657,7 +657,7 @@ pub fn load(plan: Plan, m: &ModelArgs, with_vision: bool, ui: &Ui) -> anyhow::Re
     let model = &l.engine.model;
     let c = &model.cfg;
     let name = l.name.as_ref().map(|n| format!("{n}, ")).unwrap_or_default();
-    let kv = pixtral::runtime::kv_cache::KvCache::bytes_for(c.n_layers, c.n_heads_kv * c.head_dim, ctx, m.kv_type);
+    let kv = pixtral::model::kv_cache::KvCache::bytes_for(c.n_layers, c.n_heads_kv * c.head_dim, ctx, m.kv_type);
     let r = model.repacked;
     let layout = if r.bytes > 0 {
         format!(", {:.0} MB re-laid out R16 in {:.2} s", r.bytes as f64 / 1e6, r.seconds)

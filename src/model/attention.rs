@@ -28,8 +28,8 @@ use std::sync::Mutex;
 use pixtral_quant::sgemm::{aligned, pack_a, pack_a_strided, sgemm_packed, Sgemm, B};
 use pixtral_quant::softmax::Running;
 
-use super::ops::{for_each_chunk, serial};
-use crate::runtime::kv_cache::{KvCache, Row};
+use super::kv_cache::{KvCache, Row};
+use crate::ops::{for_each_chunk, serial};
 
 /// Query columns per task (tokens × the query heads of one KV head): 16 tokens of Pixtral's groups of 4.
 pub const COLS: usize = 64;

@@ -4,9 +4,11 @@
 //! sees only its own image's patches) and is computed per image block, head and tile of 64 queries, so no
 //! n² mask or score matrix is ever built (a 4096-patch image needs a 4096 × 64 score tile, 1 MB, per thread).
 //!
-//! Per block: RMSNorm → q, k, v → RoPE-2D → attention → o → residual → RMSNorm → SwiGLU (activation from the
-//! metadata: SiLU for Pixtral) → residual. No final norm. Adapter: `linear_2(gelu(linear_1(x)))` with biases and
-//! the exact erf GELU.
+//! [`VisionModel::encode`] runs named steps over one [`VisionState`] sized for the request: unfold the patches
+//! and embed them (`embed_patches`: a conv without bias as one matmul, then `ln_pre`), the RoPE-2D table
+//! (`rope_2d_table`), the blocks (`block`: RMSNorm → q, k, v → RoPE-2D → attention → o → residual → RMSNorm →
+//! SwiGLU, activation from the metadata, SiLU for Pixtral → residual; no final norm), and the adapter
+//! (`adapter`: `linear_2(gelu(linear_1(x)))` with biases and the exact erf GELU).
 //!
 //! RoPE-2D (head_dim D, θ from metadata; ref: mistral-inference `precompute_freqs_cis_2d`, transformers' axial
 //! rope): with `f_k = θ^(−2k/D)`, interleaved pair `i < D/4` rotates by `row · f[2i]`, pair `i ≥ D/4` by
@@ -15,26 +17,14 @@
 use std::cell::RefCell;
 use std::path::Path;
 
-use pixtral_convert::config::VisionConfig;
+use pixtral_convert::config::{VisionAct, VisionConfig};
 use pixtral_convert::manifest;
 
-use super::ops::{for_each, for_each_chunk, matmul, rmsnorm, MatmulScratch};
-use super::Mat;
+use super::{checked_tensor, dequantized, repack, Arena, Block, LoadOptions, Repacked};
 use crate::error::{Error, Result};
-use crate::gguf::{keys, GgufFile, Header, Value};
+use crate::gguf::GgufFile;
 use crate::image::{PreprocessConfig, Preprocessed};
-
-pub struct VisionLayer {
-    pub ln1: Vec<f32>,
-    pub wq: Mat,
-    pub wk: Mat,
-    pub wv: Mat,
-    pub wo: Mat,
-    pub ln2: Vec<f32>,
-    pub w_gate: Mat,
-    pub w_up: Mat,
-    pub w_down: Mat,
-}
+use crate::ops::{for_each, for_each_chunk, matmul, rmsnorm, Mat, MatmulScratch, Weight};
 
 /// Arithmetic of the ViT's float matmuls (`--vit-precision`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -85,96 +75,19 @@ pub struct VisionModel {
     pub precision: VitPrecision,
     /// The mapped file (as on disk: R16 matrices live in `arena`).
     pub file: GgufFile,
-    arena: super::Arena,
+    arena: Arena,
     /// the weights re-laid out at load
-    pub repacked: super::Repacked,
+    pub repacked: Repacked,
     pub cfg: VisionConfig,
     /// the text model's width (adapter output)
     pub text_dim: usize,
     patch_embd: Mat, // (dim, 3·P·P)
     ln_pre: Vec<f32>,
-    layers: Vec<VisionLayer>,
+    layers: Vec<Block>,
     mm1: Mat,
     mm1_b: Vec<f32>,
     mm2: Mat,
     mm2_b: Vec<f32>,
-}
-
-/// Vision hyper-parameters from mmproj metadata only, checked before anything is allocated. Token ids default
-/// to Pixtral's (10, 12, 13) when the file (llama.cpp's) does not carry them.
-pub fn vision_config(h: &Header) -> Result<(VisionConfig, usize)> {
-    let arch = h.get_str(keys::GENERAL_ARCHITECTURE)?;
-    let proj = h.get_str(keys::CLIP_PROJECTOR_TYPE).unwrap_or("");
-    if arch != "clip" || proj != "pixtral" {
-        return Err(Error::Model {
-            what: keys::CLIP_PROJECTOR_TYPE.into(),
-            msg: format!("architecture {arch:?}, projector {proj:?}: not a Pixtral mmproj file"),
-        });
-    }
-    let f32_or = |key: &str, default: f32| super::positive_f32_or(h, key, default);
-    let id = |key: &str, default: u32| match h.get(key) {
-        Some(Value::U32(v)) => *v,
-        _ => default,
-    };
-    let triple = |key: &str, default: [f32; 3]| -> Result<[f32; 3]> {
-        match h.get(key) {
-            None => Ok(default),
-            Some(_) => {
-                let v = h.get_f32_array(key)?;
-                v.as_slice()
-                    .try_into()
-                    .map_err(|_| Error::Model { what: key.into(), msg: format!("{} values, want 3", v.len()) })
-            }
-        }
-    };
-    let silu = matches!(h.get(keys::CLIP_USE_SILU), Some(Value::Bool(true)));
-    let gelu = matches!(h.get(keys::CLIP_USE_GELU), Some(Value::Bool(true)));
-    let cfg = VisionConfig {
-        dim: super::u32_key(h, keys::CLIP_VISION_EMBEDDING_LENGTH)?,
-        n_layers: super::u32_key(h, keys::CLIP_VISION_BLOCK_COUNT)?,
-        n_heads: super::u32_key(h, keys::CLIP_VISION_HEAD_COUNT)?,
-        ffn_dim: super::u32_key(h, keys::CLIP_VISION_FEED_FORWARD_LENGTH)?,
-        n_channels: 3,
-        image_size: super::u32_key(h, keys::CLIP_VISION_IMAGE_SIZE)?,
-        patch_size: super::u32_key(h, keys::CLIP_VISION_PATCH_SIZE)?,
-        rope_theta: f32_or(keys::CLIP_ROPE_FREQ_BASE, 10000.0)?,
-        norm_eps: f32_or(keys::CLIP_VISION_LAYER_NORM_EPS, 1e-5)?,
-        // Pixtral's FFN is SiLU; a file that says gelu (and not silu) gets gelu
-        act: if gelu && !silu { "gelu".into() } else { "silu".into() },
-        img_token_id: id(keys::PIXTRAL_IMG_TOKEN_ID, 10),
-        img_break_token_id: id(keys::PIXTRAL_IMG_BREAK_TOKEN_ID, 12),
-        img_end_token_id: id(keys::PIXTRAL_IMG_END_TOKEN_ID, 13),
-        image_mean: triple(keys::CLIP_VISION_IMAGE_MEAN, pixtral_convert::config::IMAGE_MEAN)?,
-        image_std: triple(keys::CLIP_VISION_IMAGE_STD, pixtral_convert::config::IMAGE_STD)?,
-    };
-    let text_dim = super::u32_key(h, keys::CLIP_VISION_PROJECTION_DIM)?;
-    let bad = |what: &str, msg: String| Err(Error::Model { what: what.into(), msg });
-    if !cfg.dim.is_multiple_of(cfg.n_heads) || !(cfg.dim / cfg.n_heads).is_multiple_of(4) {
-        return bad(
-            keys::CLIP_VISION_HEAD_COUNT,
-            format!("dim {} over {} heads must give a head_dim divisible by 4", cfg.dim, cfg.n_heads),
-        );
-    }
-    if cfg.patch_size > 64 || cfg.image_size > 16384 || cfg.image_size < cfg.patch_size {
-        return bad(
-            keys::CLIP_VISION_IMAGE_SIZE,
-            format!("image_size {} / patch_size {} are implausible", cfg.image_size, cfg.patch_size),
-        );
-    }
-    for (key, v, max) in [
-        (keys::CLIP_VISION_EMBEDDING_LENGTH, cfg.dim, 1 << 14),
-        (keys::CLIP_VISION_FEED_FORWARD_LENGTH, cfg.ffn_dim, 1 << 16),
-        (keys::CLIP_VISION_BLOCK_COUNT, cfg.n_layers, 256),
-        (keys::CLIP_VISION_PROJECTION_DIM, text_dim, 1 << 16),
-    ] {
-        if v > max {
-            return bad(key, format!("{v} is implausible (at most {max})"));
-        }
-    }
-    if cfg.image_std.iter().any(|s| *s <= 0.0) {
-        return bad(keys::CLIP_VISION_IMAGE_STD, "must be positive".into());
-    }
-    Ok((cfg, text_dim))
 }
 
 /// Preprocessing for this tower: images at most `max_side` a side (default and ceiling: the model's
@@ -300,22 +213,22 @@ fn attention(
 
 impl VisionModel {
     pub fn load(path: impl AsRef<Path>) -> Result<VisionModel> {
-        Self::load_with(path, &super::LoadOptions::default())
+        Self::load_with(path, &LoadOptions::default())
     }
 
     /// [`VisionModel::load`] with options.
-    pub fn load_with(path: impl AsRef<Path>, opts: &super::LoadOptions) -> Result<VisionModel> {
+    pub fn load_with(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<VisionModel> {
         Self::from_file(GgufFile::open(path.as_ref())?, opts)
     }
 
     /// [`VisionModel::load_with`] for a file already opened.
-    pub fn from_file(file: GgufFile, opts: &super::LoadOptions) -> Result<VisionModel> {
+    pub fn from_file(file: GgufFile, opts: &LoadOptions) -> Result<VisionModel> {
         let h = &file.header;
-        let (cfg, text_dim) = vision_config(h)?;
+        let (cfg, text_dim) = VisionConfig::from_gguf(h)?;
         let entries = manifest::vision_tensors(&cfg, text_dim);
         let get = |name: &str| {
             let e = entries.iter().find(|e| e.name == name).expect("manifest entry");
-            super::checked_tensor(h, name, &e.ne())
+            checked_tensor(h, name, &e.ne())
         };
         let mat = |name: &str| -> Result<Mat> {
             let t = get(name)?;
@@ -323,21 +236,11 @@ impl VisionModel {
             let cols = t.ne[..t.ne.len() - 1].iter().product::<u64>() as usize;
             Ok(Mat::of(h, t, *t.ne.last().expect("dims") as usize, cols))
         };
-        let vec = |name: &str| super::dequantized(&file, get(name)?);
+        let vec = |name: &str| dequantized(&file, get(name)?);
         let mut layers = Vec::with_capacity(cfg.n_layers);
         for l in 0..cfg.n_layers {
-            let n = |p: &str| format!("v.blk.{l}.{p}.weight");
-            layers.push(VisionLayer {
-                ln1: vec(&n("ln1"))?,
-                wq: mat(&n("attn_q"))?,
-                wk: mat(&n("attn_k"))?,
-                wv: mat(&n("attn_v"))?,
-                wo: mat(&n("attn_out"))?,
-                ln2: vec(&n("ln2"))?,
-                w_gate: mat(&n("ffn_gate"))?,
-                w_up: mat(&n("ffn_up"))?,
-                w_down: mat(&n("ffn_down"))?,
-            });
+            let name = |p: &str| format!("v.blk.{l}.{p}.weight");
+            layers.push(Block::load(&manifest::VISION_BLOCK, name, mat, vec)?);
         }
         let patch_embd = mat("v.patch_embd.weight")?;
         if patch_embd.ty.row_bytes(patch_embd.cols).is_none() {
@@ -362,17 +265,15 @@ impl VisionModel {
             repacked: Default::default(),
         };
         let VisionModel { patch_embd, mm1, mm2, layers, file, .. } = &mut v;
-        let mut mats: Vec<&mut Mat> = layers
-            .iter_mut()
-            .flat_map(|l| [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down])
-            .chain([patch_embd, mm1, mm2])
-            .collect();
-        (v.arena, v.repacked) = super::repack(file, &mut mats, opts)?;
+        let mut mats: Vec<&mut Mat> =
+            layers.iter_mut().flat_map(Block::mats_mut).chain([patch_embd, mm1, mm2]).collect();
+        (v.arena, v.repacked) = repack(file, &mut mats, opts)?;
         Ok(v)
     }
 
-    fn bytes(&self, m: &Mat) -> &[u8] {
-        m.bytes(&self.file, &self.arena)
+    /// A weight matrix of this tower with its bytes, for [`matmul`].
+    pub fn view<'m>(&'m self, m: &'m Mat) -> Weight<'m> {
+        self.arena.view(&self.file, m)
     }
 
     /// The `[IMG_BREAK]` embedding carried by the mmproj (row 12 of the text embedding).
@@ -394,131 +295,190 @@ impl VisionModel {
 
     /// [`VisionModel::encode`], calling `progress(layers done, layers)` after each transformer layer.
     pub fn encode_with_progress(&self, images: &[Preprocessed], progress: &mut dyn FnMut(usize, usize)) -> Vec<f32> {
-        let c = &self.cfg;
-        let (d, p, f) = (c.dim, c.patch_size, c.ffn_dim);
-        let hd = d / c.n_heads;
-        let n: usize = images.iter().map(|i| i.n_patches()).sum();
-        let mut mm = MatmulScratch::default();
-        if self.precision == VitPrecision::Bf16 {
-            mm.bf16 = (pixtral_quant::kernels::selected().bgemm)();
+        let mut s = VisionState::new(self, images);
+        self.embed_patches(images, &mut s);
+        s.rope_2d_table(&self.cfg);
+        for (li, block) in self.layers.iter().enumerate() {
+            progress(li, self.layers.len());
+            self.block(block, &mut s);
         }
+        progress(self.layers.len(), self.layers.len());
+        self.adapter(&mut s)
+    }
 
-        // ---- unfold patches: (n, 3·P·P), [channel][ky][kx] as the conv weight's rows ----
+    /// Unfold the patches into `(n, 3·P·P)` rows, `[channel][ky][kx]` as the conv weight's rows; embed them (the
+    /// conv without bias, as a matmul) into the residual stream and apply `ln_pre`.
+    fn embed_patches(&self, images: &[Preprocessed], s: &mut VisionState) {
+        let p = self.cfg.patch_size;
         let k = 3 * p * p;
-        let mut patches = vec![0f32; n * k];
-        let mut pos = Vec::with_capacity(n); // (row, col) per patch
-        let mut blocks = Vec::with_capacity(images.len()); // (start, len) per image
-        let mut row0 = 0;
-        for img in images {
+        for (img, &(row0, _)) in images.iter().zip(&s.images) {
             let (w, h) = (img.width(), img.height());
             for r in 0..img.grid_h {
                 for col in 0..img.grid_w {
-                    let dst = &mut patches[(row0 + r * img.grid_w + col) * k..][..k];
+                    let dst = &mut s.patches[(row0 + r * img.grid_w + col) * k..][..k];
                     for ch in 0..3 {
                         for ky in 0..p {
                             let src = &img.pixels[ch * w * h + (r * p + ky) * w + col * p..][..p];
                             dst[(ch * p + ky) * p..][..p].copy_from_slice(src);
                         }
                     }
-                    pos.push((r, col));
                 }
             }
-            blocks.push((row0, img.n_patches()));
-            row0 += img.n_patches();
         }
+        matmul(self.view(&self.patch_embd), &s.patches, s.n, &mut s.xb, &mut s.mm);
+        rmsnorm(&mut s.x, &s.xb, &self.ln_pre, self.cfg.norm_eps);
+    }
 
-        // ---- patch embedding (conv without bias as a matmul) and ln_pre ----
-        let mut x = vec![0f32; n * d];
-        matmul(self.bytes(&self.patch_embd), &self.patch_embd, &patches, n, &mut x, &mut mm);
-        drop(patches);
-        let mut xb = vec![0f32; n * d];
-        rmsnorm(&mut xb, &x, &self.ln_pre, c.norm_eps);
-        std::mem::swap(&mut x, &mut xb);
+    /// One transformer block over the packed sequence, in place on `s.x`.
+    fn block(&self, b: &Block, s: &mut VisionState) {
+        let c = &self.cfg;
+        let (n, d, f) = (s.n, c.dim, c.ffn_dim);
+        let hd = d / c.n_heads;
 
-        // RoPE-2D angles per pair: (D/2) frequencies, the first D/4 for rows, the rest for columns
-        let fk: Vec<f64> = (0..hd / 2).map(|i| (c.rope_theta as f64).powf(-2.0 * i as f64 / hd as f64)).collect();
-        let pair_freq: Vec<(bool, f32)> = (0..hd / 2)
-            .map(|i| if i < hd / 4 { (true, fk[2 * i] as f32) } else { (false, fk[2 * (i - hd / 4) + 1] as f32) })
-            .collect();
-        // (sin, cos) per patch and pair, the same for every layer: (n, D/2)
-        let mut rot = vec![(0f32, 0f32); n * hd / 2];
-        for_each_chunk(&mut rot, hd / 2, |t, rot| {
-            let (r, col) = pos[t];
-            for (sc, &(is_row, fr)) in rot.iter_mut().zip(&pair_freq) {
-                *sc = (if is_row { r as f32 * fr } else { col as f32 * fr }).sin_cos();
+        // ---- attention, block-diagonal over images ----
+        rmsnorm_rows(&mut s.xb, &s.x, &b.attn_norm, c.norm_eps);
+        matmul(self.view(&b.wq), &s.xb, n, &mut s.q, &mut s.mm);
+        matmul(self.view(&b.wk), &s.xb, n, &mut s.k, &mut s.mm);
+        matmul(self.view(&b.wv), &s.xb, n, &mut s.v, &mut s.mm);
+        for m in [&mut s.q, &mut s.k] {
+            for_each_chunk(m, ROWS_PER_TASK * d, |i, rows| {
+                let rot = s.rot[i * ROWS_PER_TASK * hd / 2..].chunks_exact(hd / 2);
+                for (row, rot) in rows.chunks_exact_mut(d).zip(rot) {
+                    rope_2d(row, hd, rot);
+                }
+            });
+        }
+        attention(&s.q, &s.k, &s.v, &mut s.att, &mut s.kp, &mut s.vp, &s.images, &s.tiles, d, c.n_heads);
+        matmul(self.view(&b.wo), &s.att, n, &mut s.xb, &mut s.mm);
+        add_rows(&mut s.x, &s.xb);
+
+        // ---- feed-forward ----
+        rmsnorm_rows(&mut s.xb, &s.x, &b.ffn_norm, c.norm_eps);
+        matmul(self.view(&b.w_gate), &s.xb, n, &mut s.gate, &mut s.mm);
+        matmul(self.view(&b.w_up), &s.xb, n, &mut s.up, &mut s.mm);
+        let kern = pixtral_quant::kernels::selected();
+        let up = &s.up;
+        for_each_chunk(&mut s.gate, ROWS_PER_TASK * f, |i, g| {
+            let u = &up[i * ROWS_PER_TASK * f..][..g.len()];
+            match c.act {
+                VisionAct::Gelu => g.iter_mut().zip(u).for_each(|(g, u)| *g = gelu(*g) * u),
+                VisionAct::Silu => (kern.silu_mul)(g, u),
             }
         });
-        let rope2d = |v: &mut [f32], rot: &[(f32, f32)]| {
-            for head in v.chunks_exact_mut(hd) {
-                for (pair, &(s, co)) in head.chunks_exact_mut(2).zip(rot) {
-                    let (a, b) = (pair[0], pair[1]);
-                    pair[0] = a * co - b * s;
-                    pair[1] = a * s + b * co;
-                }
-            }
-        };
+        matmul(self.view(&b.w_down), &s.gate, n, &mut s.xb, &mut s.mm);
+        add_rows(&mut s.x, &s.xb);
+    }
 
-        let (mut q, mut kk, mut v, mut att) =
-            (vec![0f32; n * d], vec![0f32; n * d], vec![0f32; n * d], vec![0f32; n * d]);
-        let (mut kp, mut vp) = (Vec::new(), Vec::new());
-        // query tiles: QUERY_TILE rows, never across two images
-        let tiles: Vec<(usize, usize, usize)> = blocks
+    /// The adapter into the text model's width: `linear_2(gelu(linear_1(x)))`, `(n, text_dim)`.
+    fn adapter(&self, s: &mut VisionState) -> Vec<f32> {
+        let (n, td) = (s.n, self.text_dim);
+        matmul(self.view(&self.mm1), &s.x, n, &mut s.h1, &mut s.mm);
+        for row in s.h1.chunks_exact_mut(td) {
+            row.iter_mut().zip(&self.mm1_b).for_each(|(a, b)| *a = gelu(*a + b));
+        }
+        let mut out = vec![0f32; n * td];
+        matmul(self.view(&self.mm2), &s.h1, n, &mut out, &mut s.mm);
+        for row in out.chunks_exact_mut(td) {
+            row.iter_mut().zip(&self.mm2_b).for_each(|(a, b)| *a += b);
+        }
+        out
+    }
+}
+
+/// Activations of one request's images packed into one sequence of `n` patches, allocated once for its size:
+/// the steps of [`VisionModel::encode`] allocate nothing else but the result.
+pub struct VisionState {
+    n: usize,
+    images: Vec<(usize, usize)>,       // (start, len) per image
+    tiles: Vec<(usize, usize, usize)>, // (image, first query, queries): attention tasks, never across two images
+    pos: Vec<(usize, usize)>,          // (n) each patch's (row, col) in its image's grid
+    rot: Vec<(f32, f32)>,              // (n, head_dim / 2) RoPE-2D (sin, cos), the same for every block
+    patches: Vec<f32>,                 // (n, 3·P·P) unfolded pixels
+    x: Vec<f32>,                       // (n, dim) residual stream
+    xb: Vec<f32>,                      // (n, dim) normed input / projection output
+    q: Vec<f32>,                       // (n, dim)
+    k: Vec<f32>,                       // (n, dim)
+    v: Vec<f32>,                       // (n, dim)
+    att: Vec<f32>,                     // (n, dim) attention output
+    kp: Vec<f32>,                      // attention's packed keys, per head (scratch)
+    vp: Vec<f32>,                      // attention's packed transposed values, per head (scratch)
+    gate: Vec<f32>,                    // (n, ffn)
+    up: Vec<f32>,                      // (n, ffn)
+    h1: Vec<f32>,                      // (n, text_dim) adapter hidden
+    mm: MatmulScratch,
+}
+
+impl VisionState {
+    /// Sized for `images` on tower `vm`, with each patch's grid position and the attention tasks.
+    pub fn new(vm: &VisionModel, images: &[Preprocessed]) -> VisionState {
+        let c = &vm.cfg;
+        let (d, p, f) = (c.dim, c.patch_size, c.ffn_dim);
+        let hd = d / c.n_heads;
+        let n: usize = images.iter().map(|i| i.n_patches()).sum();
+        let mut mm = MatmulScratch::default();
+        if vm.precision == VitPrecision::Bf16 {
+            mm.bf16 = (pixtral_quant::kernels::selected().bgemm)();
+        }
+        let mut pos = Vec::with_capacity(n);
+        let mut spans = Vec::with_capacity(images.len());
+        for img in images {
+            spans.push((pos.len(), img.n_patches()));
+            pos.extend((0..img.grid_h).flat_map(|r| (0..img.grid_w).map(move |col| (r, col))));
+        }
+        let tiles = spans
             .iter()
             .enumerate()
             .flat_map(|(b, &(start, len))| {
                 (0..len).step_by(QUERY_TILE).map(move |q0| (b, start + q0, QUERY_TILE.min(len - q0)))
             })
             .collect();
-        let (mut gate, mut up) = (vec![0f32; n * f], vec![0f32; n * f]);
-        for (li, layer) in self.layers.iter().enumerate() {
-            progress(li, self.layers.len());
-            // ---- attention, block-diagonal over images ----
-            rmsnorm_rows(&mut xb, &x, &layer.ln1, c.norm_eps);
-            matmul(self.bytes(&layer.wq), &layer.wq, &xb, n, &mut q, &mut mm);
-            matmul(self.bytes(&layer.wk), &layer.wk, &xb, n, &mut kk, &mut mm);
-            matmul(self.bytes(&layer.wv), &layer.wv, &xb, n, &mut v, &mut mm);
-            for m in [&mut q, &mut kk] {
-                for_each_chunk(m, ROWS_PER_TASK * d, |i, rows| {
-                    let rot = rot[i * ROWS_PER_TASK * hd / 2..].chunks_exact(hd / 2);
-                    for (row, rot) in rows.chunks_exact_mut(d).zip(rot) {
-                        rope2d(row, rot);
-                    }
-                });
+        VisionState {
+            n,
+            images: spans,
+            tiles,
+            pos,
+            rot: vec![(0.0, 0.0); n * hd / 2],
+            patches: vec![0.0; n * 3 * p * p],
+            x: vec![0.0; n * d],
+            xb: vec![0.0; n * d],
+            q: vec![0.0; n * d],
+            k: vec![0.0; n * d],
+            v: vec![0.0; n * d],
+            att: vec![0.0; n * d],
+            kp: Vec::new(),
+            vp: Vec::new(),
+            gate: vec![0.0; n * f],
+            up: vec![0.0; n * f],
+            h1: vec![0.0; n * vm.text_dim],
+            mm,
+        }
+    }
+
+    /// RoPE-2D's (sin, cos) per patch and pair: (D/2) frequencies `f_k = θ^(−2k/D)`, pair `i < D/4` turning by
+    /// `row · f[2i]`, the others by `col · f[2(i − D/4) + 1]`.
+    fn rope_2d_table(&mut self, c: &VisionConfig) {
+        let hd = c.dim / c.n_heads;
+        let fk: Vec<f64> = (0..hd / 2).map(|i| (c.rope_theta as f64).powf(-2.0 * i as f64 / hd as f64)).collect();
+        let pair_freq: Vec<(bool, f32)> = (0..hd / 2)
+            .map(|i| if i < hd / 4 { (true, fk[2 * i] as f32) } else { (false, fk[2 * (i - hd / 4) + 1] as f32) })
+            .collect();
+        let pos = &self.pos;
+        for_each_chunk(&mut self.rot, hd / 2, |t, rot| {
+            let (r, col) = pos[t];
+            for (sc, &(is_row, fr)) in rot.iter_mut().zip(&pair_freq) {
+                *sc = (if is_row { r as f32 * fr } else { col as f32 * fr }).sin_cos();
             }
-            attention(&q, &kk, &v, &mut att, &mut kp, &mut vp, &blocks, &tiles, d, c.n_heads);
-            matmul(self.bytes(&layer.wo), &layer.wo, &att, n, &mut xb, &mut mm);
-            add_rows(&mut x, &xb);
+        });
+    }
+}
 
-            // ---- feed-forward ----
-            rmsnorm_rows(&mut xb, &x, &layer.ln2, c.norm_eps);
-            matmul(self.bytes(&layer.w_gate), &layer.w_gate, &xb, n, &mut gate, &mut mm);
-            matmul(self.bytes(&layer.w_up), &layer.w_up, &xb, n, &mut up, &mut mm);
-            let kern = pixtral_quant::kernels::selected();
-            for_each_chunk(&mut gate, ROWS_PER_TASK * f, |i, g| {
-                let u = &up[i * ROWS_PER_TASK * f..][..g.len()];
-                match c.act == "gelu" {
-                    true => g.iter_mut().zip(u).for_each(|(g, u)| *g = gelu(*g) * u),
-                    false => (kern.silu_mul)(g, u),
-                }
-            });
-            matmul(self.bytes(&layer.w_down), &layer.w_down, &gate, n, &mut xb, &mut mm);
-            add_rows(&mut x, &xb);
+/// RoPE-2D on one token's row of heads, `rot`: its (sin, cos) per pair.
+fn rope_2d(x: &mut [f32], head_dim: usize, rot: &[(f32, f32)]) {
+    for head in x.chunks_exact_mut(head_dim) {
+        for (pair, &(s, co)) in head.chunks_exact_mut(2).zip(rot) {
+            let (a, b) = (pair[0], pair[1]);
+            pair[0] = a * co - b * s;
+            pair[1] = a * s + b * co;
         }
-
-        progress(self.layers.len(), self.layers.len());
-
-        // ---- adapter: linear_2(gelu(linear_1(x))) ----
-        let td = self.text_dim;
-        let mut h1 = vec![0f32; n * td];
-        matmul(self.bytes(&self.mm1), &self.mm1, &x, n, &mut h1, &mut mm);
-        for row in h1.chunks_exact_mut(td) {
-            row.iter_mut().zip(&self.mm1_b).for_each(|(a, b)| *a = gelu(*a + b));
-        }
-        let mut out = vec![0f32; n * td];
-        matmul(self.bytes(&self.mm2), &self.mm2, &h1, n, &mut out, &mut mm);
-        for row in out.chunks_exact_mut(td) {
-            row.iter_mut().zip(&self.mm2_b).for_each(|(a, b)| *a += b);
-        }
-        out
     }
 }

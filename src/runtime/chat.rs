@@ -7,7 +7,7 @@
 //! - each text chunk is tokenized on its own.
 
 use crate::error::{Error, Result};
-use crate::runtime::tokenizer::Tokenizer;
+use crate::model::tokenizer::Tokenizer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {

@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::model::tokenizer::Tokenizer;
 use crate::runtime::chat::{encode_chat, Chunk, Message, Role};
 use crate::runtime::engine::prompt_ids;
 use crate::runtime::images::{EncodedImage, ImageKey};
@@ -20,7 +21,6 @@ use crate::runtime::request::{Completion, FinishReason, GenerateOptions, Timings
 use crate::runtime::sampler::Sampler;
 use crate::runtime::session::Session;
 use crate::runtime::stop::StopStrings;
-use crate::runtime::tokenizer::Tokenizer;
 
 #[derive(Debug, Clone, Default)]
 pub struct Conversation {

@@ -25,14 +25,15 @@ use pixtral_convert::config::VisionConfig;
 
 use crate::error::{Error, Result};
 use crate::image::{ImageLimits, PreprocessConfig, Preprocessed};
+use crate::model::text::Model;
+use crate::model::tokenizer::Tokenizer;
 use crate::model::vision::{preprocess_config, VisionModel, VitPrecision};
-use crate::model::{LoadOptions, Model};
+use crate::model::LoadOptions;
 use crate::runtime::chat::{encode_chat, image_tokens, Chunk, Message};
 use crate::runtime::conversation::Conversation;
 use crate::runtime::images::{EncodedImage, ImageCache, ImageHead};
 use crate::runtime::request::{Completion, GenerateOptions, ImageSource, Part, Request, Role};
 use crate::runtime::session::{Session, SessionOptions};
-use crate::runtime::tokenizer::Tokenizer;
 
 /// How [`Engine::load`] loads.
 #[derive(Debug, Clone)]
@@ -261,10 +262,10 @@ impl Engine {
 /// keep it). Returns the threads in use.
 pub fn set_threads(n: usize) -> usize {
     if n <= 1 {
-        crate::model::ops::set_serial(true);
+        crate::ops::set_serial(true);
         return 1;
     }
-    crate::model::ops::set_serial(false);
+    crate::ops::set_serial(false);
     let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
     rayon::current_num_threads()
 }

@@ -1,12 +1,11 @@
-//! Everything around the model: tokenizer, chat template, sampler, KV cache, session.
+//! Everything around the model: chat template, sampler, stop strings, session and conversation (the KV cache
+//! and the tokenizer are the model's: [`crate::model`]).
 
 pub mod chat;
 pub mod conversation;
 pub mod engine;
 pub mod images;
-pub mod kv_cache;
 pub mod request;
 pub mod sampler;
 pub mod session;
 pub mod stop;
-pub mod tokenizer;

@@ -7,12 +7,12 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
-use crate::model::decoder::{forward, DecoderState, ImageRows};
-use crate::model::Model;
-use crate::runtime::kv_cache::{KvCache, KvType};
+use crate::model::kv_cache::{KvCache, KvType};
+use crate::model::text::Model;
+use crate::model::text::{forward, DecoderState, ImageRows};
+use crate::model::tokenizer::StreamDecoder;
 use crate::runtime::request::{FinishReason, TokenLogprobs, MAX_TOP_LOGPROBS};
 use crate::runtime::sampler::Sampler;
-use crate::runtime::tokenizer::StreamDecoder;
 use pixtral_convert::config::TextConfig;
 
 #[derive(Debug, Clone)]

@@ -56,7 +56,7 @@ impl<'a> Row<'a> {
     pub fn dot(self, q: &[f32]) -> f32 {
         match self {
             Row::F16(x) => (pixtral_quant::kernels::selected().dot_f16)(x, q),
-            Row::F32(x) => crate::model::ops::dot_f32(q, x),
+            Row::F32(x) => crate::ops::dot_f32(q, x),
         }
     }
 

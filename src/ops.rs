@@ -1,9 +1,50 @@
-//! Element-wise ops and the threaded matmul wrapper. Shapes are row-major `(tokens, features)`.
+//! The ops layer, below the model: weight matrices as the kernels see them ([`Mat`], [`Weight`]), the threaded
+//! matmul over [`pixtral_quant`]'s kernels, the element-wise ops, and the thread-pool helpers. Shapes are row-major
+//! `(tokens, features)`, features fastest.
 
-use pixtral_quant::{matmul_rows, Acts};
+use pixtral_quant::{matmul_rows, Acts, GgmlType, Layout};
 use rayon::prelude::*;
 
-use super::Mat;
+use crate::gguf::{Header, TensorInfo};
+
+/// A weight matrix `(rows, cols)`: `rows` outputs of `cols` inputs, row-major, `cols` = `ne[0]`. Its bytes are at
+/// `start..start + len` of the file map (ggml's layout) or, once re-laid out at load (R16), of the owning model's
+/// arena: the model resolves it into a [`Weight`] (`model.view(&layer.wq)`), the one thing [`matmul`] takes.
+#[derive(Debug, Clone, Copy)]
+pub struct Mat {
+    pub ty: GgmlType,
+    pub rows: usize,
+    pub cols: usize,
+    pub(crate) start: usize,
+    pub(crate) len: usize,
+    /// ggml's layout, in the file; or R16, in the model's arena (see [`crate::model::repack`]).
+    pub layout: Layout,
+}
+
+impl Mat {
+    /// A view of tensor `t` of the file as `(rows, cols)`.
+    pub(crate) fn of(h: &Header, t: &TensorInfo, rows: usize, cols: usize) -> Mat {
+        Mat {
+            ty: t.ty,
+            rows,
+            cols,
+            start: h.data_offset + t.offset as usize,
+            len: t.n_bytes as usize,
+            layout: Layout::Plain,
+        }
+    }
+
+    pub fn row_bytes(&self) -> usize {
+        self.ty.row_bytes(self.cols).expect("checked at load")
+    }
+}
+
+/// A matrix with its bytes resolved (file map or arena): two borrows, made per call, nothing copied.
+#[derive(Clone, Copy)]
+pub struct Weight<'m> {
+    pub mat: &'m Mat,
+    pub bytes: &'m [u8],
+}
 
 /// Scratch of [`matmul`], kept in the session state so decoding allocates nothing.
 #[derive(Default)]
@@ -57,7 +98,8 @@ const ROWS_PER_TASK: usize = pixtral_quant::repack::R16;
 
 /// `out (n, w.rows) = x (n, w.cols) · Wᵀ`, threads over weight rows; float weights against several tokens
 /// ([`float_matmul`]) over tokens.
-pub fn matmul(bytes: &[u8], w: &Mat, x: &[f32], n: usize, out: &mut [f32], s: &mut MatmulScratch) {
+pub fn matmul(w: Weight, x: &[f32], n: usize, out: &mut [f32], s: &mut MatmulScratch) {
+    let Weight { mat: w, bytes } = w;
     debug_assert_eq!(x.len(), n * w.cols);
     debug_assert_eq!(out.len(), n * w.rows);
     let k = pixtral_quant::kernels::selected(); // the ISA tier, chosen once per process
