@@ -107,7 +107,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     if pp.is_empty() && tg.is_empty() && sizes.is_empty() {
         usage!("nothing to measure: -p and -n are all 0 and no --image-size is given");
     }
-    let path = crate::model_path(&a.model, &ui)?;
+    let path = crate::plan::model_path(&a.model, &ui)?;
     if let Some(p) = &a.mmproj {
         crate::input::existing_file(p)?;
     }
@@ -121,7 +121,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
         }
         Some(pixtral::model::vision::VisionModel::load(&vpath)?)
     };
-    let threads = if a.threads.is_empty() { vec![crate::physical_cores_or_one()] } else { a.threads.clone() };
+    let threads = if a.threads.is_empty() { vec![crate::plan::physical_cores_or_one()] } else { a.threads.clone() };
     let runs = a.repetitions;
     let mut rows = Vec::new();
     for &t in &threads {

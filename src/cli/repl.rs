@@ -338,18 +338,25 @@ impl Repl<'_> {
                 self.ctx
             );
         }
-        let threads = crate::threads_in_use();
+        let threads = crate::plan::threads_in_use();
         let m = self.model;
-        let pricing =
-            crate::Pricing::new(&m.cfg, &m.file.header, &vm.cfg, vm.text_dim, &vm.file.header, threads, vm.precision);
+        let pricing = crate::pricing::Pricing::new(
+            &m.cfg,
+            &m.file.header,
+            &vm.cfg,
+            vm.text_dim,
+            &vm.file.header,
+            threads,
+            vm.precision,
+        );
         // the new image's tokens and the message around it, after what the cache already holds
         if let Some(line) = pricing.line(&[(w, h)], self.image_max_side, need + 16, have) {
             self.ui.info(line);
         }
-        self.ui.info(crate::image_line(path, w, h, gw, gh));
+        self.ui.info(crate::pricing::image_line(path, w, h, gw, gh));
         // saved conversations name images by absolute path, so /load finds them from any directory
         head.path = Some(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
-        let enc = crate::encode_with_bar(self.engine, std::slice::from_ref(&head), Vec::new(), &self.ui)?;
+        let enc = crate::run::encode_with_bar(self.engine, std::slice::from_ref(&head), Vec::new(), &self.ui)?;
         if enc.cached > 0 {
             self.ui.detail("[the image was in the cache of encoded images]");
         }
@@ -385,7 +392,7 @@ impl Repl<'_> {
                         p.seed = x as u64;
                         self.answers = 0;
                     }),
-                    "n" | "n_predict" => crate::parse_n_predict(v).map(|x| self.n_predict = crate::max_tokens(x)),
+                    "n" | "n_predict" => crate::parse_n_predict(v).map(|x| self.n_predict = crate::run::max_tokens(x)),
                     _ => crate::ui::usage!("unknown setting {k:?}; /set lists them"),
                 };
                 if let Err(e) = set {
@@ -639,10 +646,10 @@ impl Repl<'_> {
 
 pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
     let ui = Ui::new(a.ui);
-    let plan = crate::plan(&a.m, a.mmproj.as_deref(), false, &ui)?;
+    let plan = crate::plan::plan(&a.m, a.mmproj.as_deref(), false, &ui)?;
     plan.preprocess(a.image_max_side)?;
     let ctx = plan.ctx;
-    let l = crate::load(plan, &a.m, true, &ui)?;
+    let l = crate::plan::load(plan, &a.m, true, &ui)?;
     let engine = &l.engine;
     let model = &engine.model;
     match &engine.vision {
@@ -656,14 +663,14 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
         None => ui
             .info(format!("vision: no mmproj at {}: text only", pixtral::convert::mmproj_path(&engine.path).display())),
     }
-    let params = crate::sampler_params(&a.sampling, model.tokenizer.eos);
+    let params = crate::run::sampler_params(&a.sampling, model.tokenizer.eos);
     ui.info(format!("sampling: temperature {}, seed {}; type /help for commands", params.temp, params.seed));
     // the REPL makes room by dropping whole exchanges, never with the ring (which would cut images)
-    let mut opts = crate::session_options(&a.m, ctx, 1);
+    let mut opts = crate::plan::session_options(&a.m, ctx, 1);
     opts.context_shift = false;
     let mut session = engine.session(opts)?;
-    crate::prefill_bar(&mut session, model, &ui);
-    let n_predict = crate::max_tokens(a.n_predict);
+    crate::run::prefill_bar(&mut session, model, &ui);
+    let n_predict = crate::run::max_tokens(a.n_predict);
     let mut repl = Repl {
         ui,
         err: Stream::stderr(),
