@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The C ABI end to end: build libpixtral (capi/), compile examples/c/describe.c with the system C compiler against
 # the committed header, and run it on the demo model under valgrind (no leak, no invalid access) — once linked
-# to the shared library, once statically. The header itself is checked by `cargo test -p pixtral-capi`.
+# to the shared library, once statically; then capi/tests/errors.c, bad input through every entry point. The
+# header itself is checked by `cargo test -p pixtral-capi`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -33,4 +34,14 @@ for bin in describe describe-static; do
     fi
     echo "C example ($bin): answers as expected, valgrind clean"
 done
+# bad input through the ABI: a status and a message naming the fault for each, never a crash, no leak
+cc -std=c11 -Wall -Wextra -Werror capi/tests/errors.c -Icapi/include -L$lib -lpixtral -o "$tmp/errors"
+if ! LD_LIBRARY_PATH=$lib timeout 600 valgrind -q --leak-check=full --errors-for-leak-kinds=definite,indirect \
+    --show-leak-kinds=definite,indirect --error-exitcode=99 "$tmp/errors" examples/demo/pixtral-demo.gguf \
+    examples/blue-triangle.png >"$tmp/out" 2>"$tmp/err"; then
+    cat "$tmp/out" "$tmp/err"
+    echo "C ABI error checks failed" >&2
+    exit 1
+fi
+tail -1 "$tmp/out"
 echo "C ABI: $(stat -c %s $lib/libpixtral.so) bytes libpixtral.so, links: $(ldd $lib/libpixtral.so | awk '{print $1}' | tr '\n' ' ')"

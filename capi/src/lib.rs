@@ -195,7 +195,7 @@ fn set_error(msg: &str) {
 
 fn status_of(e: &Error) -> pixtral_status {
     match e {
-        Error::Io { .. } => PIXTRAL_ERR_IO,
+        Error::Io { .. } | Error::Gguf(pixtral::gguf::GgufError::Io { .. }) => PIXTRAL_ERR_IO,
         Error::Gguf(_) | Error::Model { .. } | Error::ShapeMismatch { .. } => PIXTRAL_ERR_MODEL,
         Error::Invalid(_) | Error::NonFinite { .. } => PIXTRAL_ERR_INPUT,
         Error::Request(_) | Error::ContextFull { .. } => PIXTRAL_ERR_REQUEST,
