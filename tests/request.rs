@@ -213,3 +213,26 @@ fn markers_place_images_in_the_text() {
     let err = content_with_markers("<image> and <image>", vec![img()]).unwrap_err();
     assert!(matches!(err, Error::Request(m) if m.contains("2 <image> markers but 1 image")));
 }
+
+#[test]
+fn an_engine_is_shared_between_threads_and_a_session_moves_between_them() {
+    fn shared<T: Send + Sync>() {}
+    fn sent<T: Send>() {}
+    shared::<Engine>();
+    sent::<pixtral::Session<'static>>();
+    sent::<Conversation>();
+    // two threads, one engine: the same greedy answer, the image encoded by whichever came first
+    let e = engine();
+    let answers: Vec<String> = std::thread::scope(|s| {
+        let run = || {
+            let mut session = e.session(SessionOptions::default()).unwrap();
+            let mut conv = Conversation::new(None);
+            let req = ask(ImageSource::Path(triangle()), "What shape is this?");
+            e.complete(&mut session, &mut conv, &req, &mut greedy(16)).unwrap().text
+        };
+        let (a, b) = (s.spawn(run), s.spawn(run));
+        vec![a.join().unwrap(), b.join().unwrap()]
+    });
+    assert_eq!(answers, ["A triangle.", "A triangle."]);
+    assert_eq!(e.image_cache_usage().0, 1);
+}

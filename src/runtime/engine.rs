@@ -168,7 +168,8 @@ impl Engine {
         let t0 = Instant::now();
         let patches: usize = pre.iter().map(|p| p.n_patches()).sum();
         if !todo.is_empty() {
-            let embeds = vm.encode_with_progress(&pre, progress);
+            let mut embeds = vm.encode_with_progress(&pre, progress);
+            let one = todo.len() == 1;
             let mut cache = self.images.lock().unwrap_or_else(|e| e.into_inner());
             let mut row = 0;
             for (&i, p) in todo.iter().zip(&pre) {
@@ -178,7 +179,8 @@ impl Engine {
                     path: h.path.clone(),
                     grid_w: h.grid_w,
                     grid_h: h.grid_h,
-                    embeds: embeds[row..row + n].to_vec(),
+                    // one image keeps the tower's buffer; several are cut from it
+                    embeds: if one { std::mem::take(&mut embeds) } else { embeds[row..row + n].to_vec() },
                     key: h.key,
                 });
                 row += n;
