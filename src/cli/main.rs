@@ -13,7 +13,7 @@ mod repl;
 mod term;
 mod ui;
 
-use pixtral::convert::config::{TextConfig, VisionConfig};
+use pixtral::gguf::config::{TextConfig, VisionConfig};
 use pixtral::gguf::{GgufFile, Value};
 use pixtral::model::kv_cache::KvType;
 use pixtral::model::vision::VitPrecision;
@@ -59,7 +59,7 @@ enum Cmd {
         /// Vision FFN activation, whatever config.json says: silu (Pixtral's) or gelu. Needed when an HF config
         /// says "gelu" (copies made before October 2024), which is refused otherwise.
         #[arg(long, value_name = "silu|gelu")]
-        vision_act: Option<pixtral::convert::config::VisionAct>,
+        vision_act: Option<pixtral::gguf::config::VisionAct>,
     },
     /// Generate text: the answer streams to stdout, header and timings go to stderr.
     Run(RunArgs),
@@ -357,15 +357,15 @@ fn convert(
     vision_type: GgmlType,
     out: PathBuf,
     force: bool,
-    vision_act: Option<pixtral::convert::config::VisionAct>,
+    vision_act: Option<pixtral::gguf::config::VisionAct>,
 ) -> anyhow::Result<()> {
-    pixtral::convert::os::install_interrupt_handler();
+    pixtral::gguf::os::install_interrupt_handler();
     let opts = pixtral::convert::Options { src, out, outtype, vision_type, force, progress: true, vision_act };
     let s = pixtral::convert::convert(&opts)?;
     let mb = |b: u64| b as f64 / 1e6;
     let layout = match s.layout {
-        pixtral::convert::config::Layout::Hf => "HF (Llava)",
-        pixtral::convert::config::Layout::Mistral => "Mistral-native",
+        pixtral::convert::checkpoint::Layout::Hf => "HF (Llava)",
+        pixtral::convert::checkpoint::Layout::Mistral => "Mistral-native",
     };
     eprintln!(
         "{layout} checkpoint, {:.1} MB read in {:.1} s ({:.0} MB/s)",
@@ -571,12 +571,12 @@ pub fn plan(m: &ModelArgs, mmproj: Option<&Path>, need_vision: bool, ui: &Ui) ->
         input::existing_file(p)?;
     }
     let file = GgufFile::open(&path)?;
-    let cfg = pixtral::convert::config::TextConfig::from_gguf(&file.header)?;
+    let cfg = pixtral::gguf::config::TextConfig::from_gguf(&file.header)?;
     let tokenizer = pixtral::model::tokenizer::Tokenizer::from_gguf(&file.header)?;
-    let vpath = mmproj.map(Path::to_path_buf).unwrap_or_else(|| pixtral::convert::mmproj_path(&path));
+    let vpath = mmproj.map(Path::to_path_buf).unwrap_or_else(|| pixtral::gguf::mmproj_path(&path));
     let vision = if vpath.exists() {
         let vfile = GgufFile::open(&vpath)?;
-        let (vcfg, text_dim) = pixtral::convert::config::VisionConfig::from_gguf(&vfile.header)?;
+        let (vcfg, text_dim) = pixtral::gguf::config::VisionConfig::from_gguf(&vfile.header)?;
         for w in pixtral::model::check_pair(&file.header, &vfile.header)? {
             ui.info(format!("warning: {}: {w}", vpath.display()));
         }
@@ -594,7 +594,7 @@ pub fn plan(m: &ModelArgs, mmproj: Option<&Path>, need_vision: bool, ui: &Ui) ->
             vision.as_ref().map(|v| &v.cfg),
             m.kv_type,
             weight_bytes,
-            pixtral::convert::os::available_memory(),
+            pixtral::gguf::os::available_memory(),
         ),
     };
     if let Some(k) = m.keep.filter(|&k| m.context_shift && k >= ctx) {
@@ -1044,7 +1044,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
     let mut conv = pixtral::Conversation::new(None);
     conv.replace(prepared.raw, prepared.system, prepared.messages, enc.images);
     // Ctrl-C stops the answer; the timings still print
-    pixtral::convert::os::install_sigint_handler();
+    pixtral::gguf::os::install_sigint_handler();
     let mut out = ui::AnswerOut::new();
     let json = a.json;
     let mut opts = pixtral::GenerateOptions {
@@ -1053,7 +1053,7 @@ fn run(a: RunArgs) -> anyhow::Result<()> {
         sampling: params.clone(),
         // with --json the answer is printed whole at the end; a failed write ends generation
         on_token: Some(Box::new(|t: &pixtral::TokenEvent| json || out.write(t.text))),
-        cancel: Some(pixtral::convert::os::interrupt_flag()),
+        cancel: Some(pixtral::gguf::os::interrupt_flag()),
         ..Default::default()
     };
     let mut c = conv.respond(&mut session, &mut opts)?;
