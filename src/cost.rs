@@ -10,7 +10,7 @@
 //! Attention is priced apart because it runs at another rate (tiles through the f32 micro-kernel, while the
 //! matmuls run int8 kernels) and grows with the square of the prompt.
 
-use crate::convert::config::{TextConfig, VisionConfig};
+use crate::gguf::config::{TextConfig, VisionConfig};
 use crate::quant::Isa;
 
 /// Throughputs in GFLOP/s for the whole process (all its threads).

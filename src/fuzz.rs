@@ -67,8 +67,8 @@ pub fn image_preprocess(data: &[u8]) {
         let cfg = crate::image::PreprocessConfig {
             max_side: 64,
             patch: 16,
-            mean: pixtral_convert::config::IMAGE_MEAN,
-            std: pixtral_convert::config::IMAGE_STD,
+            mean: crate::gguf::config::IMAGE_MEAN,
+            std: crate::gguf::config::IMAGE_STD,
         };
         let pre = crate::image::preprocess(&img, &cfg);
         assert_eq!(pre.pixels.len(), 3 * pre.width() * pre.height());

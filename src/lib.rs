@@ -4,7 +4,8 @@
 //! API) → [`runtime`] (session, conversation, sampler, stop strings, chat template) → [`model`] (one file per
 //! model part: [`model::text`], the decoder with its tokenizer and KV cache, and [`model::vision`], the ViT and
 //! adapter) → [`ops`] (weight views, the threaded matmul, element-wise ops) → `pixtral_quant` kernels; beside
-//! them the file layer ([`gguf`], [`mmap`], the configs and their GGUF keys in [`convert::config`]).
+//! them the file layer ([`gguf`]: the GGUF reader and writer, the configs and their GGUF keys in [`gguf::config`],
+//! the tensor manifest, [`mmap`]); [`convert`] is the checkpoint converter, for the CLI's `pixtral convert`.
 //!
 //! ```no_run
 //! use pixtral::{Conversation, Engine, EngineOptions, GenerateOptions, ImageSource, Part, Request, SamplerParams, SessionOptions};
@@ -36,9 +37,7 @@ pub mod cost;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzz;
-pub mod gguf;
 pub mod image;
-pub mod mmap;
 pub mod model;
 pub mod npy;
 pub mod ops;
@@ -48,6 +47,9 @@ pub use error::{Error, Result};
 pub use model::text::Model;
 pub use model::LoadOptions;
 pub use pixtral_convert as convert;
+/// The file layer: GGUF reader and writer, keys, configs, manifest, vocabulary, mmap, OS helpers.
+pub use pixtral_gguf as gguf;
+pub use pixtral_gguf::mmap;
 pub use pixtral_quant as quant;
 pub use runtime::chat;
 pub use runtime::conversation::Conversation;

@@ -133,7 +133,7 @@ fn conversation_reuse_equals_a_fresh_evaluation() {
     use pixtral::model::kv_cache::KvType;
     use pixtral::{Conversation, EncodedImage, GenerateOptions, Model, SamplerParams, Session, SessionOptions};
     let model = Model::load(demo()).unwrap();
-    let vm = pixtral::model::vision::VisionModel::load(pixtral::convert::mmproj_path(&demo())).unwrap();
+    let vm = pixtral::model::vision::VisionModel::load(pixtral::gguf::mmproj_path(&demo())).unwrap();
     let img = pixtral::image::load(&root().join("examples/blue-triangle.png")).unwrap();
     let pre = pixtral::image::preprocess(&img, &vm.preprocess_config(None));
     let image = EncodedImage::new(None, pre.grid_w, pre.grid_h, vm.encode(std::slice::from_ref(&pre)));

@@ -608,7 +608,7 @@ fn an_image_is_priced_before_the_wait() {
         let t = f.header.tensor(t).unwrap();
         format!("{}:{}x{}", t.ty.name(), t.ne[0], t.ne[1])
     };
-    let mmproj = pixtral::convert::mmproj_path(Path::new(&demo()));
+    let mmproj = pixtral::gguf::mmproj_path(Path::new(&demo()));
     let (text_w, vision_w) =
         (ffn(&demo(), "blk.0.ffn_up.weight"), ffn(mmproj.to_str().unwrap(), "v.blk.0.ffn_up.weight"));
     // the same types with another model's shape are not this model's rates

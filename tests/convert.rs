@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use common::{copy_dir, fixtures, fnv1a64, TempDir};
-use pixtral::convert::{convert, mmproj_path, ConvertError, Options};
-use pixtral::gguf::{GgufFile, Value};
+use pixtral::convert::{convert, ConvertError, Options};
+use pixtral::gguf::{mmproj_path, GgufFile, Value};
 use pixtral::quant::{dequantize_row_ref, roundtrip_bound, GgmlType};
 
 const LAYOUTS: [&str; 3] = ["hf", "hf-sharded", "mistral"];
@@ -220,9 +220,9 @@ fn files_hold_exactly_the_manifest_and_the_config() {
     // 1 embedding + 9 per layer × 2 + norm + head; 2 + 9 × 2 + 4 adapter + the [IMG_BREAK] row
     assert_eq!(text.header.tensors.len(), 21);
     assert_eq!(vision.header.tensors.len(), 25);
-    let ck = pixtral::convert::config::Checkpoint::detect(&tiny("hf")).unwrap();
-    let want_text = pixtral::convert::manifest::text_tensors(&ck.text);
-    let want_vision = pixtral::convert::manifest::vision_tensors(ck.vision.as_ref().unwrap(), ck.text.dim);
+    let ck = pixtral::convert::checkpoint::Checkpoint::detect(&tiny("hf")).unwrap();
+    let want_text = pixtral::gguf::manifest::text_tensors(&ck.text);
+    let want_vision = pixtral::gguf::manifest::vision_tensors(ck.vision.as_ref().unwrap(), ck.text.dim);
     for (f, want) in [(&text, want_text), (&vision, want_vision)] {
         let got: Vec<(String, Vec<u64>)> = f.header.tensors.iter().map(|t| (t.name.clone(), t.ne.clone())).collect();
         let want: Vec<(String, Vec<u64>)> = want.iter().map(|e| (e.name.clone(), e.ne())).collect();
@@ -291,8 +291,8 @@ fn files_hold_exactly_the_manifest_and_the_config() {
     assert_eq!(v.get_u32("clip.vision.image_size").unwrap(), 256);
     assert_eq!(v.get_u32("clip.vision.patch_size").unwrap(), 16);
     assert_eq!(v.get_f32("clip.rope.freq_base").unwrap(), 10000.0);
-    assert_eq!(v.get_f32_array("clip.vision.image_mean").unwrap(), pixtral::convert::config::IMAGE_MEAN.to_vec());
-    assert_eq!(v.get_f32_array("clip.vision.image_std").unwrap(), pixtral::convert::config::IMAGE_STD.to_vec());
+    assert_eq!(v.get_f32_array("clip.vision.image_mean").unwrap(), pixtral::gguf::config::IMAGE_MEAN.to_vec());
+    assert_eq!(v.get_f32_array("clip.vision.image_std").unwrap(), pixtral::gguf::config::IMAGE_STD.to_vec());
     assert_eq!(
         (
             v.get_u32("pixtral.image_token_id").unwrap(),
@@ -314,7 +314,7 @@ fn tekken_digit_pattern_replaces_the_old_transformers_regex() {
     assert_ne!(text, old, "fixture carries the single-digit pattern");
     std::fs::write(&p, old).unwrap();
     let (f, _) = run(&src, &dir.join("o.gguf"), GgmlType::Q8_0, GgmlType::F16);
-    assert_eq!(f.header.get_str("pixtral.tokenizer.pattern").unwrap(), pixtral::convert::tokenizer::TEKKEN_PATTERN);
+    assert_eq!(f.header.get_str("pixtral.tokenizer.pattern").unwrap(), pixtral::gguf::vocab::TEKKEN_PATTERN);
 }
 
 #[test]
@@ -341,7 +341,7 @@ fn full_tekken_vocabulary_and_merges_match_transformers() {
     assert_eq!(v.merges.last().unwrap(), e["last_merge"].as_str().unwrap());
     assert_eq!(format!("{:016x}", fnv1a64(v.tokens.join("\n").as_bytes())), e["tokens_fnv"].as_str().unwrap());
     assert_eq!(format!("{:016x}", fnv1a64(v.merges.join("\n").as_bytes())), e["merges_fnv"].as_str().unwrap());
-    assert_eq!(v.pattern, pixtral::convert::tokenizer::TEKKEN_PATTERN);
+    assert_eq!(v.pattern, pixtral::gguf::vocab::TEKKEN_PATTERN);
     assert_eq!((v.bos, v.eos, v.unk), (1, 2, 0));
 }
 
@@ -648,7 +648,7 @@ fn llama3_cases() -> Vec<Case> {
         serde_json::from_str(&std::fs::read_to_string(fixtures().join("tekken-full/llama3_regex.json")).unwrap())
             .unwrap();
     assert_eq!(j["llama3_pattern"], pixtral::convert::tokenizer::LLAMA3_PATTERN);
-    assert_eq!(j["tekken_pattern"], pixtral::convert::tokenizer::TEKKEN_PATTERN);
+    assert_eq!(j["tekken_pattern"], pixtral::gguf::vocab::TEKKEN_PATTERN);
     let ids = |v: &serde_json::Value| v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
     j["cases"]
         .as_array()
@@ -680,7 +680,7 @@ fn llama3_split_pattern_of_an_hf_tokenizer_is_replaced_by_tekkens() {
     assert!(s.notes[0].contains("tokenizer.json") && s.notes[0].contains("llama3"), "{}", s.notes[0]);
     let (m, _) = run(&tiny("mistral"), &dir.join("m.gguf"), GgmlType::Q8_0, GgmlType::F16);
     let h = GgufFile::open(dir.join("h.gguf")).unwrap();
-    assert_eq!(h.header.get_str("pixtral.tokenizer.pattern").unwrap(), pixtral::convert::tokenizer::TEKKEN_PATTERN);
+    assert_eq!(h.header.get_str("pixtral.tokenizer.pattern").unwrap(), pixtral::gguf::vocab::TEKKEN_PATTERN);
     assert_same_files(&h, &m, "HF with the llama3 pattern vs Mistral");
     let (th, tm) = (Tokenizer::from_gguf(&h.header).unwrap(), Tokenizer::from_gguf(&m.header).unwrap());
     for Case { text, tiny_ids, .. } in llama3_cases() {
@@ -696,7 +696,8 @@ fn llama3_split_pattern_of_an_hf_tokenizer_is_replaced_by_tekkens() {
 /// the full 131072-token Tekken vocabulary, spelled as an HF `tokenizer.json` with the llama3 pattern.
 #[test]
 fn full_vocabulary_tokenizer_json_with_the_llama3_pattern_gives_mistral_common_ids() {
-    use pixtral::convert::tokenizer::{from_hf_noted, from_tekken, token_type, LLAMA3_PATTERN, TEKKEN_PATTERN};
+    use pixtral::convert::tokenizer::{from_hf_noted, from_tekken, LLAMA3_PATTERN};
+    use pixtral::gguf::vocab::{token_type, TEKKEN_PATTERN};
     use pixtral::model::tokenizer::Tokenizer;
     let dir = TempDir::new("llama3-full");
     let v = from_tekken(&common::write_full_tekken(&dir), 131072).unwrap();
@@ -722,7 +723,7 @@ fn full_vocabulary_tokenizer_json_with_the_llama3_pattern_gives_mistral_common_i
     let fixed = Tokenizer::from_vocab(&hf).unwrap();
     // negative control: the file's own pattern gives HF tokenizers' ids, and they differ where expected
     let as_written =
-        Tokenizer::from_vocab(&pixtral::convert::tokenizer::Vocab { pattern: LLAMA3_PATTERN.into(), ..hf }).unwrap();
+        Tokenizer::from_vocab(&pixtral::gguf::vocab::Vocab { pattern: LLAMA3_PATTERN.into(), ..hf }).unwrap();
     let mut differ = vec![];
     for Case { text, ids: want, llama3, .. } in llama3_cases() {
         assert_eq!(fixed.encode(&text), want, "{text:?} vs mistral-common");
@@ -752,7 +753,7 @@ fn explicit_gelu_vision_act_is_refused_naming_file_field_and_override() {
 
 #[test]
 fn vision_act_override_wins_over_the_config() {
-    use pixtral::convert::config::VisionAct;
+    use pixtral::gguf::config::VisionAct;
     let dir = TempDir::new("vision-act");
     let src = dir.join("src");
     copy_dir(&tiny("hf"), &src);
@@ -813,7 +814,7 @@ fn checkpoint_fingerprint_is_per_checkpoint_not_per_layout_or_type() {
 /// `general.name` from the checkpoint, never an HF cache snapshot's commit hash.
 #[test]
 fn general_name_comes_from_the_checkpoint_not_a_hash_folder() {
-    use pixtral::convert::config::checkpoint_name;
+    use pixtral::convert::checkpoint::checkpoint_name;
     let hash = "8b0f6c1e2a3d4f5b6c7d8e9f0a1b2c3d4e5f6a7b";
     let dir = TempDir::new("name");
     // an HF hub cache: models--ORG--NAME/snapshots/<commit>

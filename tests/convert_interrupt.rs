@@ -4,7 +4,8 @@
 mod common;
 
 use common::{fixtures, TempDir};
-use pixtral::convert::{convert, os, ConvertError, Options};
+use pixtral::convert::{convert, ConvertError, Options};
+use pixtral::gguf::os;
 use pixtral::quant::GgmlType;
 
 #[test]

@@ -11,8 +11,8 @@ fn cfg(max_side: usize) -> PreprocessConfig {
     PreprocessConfig {
         max_side,
         patch: 16,
-        mean: pixtral::convert::config::IMAGE_MEAN,
-        std: pixtral::convert::config::IMAGE_STD,
+        mean: pixtral::gguf::config::IMAGE_MEAN,
+        std: pixtral::gguf::config::IMAGE_STD,
     }
 }
 

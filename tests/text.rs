@@ -418,7 +418,7 @@ fn a_cancelled_eval_leaves_the_cache_as_it_was() {
 fn reference_sliding_window(path: &Path, ids: &[u32], window: usize, keep: usize) -> Vec<f64> {
     let f = pixtral::gguf::GgufFile::open(path).unwrap();
     let h = &f.header;
-    let cfg = pixtral::convert::config::TextConfig::from_gguf(h).unwrap();
+    let cfg = pixtral::gguf::config::TextConfig::from_gguf(h).unwrap();
     let t = |name: &str| -> Vec<f64> {
         let (info, data) = f.tensor_data(name).unwrap();
         assert_eq!(info.ty, GgmlType::F32);

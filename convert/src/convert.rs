@@ -12,17 +12,18 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use pixtral_gguf::config::{TextConfig, VisionAct, VisionConfig};
+use pixtral_gguf::manifest::{self, Entry};
+use pixtral_gguf::vocab::Vocab;
+use pixtral_gguf::{keys, mmproj_path, os, GgufFile, GgufWriter, TensorSpec, Value};
 use pixtral_quant::GgmlType;
 use rayon::prelude::*;
 
-use crate::config::{Checkpoint, Layout, TextConfig, VisionAct, VisionConfig};
+use crate::checkpoint::{Checkpoint, Layout};
 use crate::error::{io_err, ConvertError, Result};
-use crate::gguf::{keys, GgufWriter, TensorSpec, Value};
-use crate::manifest::{self, Entry};
 use crate::mapping::{self, Transform};
 use crate::policy;
 use crate::source::{RowBuf, SourceSet, SourceTensor};
-use crate::tokenizer::Vocab;
 
 /// f32 elements per chunk: 4 Mi (16 MB), the unit of reading, encoding and writing.
 const CHUNK_ELEMS: usize = 4 << 20;
@@ -39,7 +40,7 @@ pub struct Options {
     /// Draw a progress bar on stderr (hidden anyway when stderr is not a terminal).
     pub progress: bool,
     /// The vision FFN activation whatever the config says (`--vision-act`); `None`: the config's, where an
-    /// explicit "gelu" in an HF config is refused (see [`crate::config`]).
+    /// explicit "gelu" in an HF config is refused (see [`crate::checkpoint`]).
     pub vision_act: Option<VisionAct>,
 }
 
@@ -58,13 +59,6 @@ pub struct Summary {
     pub seconds: f64,
     /// What the converter changed or chose that the user should hear about, one line each.
     pub notes: Vec<String>,
-}
-
-/// `OUT.gguf` → `OUT.mmproj.gguf` (same stem, next to it).
-pub fn mmproj_path(out: &Path) -> PathBuf {
-    let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let stem = name.strip_suffix(".gguf").unwrap_or(&name);
-    out.with_file_name(format!("{stem}.mmproj.gguf"))
 }
 
 /// One output tensor: what to write and where it comes from.
@@ -394,7 +388,7 @@ fn write_tensor<W: Write>(
     let chunk_rows = ((CHUNK_ELEMS / row_len.max(1)) / unit).max(1) * unit;
     let mut row0 = 0;
     while row0 < n_rows {
-        if crate::os::interrupted() {
+        if os::interrupted() {
             return Err(ConvertError::Interrupted);
         }
         let n = chunk_rows.min(n_rows - row0);
@@ -469,7 +463,7 @@ fn write_failed(o: &Output, tmp: &Path, e: ConvertError) -> ConvertError {
         path: tmp.to_path_buf(),
         need: size_bound(&o.meta, &o.items),
         written: std::fs::metadata(tmp).map(|m| m.len()).unwrap_or(0),
-        available: crate::os::available_space(&dir).unwrap_or(0),
+        available: os::available_space(&dir).unwrap_or(0),
         msg: e.to_string(),
     }
 }
@@ -481,7 +475,7 @@ fn verify(path: &Path, meta: &[(String, Value)], specs: &[TensorSpec]) -> Result
         path: path.into(),
         msg: format!("the written file fails verification: {msg}"),
     };
-    let f = crate::gguf_reader::GgufFile::open(path).map_err(|e| bad(e.to_string()))?;
+    let f = GgufFile::open(path).map_err(|e| bad(e.to_string()))?;
     let h = &f.header;
     if let Some((k, _)) = meta.iter().find(|(k, _)| h.get(k).is_none()) {
         return Err(bad(format!("metadata key {k:?} is missing")));
@@ -548,7 +542,7 @@ pub fn convert(opts: &Options) -> Result<Summary> {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let available = crate::os::available_space(&dir).map_err(io_err(&dir))?;
+    let available = os::available_space(&dir).map_err(io_err(&dir))?;
     if need > available {
         return Err(ConvertError::DiskSpace { dir, need, available });
     }

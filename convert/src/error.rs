@@ -28,7 +28,7 @@ pub enum ConvertError {
     #[error("{0}")]
     Usage(String),
     #[error("writing {path}: {source}")]
-    Write { path: PathBuf, source: crate::gguf::WriteError },
+    Write { path: PathBuf, source: pixtral_gguf::WriteError },
 }
 
 pub type Result<T, E = ConvertError> = std::result::Result<T, E>;

@@ -7,8 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::{Checkpoint, Layout};
-use crate::manifest::Entry;
+use pixtral_gguf::manifest::Entry;
+
+use crate::checkpoint::{Checkpoint, Layout};
 use crate::source::SourceTensor;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,9 +6,8 @@
 //! type needs `ne[0]` (the row length) to be a multiple of 32: the 16×16 patch convolution (rows of 16) and
 //! any other such tensor fall back to F16.
 
+use pixtral_gguf::manifest::Role;
 use pixtral_quant::GgmlType;
-
-use crate::manifest::Role;
 
 pub fn target_type(role: Role, ne0: usize, outtype: GgmlType, vision_type: GgmlType) -> GgmlType {
     let want = match role {

@@ -132,7 +132,7 @@ impl SourceSet {
 
     fn add_file(&mut self, path: PathBuf) -> Result<()> {
         let file = File::open(&path).map_err(io_err(&path))?;
-        let map = crate::mmap::Map::new(&file).map_err(io_err(&path))?;
+        let map = pixtral_gguf::mmap::Map::new(&file).map_err(io_err(&path))?;
         let (n, meta) = SafeTensors::read_metadata(map.bytes())
             .map_err(|e| ConvertError::Input { path: path.clone(), msg: format!("invalid safetensors file: {e:?}") })?;
         let data_start = 8 + n as u64;

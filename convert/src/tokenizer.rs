@@ -1,6 +1,7 @@
-//! The Tekken tokenizer as llama.cpp embeds it in GGUF: `tokenizer.ggml.model = gpt2`, `pre = tekken`, every
-//! token spelled in GPT-2 byte-level form (`bytes_to_unicode`), token types (the reserved special ids are
-//! CONTROL), BPE merges, bos/eos/unk and the chat template.
+//! The vocabulary builders: a checkpoint's tokenizer files to the [`Vocab`] a text GGUF carries (the type, the
+//! byte-level spelling and the split pattern are `pixtral_gguf::vocab`'s), the Tekken tokenizer as llama.cpp
+//! embeds it: `tokenizer.ggml.model = gpt2`, `pre = tekken`, token types (the reserved special ids are CONTROL),
+//! BPE merges, bos/eos/unk and the chat template.
 //!
 //! Sources: HF `tokenizer.json` (+ `tokenizer_config.json` or `chat_template.jinja` for the template), or
 //! mistral-common's `tekken.json`, whose BPE is given as ranks; merges are derived from the ranks the way
@@ -11,67 +12,18 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use base64::Engine;
+use pixtral_gguf::vocab::{bytes_to_unicode, token_type, Vocab, TEKKEN_PATTERN};
 use serde_json::Value as Json;
 
 use crate::error::{io_err, ConvertError, Result};
-
-/// Tekken's pre-tokenizer split pattern (mistral-common `tekken.json` `config.pattern`, the same string
-/// transformers installs with `fix_mistral_regex=True`). An HF `tokenizer.json` of a Tekken vocabulary gets
-/// this whatever it carries: the files written by transformers' < 5 `TikTokenConverter`, the published
-/// `mistral-community/pixtral-12b` one among them, carry [`LLAMA3_PATTERN`].
-pub const TEKKEN_PATTERN: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// transformers' `TikTokenConverter` default pattern (llama3's): contractions, `\p{L}+` without combining marks
 /// (Hindi, Thai split apart), digits in threes, and `[\r\n]*` where Tekken has `[\r\n/]*`.
 pub const LLAMA3_PATTERN: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-/// llama.cpp `llama_token_type` values.
-pub mod token_type {
-    pub const NORMAL: i32 = 1;
-    pub const CONTROL: i32 = 3;
-    pub const UNUSED: i32 = 5;
-}
-
 /// Mistral instruct v3 (Tekken) chat template for checkpoints that carry none (Mistral layout): the system
 /// prompt goes before the last user message, followed by two newlines, as mistral-common v3 does.
 pub const DEFAULT_CHAT_TEMPLATE: &str = "{%- if messages[0]['role'] == 'system' %}{%- set system_message = messages[0]['content'] %}{%- set loop_messages = messages[1:] %}{%- else %}{%- set loop_messages = messages %}{%- endif %}{{- bos_token }}{%- for message in loop_messages %}{%- if message['role'] == 'user' %}{%- if loop.last and system_message is defined %}{{- '[INST]' + system_message + '\\n\\n' + message['content'] + '[/INST]' }}{%- else %}{{- '[INST]' + message['content'] + '[/INST]' }}{%- endif %}{%- elif message['role'] == 'assistant' %}{{- message['content'] + eos_token }}{%- else %}{{- raise_exception('Only user, assistant and system roles are supported') }}{%- endif %}{%- endfor %}";
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Vocab {
-    /// `vocab_size` entries, GPT-2 byte-level spelling; special tokens as written (`<s>`, `[IMG]`).
-    pub tokens: Vec<String>,
-    pub types: Vec<i32>,
-    /// "left right" in byte-level spelling, in priority order.
-    pub merges: Vec<String>,
-    pub pattern: String,
-    pub bos: u32,
-    pub eos: u32,
-    pub unk: u32,
-    pub chat_template: String,
-}
-
-impl Vocab {
-    /// The id of a special token by its spelling.
-    pub fn special_id(&self, s: &str) -> Option<u32> {
-        self.tokens.iter().zip(&self.types).position(|(t, ty)| t == s && *ty == token_type::CONTROL).map(|i| i as u32)
-    }
-}
-
-/// GPT-2's reversible byte → printable-char map.
-pub fn bytes_to_unicode() -> [char; 256] {
-    let mut map = ['\0'; 256];
-    let mut n = 0u32;
-    for b in 0..=255u32 {
-        let printable = (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
-        map[b as usize] = if printable {
-            char::from_u32(b).expect("latin-1")
-        } else {
-            n += 1;
-            char::from_u32(255 + n).expect("BMP")
-        };
-    }
-    map
-}
 
 fn spell(bytes: &[u8], table: &[char; 256]) -> String {
     bytes.iter().map(|&b| table[b as usize]).collect()

@@ -115,7 +115,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let mut vision = if sizes.is_empty() {
         None
     } else {
-        let vpath = a.mmproj.clone().unwrap_or_else(|| pixtral::convert::mmproj_path(&path));
+        let vpath = a.mmproj.clone().unwrap_or_else(|| pixtral::gguf::mmproj_path(&path));
         if !vpath.exists() {
             usage!("--image-size needs a vision tower: no mmproj at {} (pass --mmproj)", vpath.display());
         }

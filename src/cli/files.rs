@@ -14,15 +14,15 @@ pub fn convert(
     vision_type: GgmlType,
     out: PathBuf,
     force: bool,
-    vision_act: Option<pixtral::convert::config::VisionAct>,
+    vision_act: Option<pixtral::gguf::config::VisionAct>,
 ) -> anyhow::Result<()> {
-    pixtral::convert::os::install_interrupt_handler();
+    pixtral::gguf::os::install_interrupt_handler();
     let opts = pixtral::convert::Options { src, out, outtype, vision_type, force, progress: true, vision_act };
     let s = pixtral::convert::convert(&opts)?;
     let mb = |b: u64| b as f64 / 1e6;
     let layout = match s.layout {
-        pixtral::convert::config::Layout::Hf => "HF (Llava)",
-        pixtral::convert::config::Layout::Mistral => "Mistral-native",
+        pixtral::convert::checkpoint::Layout::Hf => "HF (Llava)",
+        pixtral::convert::checkpoint::Layout::Mistral => "Mistral-native",
     };
     eprintln!(
         "{layout} checkpoint, {:.1} MB read in {:.1} s ({:.0} MB/s)",

@@ -61,7 +61,7 @@ enum Cmd {
         /// Vision FFN activation, whatever config.json says: silu (Pixtral's) or gelu. Needed when an HF config
         /// says "gelu" (copies made before October 2024), which is refused otherwise.
         #[arg(long, value_name = "silu|gelu")]
-        vision_act: Option<pixtral::convert::config::VisionAct>,
+        vision_act: Option<pixtral::gguf::config::VisionAct>,
     },
     /// Generate text: the answer streams to stdout, header and timings go to stderr.
     Run(RunArgs),

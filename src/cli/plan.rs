@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pixtral::convert::config::{TextConfig, VisionConfig};
+use pixtral::gguf::config::{TextConfig, VisionConfig};
 use pixtral::gguf::{GgufFile, Value};
 use pixtral::model::kv_cache::KvType;
 use pixtral::model::vision::VitPrecision;
@@ -141,12 +141,12 @@ pub fn plan(m: &ModelArgs, mmproj: Option<&Path>, need_vision: bool, ui: &Ui) ->
         input::existing_file(p)?;
     }
     let file = GgufFile::open(&path)?;
-    let cfg = pixtral::convert::config::TextConfig::from_gguf(&file.header)?;
+    let cfg = pixtral::gguf::config::TextConfig::from_gguf(&file.header)?;
     let tokenizer = pixtral::model::tokenizer::Tokenizer::from_gguf(&file.header)?;
-    let vpath = mmproj.map(Path::to_path_buf).unwrap_or_else(|| pixtral::convert::mmproj_path(&path));
+    let vpath = mmproj.map(Path::to_path_buf).unwrap_or_else(|| pixtral::gguf::mmproj_path(&path));
     let vision = if vpath.exists() {
         let vfile = GgufFile::open(&vpath)?;
-        let (vcfg, text_dim) = pixtral::convert::config::VisionConfig::from_gguf(&vfile.header)?;
+        let (vcfg, text_dim) = pixtral::gguf::config::VisionConfig::from_gguf(&vfile.header)?;
         for w in pixtral::model::check_pair(&file.header, &vfile.header)? {
             ui.info(format!("warning: {}: {w}", vpath.display()));
         }
@@ -164,7 +164,7 @@ pub fn plan(m: &ModelArgs, mmproj: Option<&Path>, need_vision: bool, ui: &Ui) ->
             vision.as_ref().map(|v| &v.cfg),
             m.kv_type,
             weight_bytes,
-            pixtral::convert::os::available_memory(),
+            pixtral::gguf::os::available_memory(),
         ),
     };
     if let Some(k) = m.keep.filter(|&k| m.context_shift && k >= ctx) {

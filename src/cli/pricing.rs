@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use pixtral::convert::config::{TextConfig, VisionConfig};
+use pixtral::gguf::config::{TextConfig, VisionConfig};
 use pixtral::model::vision::VitPrecision;
 
 use crate::plan::{threads_in_use, Loaded, Plan};

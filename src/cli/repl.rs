@@ -522,7 +522,7 @@ impl Repl<'_> {
                 return Err(e);
             }
         }
-        let cancel = pixtral::convert::os::interrupt_flag();
+        let cancel = pixtral::gguf::os::interrupt_flag();
         cancel.store(false, Ordering::SeqCst);
         let mut out = crate::ui::AnswerOut::new();
         let mut opts = GenerateOptions {
@@ -660,8 +660,9 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
             vm.cfg.patch_size,
             vm.cfg.patch_size
         )),
-        None => ui
-            .info(format!("vision: no mmproj at {}: text only", pixtral::convert::mmproj_path(&engine.path).display())),
+        None => {
+            ui.info(format!("vision: no mmproj at {}: text only", pixtral::gguf::mmproj_path(&engine.path).display()))
+        }
     }
     let params = crate::run::sampler_params(&a.sampling, model.tokenizer.eos);
     ui.info(format!("sampling: temperature {}, seed {}; type /help for commands", params.temp, params.seed));
@@ -691,7 +692,7 @@ pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
     let history = if a.no_history { None } else { a.history.clone().or_else(default_history) };
     let mut input = Input::new(history, &ui)?;
     let scripted = matches!(input, Input::Lines(_));
-    pixtral::convert::os::install_sigint_handler();
+    pixtral::gguf::os::install_sigint_handler();
     let mut result = Ok(());
     loop {
         let text = match input.message() {

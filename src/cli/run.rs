@@ -213,7 +213,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let mut conv = pixtral::Conversation::new(None);
     conv.replace(prepared.raw, prepared.system, prepared.messages, enc.images);
     // Ctrl-C stops the answer; the timings still print
-    pixtral::convert::os::install_sigint_handler();
+    pixtral::gguf::os::install_sigint_handler();
     let mut out = ui::AnswerOut::new();
     let json = a.json;
     let mut opts = pixtral::GenerateOptions {
@@ -222,7 +222,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         sampling: params.clone(),
         // with --json the answer is printed whole at the end; a failed write ends generation
         on_token: Some(Box::new(|t: &pixtral::TokenEvent| json || out.write(t.text))),
-        cancel: Some(pixtral::convert::os::interrupt_flag()),
+        cancel: Some(pixtral::gguf::os::interrupt_flag()),
         ..Default::default()
     };
     let mut c = conv.respond(&mut session, &mut opts)?;

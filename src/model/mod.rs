@@ -2,7 +2,7 @@
 //! [`text`] (the Mistral-Nemo decoder of a text GGUF, with its [`tokenizer`] and its [`kv_cache`]) and [`vision`]
 //! (Pixtral-ViT and the adapter of an mmproj GGUF) — plus what both share: the transformer [`Block`], loading
 //! checks, and the R16 re-layout of the weights ([`repack`]) into an arena. Below it: [`crate::ops`]; above it:
-//! [`crate::runtime`]. Hyper-parameters and their GGUF keys are [`pixtral_convert::config`]'s.
+//! [`crate::runtime`]. Hyper-parameters and their GGUF keys are [`crate::gguf::config`]'s.
 
 pub mod attention;
 pub mod kv_cache;
@@ -31,7 +31,7 @@ pub struct Block {
 }
 
 impl Block {
-    /// A block from its nine tensors, named in field order by `names` ([`pixtral_convert::manifest::TEXT_BLOCK`]
+    /// A block from its nine tensors, named in field order by `names` ([`crate::gguf::manifest::TEXT_BLOCK`]
     /// or `VISION_BLOCK`) and found by `name(part)`.
     pub(crate) fn load(
         names: &[&str; 9],

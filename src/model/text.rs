@@ -10,8 +10,6 @@
 
 use std::path::Path;
 
-use pixtral_convert::config::TextConfig;
-use pixtral_convert::manifest;
 use pixtral_quant::GgmlType;
 
 use super::attention::{attend, AttnScratch, Heads};
@@ -19,7 +17,8 @@ use super::kv_cache::KvCache;
 use super::tokenizer::Tokenizer;
 use super::{checked_tensor, dequantized, repack, Arena, Block, LoadOptions, Repacked};
 use crate::error::{Error, Result};
-use crate::gguf::{keys, GgufFile};
+use crate::gguf::config::TextConfig;
+use crate::gguf::{keys, manifest, GgufFile};
 use crate::ops::{matmul, rmsnorm, rope, rope_inv_freq, Mat, MatmulScratch, Weight};
 
 pub struct TextWeights {

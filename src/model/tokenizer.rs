@@ -55,7 +55,7 @@ impl Tokenizer {
                 msg: format!("{} types for {} tokens", types.len(), tokens.len()),
             });
         }
-        let pattern = h.get_str(keys::PIXTRAL_TOKENIZER_PATTERN).unwrap_or(pixtral_convert::tokenizer::TEKKEN_PATTERN);
+        let pattern = h.get_str(keys::PIXTRAL_TOKENIZER_PATTERN).unwrap_or(crate::gguf::vocab::TEKKEN_PATTERN);
         let id_of = |key: &str, default: u32| match h.get(key) {
             Some(crate::gguf::Value::U32(v)) => *v,
             _ => default,
@@ -66,7 +66,7 @@ impl Tokenizer {
     }
 
     /// From the converter's vocabulary (built from HF `tokenizer.json` or mistral-common's `tekken.json`).
-    pub fn from_vocab(v: &pixtral_convert::tokenizer::Vocab) -> Result<Tokenizer> {
+    pub fn from_vocab(v: &crate::gguf::vocab::Vocab) -> Result<Tokenizer> {
         let tokens: Vec<&str> = v.tokens.iter().map(|t| t.as_str()).collect();
         Tokenizer::from_parts(&tokens, &v.types, &v.pattern, (v.bos, v.eos, v.unk))
     }
@@ -99,7 +99,7 @@ impl Tokenizer {
             what: keys::PIXTRAL_TOKENIZER_PATTERN.into(),
             msg: format!("bad regex: {e}"),
         })?;
-        let table = pixtral_convert::tokenizer::bytes_to_unicode();
+        let table = crate::gguf::vocab::bytes_to_unicode();
         let mut unbyte: HashMap<char, u8> = HashMap::with_capacity(256);
         for (b, c) in table.iter().enumerate() {
             unbyte.insert(*c, b as u8);

@@ -17,12 +17,10 @@
 use std::cell::RefCell;
 use std::path::Path;
 
-use pixtral_convert::config::{VisionAct, VisionConfig};
-use pixtral_convert::manifest;
-
 use super::{checked_tensor, dequantized, repack, Arena, Block, LoadOptions, Repacked};
 use crate::error::{Error, Result};
-use crate::gguf::GgufFile;
+use crate::gguf::config::{VisionAct, VisionConfig};
+use crate::gguf::{manifest, GgufFile};
 use crate::image::{PreprocessConfig, Preprocessed};
 use crate::ops::{for_each, for_each_chunk, matmul, rmsnorm, Mat, MatmulScratch, Weight};
 

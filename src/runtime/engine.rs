@@ -21,9 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use pixtral_convert::config::VisionConfig;
-
 use crate::error::{Error, Result};
+use crate::gguf::config::VisionConfig;
 use crate::image::{ImageLimits, PreprocessConfig, Preprocessed};
 use crate::model::text::Model;
 use crate::model::tokenizer::Tokenizer;
@@ -94,7 +93,7 @@ impl Engine {
     pub fn load(path: impl AsRef<Path>, opts: &EngineOptions) -> Result<Engine> {
         let path = path.as_ref();
         let model = Model::load_with(path, &opts.load)?;
-        let vpath = opts.mmproj.clone().unwrap_or_else(|| pixtral_convert::mmproj_path(path));
+        let vpath = opts.mmproj.clone().unwrap_or_else(|| crate::gguf::mmproj_path(path));
         let vision = if opts.vision && (opts.mmproj.is_some() || vpath.exists()) {
             let mut vm = VisionModel::load_with(&vpath, &opts.load)?;
             crate::model::check_pair(&model.file.header, &vm.file.header)?;

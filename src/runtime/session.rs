@@ -7,13 +7,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
+use crate::gguf::config::TextConfig;
 use crate::model::kv_cache::{KvCache, KvType};
 use crate::model::text::Model;
 use crate::model::text::{forward, DecoderState, ImageRows};
 use crate::model::tokenizer::StreamDecoder;
 use crate::runtime::request::{FinishReason, TokenLogprobs, MAX_TOP_LOGPROBS};
 use crate::runtime::sampler::Sampler;
-use pixtral_convert::config::TextConfig;
 
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
@@ -92,7 +92,7 @@ impl<'m> Session<'m> {
     /// of the kernel's OOM killer deciding later. Needs only the config, so a front end can ask before loading.
     pub fn check_memory(c: &TextConfig, opts: &SessionOptions) -> Result<()> {
         let need = Self::bytes_for(c, opts);
-        if let Some(available) = pixtral_convert::os::available_memory() {
+        if let Some(available) = crate::gguf::os::available_memory() {
             if need > available {
                 return Err(Error::Memory {
                     what: format!("a context of {} tokens ({:?} KV cache)", opts.ctx_size, opts.kv_type),

@@ -74,7 +74,7 @@ pub fn tiny_gguf(
         };
         pixtral::convert::convert(&opts).unwrap();
     }
-    let mmproj = pixtral::convert::mmproj_path(&out);
+    let mmproj = pixtral::gguf::mmproj_path(&out);
     (out, mmproj)
 }
 

@@ -1,10 +1,9 @@
-//! GGUF v3 format definitions and a streaming writer.
+//! GGUF v3 format definitions (magic, keys, value types) and a streaming writer.
 //!
 //! Why our own module and not `gguf-rs`: we need zero-copy tensor views over an mmap, a streaming writer
 //! (header first, then tensor data in order, never the whole file in memory) and every validation of the
-//! foundation issue as a typed error; the crate offers a reader that copies and no writer. The reader lives in
-//! `pixtral::gguf`; the format facts and the writer live here because the converter is the writer's user and
-//! `pixtral` depends on this crate (not the other way round).
+//! foundation issue as a typed error; the crate offers a reader that copies and no writer. The reader is
+//! [`crate::reader`]; the converter is the writer's user, and tests write handcrafted files with it.
 //!
 //! Layout (little-endian): magic `GGUF`, u32 version, u64 n_tensors, u64 n_kv, the key/value pairs, the
 //! tensor infos (name, u32 n_dims, u64 ne[n_dims] with `ne[0]` fastest, u32 ggml type, u64 offset relative

@@ -6,7 +6,7 @@
 
 use crate::config::{TextConfig, VisionConfig};
 
-/// What a tensor is, which decides its stored type (see [`crate::policy`]).
+/// What a tensor is, which decides its stored type (see `pixtral_convert::policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
     /// RMSNorm weight, 1-D: always F32.

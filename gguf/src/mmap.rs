@@ -1,4 +1,4 @@
-//! Read-only memory maps: checkpoint headers here, whole GGUF files for the runtime (`pixtral::mmap`).
+//! Read-only memory maps: whole GGUF files for the runtime, safetensors checkpoints for the converter.
 //!
 //! Safety contract: a mapped file must not be truncated or written while mapped (the same contract as
 //! llama.cpp and every mmap-based loader). We open files read-only and never write through the map; a file

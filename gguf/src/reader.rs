@@ -1,13 +1,13 @@
 //! The strict GGUF reader: every count and length read from the file is checked against the bytes left
 //! before anything is sized from it; every size is computed with checked arithmetic; each failure is a
-//! [`GgufError`] naming the key or tensor. It lives here, next to the writer, so the converter can re-read
-//! what it wrote before renaming it into place; `pixtral::gguf` re-exports it.
+//! [`GgufError`] naming the key or tensor. The runtime loads with it, and the converter re-reads what it wrote
+//! with it before renaming it into place.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use crate::gguf::{keys, Value, ValueType, DEFAULT_ALIGNMENT, MAGIC};
+use crate::format::{keys, Value, ValueType, DEFAULT_ALIGNMENT, MAGIC};
 use pixtral_quant::GgmlType;
 
 /// Longest key accepted (the GGUF spec caps keys at 65535 bytes).
