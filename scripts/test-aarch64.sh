@@ -38,7 +38,7 @@ $CARGO build --release --bin pixtral --target $TARGET --target-dir $DIR
 cargo build --release --bin pixtral
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-target/release/pixtral convert tests/fixtures/tiny/hf --outtype q4_0 -o "$tmp/tiny.gguf" >/dev/null 2>&1
+${CARGO_TARGET_DIR:-target}/release/pixtral convert tests/fixtures/tiny/hf --outtype q4_0 -o "$tmp/tiny.gguf" >/dev/null 2>&1
 # the NEON tier on each CPU (weights re-laid out R16 where it has an R16 kernel), then the scalar tier
 for c in neon:max:yes neon:neoverse-n1:yes neon:cortex-a53:no scalar:max:no; do # isa:cpu:R16
     IFS=: read -r isa cpu r16 <<<"$c"

@@ -12,7 +12,7 @@ if ! need cc || ! need valgrind; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc libc6-dev valgrind >/dev/null
 fi
 cargo build --release -p pixtral-capi
-lib=target/release
+lib=${CARGO_TARGET_DIR:-target}/release
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cc -std=c11 -Wall -Wextra -Werror examples/c/describe.c -Icapi/include -L$lib -lpixtral -o "$tmp/describe"

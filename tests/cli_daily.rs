@@ -67,6 +67,8 @@ fn flags_and_files_are_checked_before_the_model_loads_with_exit_2_for_usage_and_
         (&["--repeat-penalty", "0", "-p", "hi"], 2, "not a number > 0"),
         (&["--temp", "-1", "-p", "hi"], 2, "--temp"),
         (&["-t", "0", "-p", "hi"], 2, "not a whole number ≥ 1"),
+        // a typo must not create a hundred thousand threads
+        (&["-t", "100000", "-p", "hi"], 2, "-t 100000: more than 4 × the"),
         (&["-n", "-2", "-p", "hi"], 2, "-1 for no limit"),
         (&["--seed", "-5", "-p", "hi"], 2, "seed"),
         (&["--image", &img, "--image-max-side", "8", "-p", "hi"], 2, "below the model's patch size (16 px)"),

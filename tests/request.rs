@@ -236,3 +236,68 @@ fn an_engine_is_shared_between_threads_and_a_session_moves_between_them() {
     assert_eq!(answers, ["A triangle.", "A triangle."]);
     assert_eq!(e.image_cache_usage().0, 1);
 }
+
+#[test]
+fn a_stop_string_is_not_part_of_the_conversation() {
+    let e = engine();
+    let mut s = e.session(SessionOptions::default()).unwrap();
+    let mut conv = Conversation::new(None);
+    let req = ask(ImageSource::Path(triangle()), "What shape is this?");
+    let c = e.complete(&mut s, &mut conv, &req, &mut GenerateOptions { stop: vec!["angle".into()], ..greedy(16) });
+    assert_eq!(c.unwrap().text, "A tri");
+    let saved = conv.to_json(&e.model.tokenizer);
+    assert_eq!(saved["messages"][1]["content"][0]["text"], "A tri", "{saved}");
+}
+
+#[test]
+fn settings_out_of_range_are_refused_by_name() {
+    let e = engine();
+    let mut s = e.session(SessionOptions::default()).unwrap();
+    let mut conv = Conversation::new(None);
+    let req = Request::user(vec![Part::Text("Hello".into())]);
+    let mut try_opts =
+        |opts: GenerateOptions| e.complete(&mut s, &mut conv, &req, &mut { opts }).unwrap_err().to_string();
+    let sampling = |f: fn(&mut SamplerParams)| {
+        let mut p = SamplerParams::greedy();
+        f(&mut p);
+        GenerateOptions { sampling: p, ..greedy(4) }
+    };
+    assert!(try_opts(sampling(|p| p.temp = f32::NAN)).starts_with("temperature is NaN"));
+    assert!(try_opts(sampling(|p| p.top_p = 5.0)).starts_with("top_p is 5"));
+    assert!(try_opts(sampling(|p| p.min_p = -1.0)).starts_with("min_p is -1"));
+    assert!(try_opts(sampling(|p| p.repeat_penalty = 0.0)).starts_with("repeat_penalty is 0"));
+    assert!(try_opts(GenerateOptions { top_logprobs: 21, ..greedy(4) }).starts_with("top_logprobs is 21"));
+    // contexts that cannot be: refused, never a panic or an overflow
+    for ctx_size in [0, usize::MAX / 2, usize::MAX] {
+        let r = e.session(SessionOptions { ctx_size, ..Default::default() });
+        assert!(matches!(r, Err(Error::Request(_) | Error::Memory { .. })), "{ctx_size}");
+    }
+    // a thread count past any use: refused before a thread is made
+    let max = pixtral::runtime::engine::max_threads();
+    let err = pixtral::runtime::engine::set_threads(max + 1).unwrap_err().to_string();
+    assert!(err.contains(&format!("at most {max}")), "{err}");
+}
+
+#[test]
+fn errors_advise_in_the_front_end_s_words() {
+    let names = pixtral::error::SettingNames {
+        ctx_size: "--ctx-size",
+        image_max_side: "--image-max-side",
+        context_shift: Some("--context-shift"),
+        kv_f16: "--kv-type f16",
+    };
+    let long = Error::PromptTooLong { tokens: 68, image_tokens: 56, ctx: 40 };
+    assert_eq!(
+        long.to_string(),
+        "the prompt has 68 tokens (56 for images, which are never cut to fit) but the context holds 40"
+    );
+    assert_eq!(long.advice(&names).unwrap(), "use a larger --ctx-size, or a smaller --image-max-side");
+    let text = Error::PromptTooLong { tokens: 68, image_tokens: 0, ctx: 40 };
+    assert_eq!(
+        text.advice(&pixtral::error::SettingNames { context_shift: None, ..names }).unwrap(),
+        "use a larger --ctx-size"
+    );
+    let full = Error::ContextFull { prompt: 9, ctx: 8, used: 0 };
+    assert_eq!(full.advice(&names).unwrap(), "use a larger --ctx-size or --context-shift");
+    assert!(Error::Cancelled.advice(&names).is_none());
+}

@@ -167,6 +167,16 @@ void pixtral_model_free(pixtral_model *model);
 // Whether the model has a vision tower loaded (images can be added).
 bool pixtral_model_has_vision(const pixtral_model *model);
 
+// The bytes of token `id` (`*bytes` set to them, valid while the model lives; not NUL-terminated; a byte token may
+// be part of a UTF-8 character), and their number; a control token gives its spelling (`[INST]`). 0 for an id
+// outside the vocabulary or a NULL model.
+size_t pixtral_model_token_piece(const pixtral_model *model,
+                                 uint32_t id,
+                                 const uint8_t **bytes);
+
+// Tokens in the model's vocabulary (0 for NULL).
+uint32_t pixtral_model_n_vocab(const pixtral_model *model);
+
 // A new chat on `model` (`options` may be NULL for the defaults) into `*out`. Errors: `PIXTRAL_ERR_MEMORY` when
 // the KV cache for `n_ctx` tokens does not fit the memory.
 pixtral_status pixtral_chat_new(const pixtral_model *model,
@@ -206,13 +216,23 @@ pixtral_status pixtral_chat_generate(pixtral_chat *chat,
                                      void *user_data,
                                      pixtral_result **out);
 
-// Stop the answer `chat` is generating (from any thread, e.g. a signal handler's helper or a UI thread): the
-// answer ends with `PIXTRAL_FINISH_CANCELLED` after the current token, or the call fails with
-// `PIXTRAL_ERR_CANCELLED` if it had not begun answering.
+// Stop the answer `chat` is generating, from any thread (a UI thread, a signal handler's helper): the answer ends
+// with `PIXTRAL_FINISH_CANCELLED` after the current token, or the call fails with `PIXTRAL_ERR_CANCELLED` if it
+// had not begun answering. Called while no answer is in flight, it cancels the next `pixtral_chat_generate`
+// (which then fails at once, its message dropped); every `pixtral_chat_generate` clears it when it returns.
 void pixtral_chat_cancel(const pixtral_chat *chat);
 
 // Forget the conversation (the system prompt stays); the KV cache is reused as far as the next one matches.
 pixtral_status pixtral_chat_reset(pixtral_chat *chat);
+
+// Drop the last exchange (the last user message and its answer) and whatever was added since; the next answer
+// reuses the KV cache up to there. Returns false when there was no exchange to drop.
+bool pixtral_chat_undo(pixtral_chat *chat);
+
+// Set the system prompt (NULL or "": none) for the next answer; Mistral's template places it before the last user
+// message, so the KV cache is reused up to the message before it.
+pixtral_status pixtral_chat_set_system(pixtral_chat *chat,
+                                       const char *utf8);
 
 // Tokens the KV cache holds, and its capacity (either pointer may be NULL).
 void pixtral_chat_context(const pixtral_chat *chat, uint64_t *used, uint64_t *capacity);

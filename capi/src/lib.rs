@@ -198,7 +198,7 @@ fn status_of(e: &Error) -> pixtral_status {
         Error::Io { .. } | Error::Gguf(pixtral::gguf::GgufError::Io { .. }) => PIXTRAL_ERR_IO,
         Error::Gguf(_) | Error::Model { .. } | Error::ShapeMismatch { .. } => PIXTRAL_ERR_MODEL,
         Error::Invalid(_) | Error::NonFinite { .. } => PIXTRAL_ERR_INPUT,
-        Error::Request(_) | Error::ContextFull { .. } => PIXTRAL_ERR_REQUEST,
+        Error::Request(_) | Error::ContextFull { .. } | Error::PromptTooLong { .. } => PIXTRAL_ERR_REQUEST,
         Error::Memory { .. } => PIXTRAL_ERR_MEMORY,
         Error::Cancelled => PIXTRAL_ERR_CANCELLED,
     }
@@ -226,8 +226,20 @@ fn guard(f: impl FnOnce() -> Result<(), (pixtral_status, String)>) -> pixtral_st
 
 type Fallible<T> = Result<T, (pixtral_status, String)>;
 
+/// The fields that settle the library's errors (see [`Error::advice`]).
+const FIELDS: pixtral::error::SettingNames = pixtral::error::SettingNames {
+    ctx_size: "n_ctx (pixtral_chat_options)",
+    image_max_side: "image_max_side (pixtral_chat_options)",
+    context_shift: None,
+    kv_f16: "kv_f32 = false",
+};
+
 fn lib(e: Error) -> (pixtral_status, String) {
-    (status_of(&e), e.to_string())
+    let msg = match e.advice(&FIELDS) {
+        Some(advice) => format!("{e}: {advice}"),
+        None => e.to_string(),
+    };
+    (status_of(&e), msg)
 }
 
 fn arg(msg: impl Into<String>) -> (pixtral_status, String) {
@@ -315,7 +327,8 @@ pub unsafe extern "C" fn pixtral_model_load(
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n as usize,
         };
-        pixtral::runtime::engine::set_threads(threads);
+        pixtral::runtime::engine::set_threads(threads)
+            .map_err(|e| (PIXTRAL_ERR_ARGUMENT, format!("options.n_threads: {e}")))?;
         let opts = EngineOptions {
             mmproj,
             vision: o.vision,
@@ -342,6 +355,29 @@ pub unsafe extern "C" fn pixtral_model_has_vision(model: *const pixtral_model) -
     model.as_ref().is_some_and(|m| m.engine.vision.is_some())
 }
 
+/// The bytes of token `id` (`*bytes` set to them, valid while the model lives; not NUL-terminated; a byte token may
+/// be part of a UTF-8 character), and their number; a control token gives its spelling (`[INST]`). 0 for an id
+/// outside the vocabulary or a NULL model.
+#[no_mangle]
+pub unsafe extern "C" fn pixtral_model_token_piece(
+    model: *const pixtral_model,
+    id: u32,
+    bytes: *mut *const u8,
+) -> usize {
+    let Some(m) = model.as_ref() else { return 0 };
+    let piece = m.engine.model.tokenizer.piece(id);
+    if let Some(p) = bytes.as_mut() {
+        *p = piece.as_ptr();
+    }
+    piece.len()
+}
+
+/// Tokens in the model's vocabulary (0 for NULL).
+#[no_mangle]
+pub unsafe extern "C" fn pixtral_model_n_vocab(model: *const pixtral_model) -> u32 {
+    model.as_ref().map_or(0, |m| m.engine.model.tokenizer.n_vocab() as u32)
+}
+
 /// A new chat on `model` (`options` may be NULL for the defaults) into `*out`. Errors: `PIXTRAL_ERR_MEMORY` when
 /// the KV cache for `n_ctx` tokens does not fit the memory.
 #[no_mangle]
@@ -366,15 +402,12 @@ pub unsafe extern "C" fn pixtral_chat_new(
         let kv_type =
             if o.kv_f32 { pixtral::model::kv_cache::KvType::F32 } else { pixtral::model::kv_cache::KvType::F16 };
         let ctx = o.n_ctx as usize;
+        let image_max_side = (o.image_max_side > 0).then_some(o.image_max_side as usize);
+        if e.vision.is_some() {
+            e.preprocess_config(image_max_side).map_err(|err| arg(format!("options.image_max_side: {err}")))?;
+        }
         let session = e.session(SessionOptions { ctx_size: ctx, kv_type, ..Default::default() }).map_err(lib)?;
-        let chat = Chat {
-            session,
-            conv: Conversation::new(system),
-            pending: Vec::new(),
-            image_max_side: (o.image_max_side > 0).then_some(o.image_max_side as usize),
-            ctx,
-            engine,
-        };
+        let chat = Chat { session, conv: Conversation::new(system), pending: Vec::new(), image_max_side, ctx, engine };
         *out = Box::into_raw(Box::new(pixtral_chat { cancel: AtomicBool::new(false), chat: chat.into() }));
         Ok(())
     })
@@ -462,82 +495,92 @@ pub unsafe extern "C" fn pixtral_chat_generate(
         *out = std::ptr::null_mut();
         let (chat, cancel) = chat_of(chat)?;
         let o = options.as_ref().copied().unwrap_or_else(|| pixtral_generate_options_default());
-        if chat.pending.is_empty() {
-            return Err(arg("nothing to answer: add text or an image first"));
+        let r = answer(chat, cancel, &o, callback, user_data);
+        if r.is_err() {
+            chat.pending.clear();
         }
-        let mut stop = Vec::with_capacity(o.n_stop);
-        for i in 0..o.n_stop {
-            if o.stop.is_null() {
-                return Err(arg("options.stop is NULL but options.n_stop is not 0"));
-            }
-            stop.push(text(*o.stop.add(i), &format!("options.stop[{i}]"))?.to_string());
-        }
-        // NaN fails every range
-        let in_range = (0.0..f32::INFINITY).contains(&o.temperature)
-            && (0.0..=1.0).contains(&o.top_p)
-            && (0.0..=1.0).contains(&o.min_p)
-            && o.repeat_penalty > 0.0
-            && o.repeat_penalty.is_finite()
-            && o.max_tokens >= -1;
-        if !in_range {
-            return Err(arg(
-                "options out of range: temperature >= 0, top_p and min_p in [0, 1], repeat_penalty > 0, max_tokens >= -1",
-            ));
-        }
-        let content = std::mem::take(&mut chat.pending);
-        let e = chat.engine.clone();
-        let enc = e.push_user(&mut chat.conv, content, chat.image_max_side, chat.ctx).map_err(lib)?;
+        // a cancel is for the call in flight or, raised while idle, the next one: either way it is spent now
         cancel.store(false, Ordering::SeqCst);
-        let mut piece = Vec::new();
-        let on_token = move |t: &pixtral::TokenEvent| match callback {
-            None => true,
-            Some(f) => {
-                piece.clear();
-                piece.extend_from_slice(t.text.as_bytes());
-                piece.push(0);
-                // SAFETY: the caller's callback and user data, as documented
-                unsafe { f(user_data, piece.as_ptr() as *const c_char, t.text.len(), t.id) }
-            }
-        };
-        let mut opts = GenerateOptions {
-            max_tokens: if o.max_tokens < 0 { usize::MAX } else { o.max_tokens as usize },
-            stop,
-            sampling: SamplerParams {
-                temp: o.temperature,
-                top_k: o.top_k as usize,
-                top_p: o.top_p,
-                min_p: o.min_p,
-                repeat_penalty: o.repeat_penalty,
-                seed: o.seed,
-                ..Default::default()
-            },
-            top_logprobs: o.top_logprobs as usize,
-            on_token: Some(Box::new(on_token)),
-            cancel: Some(cancel),
-        };
-        let r = chat.conv.respond(&mut chat.session, &mut opts);
-        drop(opts);
-        let mut c = match r {
-            Ok(c) => c,
-            Err(err) => {
-                chat.conv.undo();
-                return Err(lib(err));
-            }
-        };
-        c.timings.image_encode_s = enc.seconds;
-        c.usage.images_encoded = enc.encoded;
-        c.usage.images_cached = enc.cached;
-        let cstr = |s: &str| CString::new(s.replace('\0', "\\0")).unwrap_or_default();
-        let result =
-            pixtral_result { text: cstr(&c.text), stop_string: c.stop_string.as_deref().map(cstr), completion: c };
-        *out = Box::into_raw(Box::new(result));
+        *out = Box::into_raw(Box::new(r?));
         Ok(())
     })
 }
 
-/// Stop the answer `chat` is generating (from any thread, e.g. a signal handler's helper or a UI thread): the
-/// answer ends with `PIXTRAL_FINISH_CANCELLED` after the current token, or the call fails with
-/// `PIXTRAL_ERR_CANCELLED` if it had not begun answering.
+/// [`pixtral_chat_generate`]'s work: check the options, send the message, answer it.
+unsafe fn answer(
+    chat: &mut Chat,
+    cancel: &AtomicBool,
+    o: &pixtral_generate_options,
+    callback: pixtral_token_callback,
+    user_data: *mut c_void,
+) -> Fallible<pixtral_result> {
+    if chat.pending.is_empty() {
+        return Err(arg("nothing to answer: add text or an image first"));
+    }
+    if o.max_tokens < -1 {
+        return Err(arg(format!("options.max_tokens is {}: it must be ≥ 0, or -1 for no limit", o.max_tokens)));
+    }
+    let mut stop = Vec::with_capacity(o.n_stop);
+    for i in 0..o.n_stop {
+        if o.stop.is_null() {
+            return Err(arg("options.stop is NULL but options.n_stop is not 0"));
+        }
+        stop.push(text(*o.stop.add(i), &format!("options.stop[{i}]"))?.to_string());
+    }
+    let mut piece = Vec::new();
+    let on_token = move |t: &pixtral::TokenEvent| match callback {
+        None => true,
+        Some(f) => {
+            piece.clear();
+            piece.extend_from_slice(t.text.as_bytes());
+            piece.push(0);
+            // SAFETY: the caller's callback and user data, as documented
+            unsafe { f(user_data, piece.as_ptr() as *const c_char, t.text.len(), t.id) }
+        }
+    };
+    let mut opts = GenerateOptions {
+        max_tokens: if o.max_tokens < 0 { usize::MAX } else { o.max_tokens as usize },
+        stop,
+        sampling: SamplerParams {
+            temp: o.temperature,
+            top_k: o.top_k as usize,
+            top_p: o.top_p,
+            min_p: o.min_p,
+            repeat_penalty: o.repeat_penalty,
+            seed: o.seed,
+            ..Default::default()
+        },
+        top_logprobs: o.top_logprobs as usize,
+        on_token: Some(Box::new(on_token)),
+        cancel: Some(cancel),
+    };
+    opts.check().map_err(|e| arg(format!("options.{e}")))?;
+    if cancel.load(Ordering::SeqCst) {
+        return Err(lib(Error::Cancelled));
+    }
+    let content = std::mem::take(&mut chat.pending);
+    let e = chat.engine.clone();
+    let enc = e.push_user(&mut chat.conv, content, chat.image_max_side, chat.ctx).map_err(lib)?;
+    let r = chat.conv.respond(&mut chat.session, &mut opts);
+    drop(opts);
+    let mut c = match r {
+        Ok(c) => c,
+        Err(err) => {
+            chat.conv.undo();
+            return Err(lib(err));
+        }
+    };
+    c.timings.image_encode_s = enc.seconds;
+    c.usage.images_encoded = enc.encoded;
+    c.usage.images_cached = enc.cached;
+    let cstr = |s: &str| CString::new(s.replace('\0', "\\0")).unwrap_or_default();
+    Ok(pixtral_result { text: cstr(&c.text), stop_string: c.stop_string.as_deref().map(cstr), completion: c })
+}
+
+/// Stop the answer `chat` is generating, from any thread (a UI thread, a signal handler's helper): the answer ends
+/// with `PIXTRAL_FINISH_CANCELLED` after the current token, or the call fails with `PIXTRAL_ERR_CANCELLED` if it
+/// had not begun answering. Called while no answer is in flight, it cancels the next `pixtral_chat_generate`
+/// (which then fails at once, its message dropped); every `pixtral_chat_generate` clears it when it returns.
 #[no_mangle]
 pub unsafe extern "C" fn pixtral_chat_cancel(chat: *const pixtral_chat) {
     if let Some(c) = chat.as_ref() {
@@ -556,17 +599,43 @@ pub unsafe extern "C" fn pixtral_chat_reset(chat: *mut pixtral_chat) -> pixtral_
     })
 }
 
+/// Drop the last exchange (the last user message and its answer) and whatever was added since; the next answer
+/// reuses the KV cache up to there. Returns false when there was no exchange to drop.
+#[no_mangle]
+pub unsafe extern "C" fn pixtral_chat_undo(chat: *mut pixtral_chat) -> bool {
+    match chat_of(chat) {
+        Ok((c, _)) => {
+            c.pending.clear();
+            c.conv.undo()
+        }
+        Err(_) => false,
+    }
+}
+
+/// Set the system prompt (NULL or "": none) for the next answer; Mistral's template places it before the last user
+/// message, so the KV cache is reused up to the message before it.
+#[no_mangle]
+pub unsafe extern "C" fn pixtral_chat_set_system(chat: *mut pixtral_chat, utf8: *const c_char) -> pixtral_status {
+    guard(|| {
+        let (chat, _) = chat_of(chat)?;
+        let system = if utf8.is_null() { "" } else { text(utf8, "system")? };
+        chat.conv.system = (!system.is_empty()).then(|| system.to_string());
+        Ok(())
+    })
+}
+
 /// Tokens the KV cache holds, and its capacity (either pointer may be NULL).
 #[no_mangle]
 pub unsafe extern "C" fn pixtral_chat_context(chat: *const pixtral_chat, used: *mut u64, capacity: *mut u64) {
-    if let Ok((c, _)) = chat_of(chat.cast_mut()) {
-        let (u, cap) = c.session.context_used();
-        if let Some(p) = used.as_mut() {
-            *p = u as u64;
-        }
-        if let Some(p) = capacity.as_mut() {
-            *p = cap as u64;
-        }
+    let (u, cap) = match chat_of(chat.cast_mut()) {
+        Ok((c, _)) => c.session.context_used(),
+        Err(_) => (0, 0),
+    };
+    if let Some(p) = used.as_mut() {
+        *p = u as u64;
+    }
+    if let Some(p) = capacity.as_mut() {
+        *p = cap as u64;
     }
 }
 

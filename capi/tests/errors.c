@@ -43,6 +43,9 @@ int main(int argc, char **argv) {
     expect("load NULL out", pixtral_model_load(argv[1], &mo, NULL), PIXTRAL_ERR_ARGUMENT, "out is NULL");
     expect("load a missing file", pixtral_model_load("missing.gguf", &mo, &m), PIXTRAL_ERR_IO, "missing.gguf");
     expect("load an image as a model", pixtral_model_load(argv[2], &mo, &m), PIXTRAL_ERR_MODEL, "GGUF");
+    mo.n_threads = 1000000;
+    expect("a million threads", pixtral_model_load(argv[1], &mo, &m), PIXTRAL_ERR_ARGUMENT, "options.n_threads");
+    mo.n_threads = 1;
     expect("load with invalid UTF-8", pixtral_model_load("\xff\xfe.gguf", &mo, &m), PIXTRAL_ERR_ARGUMENT, "UTF-8");
     mo.mmproj = "missing.mmproj.gguf";
     expect("load a missing mmproj", pixtral_model_load(argv[1], &mo, &m), PIXTRAL_ERR_IO, "missing.mmproj.gguf");
@@ -52,6 +55,12 @@ int main(int argc, char **argv) {
     /* a text-only model: images are a request error */
     mo.vision = false;
     expect("load text only", pixtral_model_load(argv[1], &mo, &m), PIXTRAL_OK, "");
+    const uint8_t *piece = NULL;
+    size_t n = pixtral_model_token_piece(m, 1, &piece);
+    if (pixtral_model_n_vocab(m) < 1000 || n != 3 || memcmp(piece, "<s>", 3) != 0) {
+        fprintf(stderr, "FAIL: token 1 is <s> in a vocabulary of over 1000\n");
+        failures++;
+    }
     expect("chat NULL model", pixtral_chat_new(NULL, NULL, &c), PIXTRAL_ERR_ARGUMENT, "model is NULL");
     pixtral_chat_options co = pixtral_chat_options_default();
     co.n_ctx = 0;
@@ -70,6 +79,10 @@ int main(int argc, char **argv) {
 
     mo.vision = true;
     expect("load with vision", pixtral_model_load(argv[1], &mo, &m), PIXTRAL_OK, "");
+    co = pixtral_chat_options_default();
+    co.image_max_side = 8;
+    expect("an image budget below a patch", pixtral_chat_new(m, &co, &c), PIXTRAL_ERR_ARGUMENT,
+           "options.image_max_side");
     co = pixtral_chat_options_default();
     co.n_ctx = 40;
     expect("a small chat", pixtral_chat_new(m, &co, &c), PIXTRAL_OK, "");
@@ -91,12 +104,17 @@ int main(int argc, char **argv) {
     pixtral_chat_add_image_path(c, argv[2]);
     pixtral_chat_add_text(c, "What shape is this?");
     expect("an image larger than the context", pixtral_chat_generate(c, NULL, NULL, NULL, &r), PIXTRAL_ERR_REQUEST,
-           "context holds 40");
+           "context holds 40: use a larger n_ctx");
 
     pixtral_generate_options g = pixtral_generate_options_default();
     g.top_p = 2;
     pixtral_chat_add_text(c, "hi");
-    expect("top_p 2", pixtral_chat_generate(c, &g, NULL, NULL, &r), PIXTRAL_ERR_ARGUMENT, "out of range");
+    expect("top_p 2", pixtral_chat_generate(c, &g, NULL, NULL, &r), PIXTRAL_ERR_ARGUMENT, "options.top_p is 2");
+    g = pixtral_generate_options_default();
+    g.top_logprobs = 21;
+    pixtral_chat_add_text(c, "hi");
+    expect("top_logprobs 21", pixtral_chat_generate(c, &g, NULL, NULL, &r), PIXTRAL_ERR_ARGUMENT,
+           "options.top_logprobs is 21");
     g = pixtral_generate_options_default();
     g.n_stop = 1;
     pixtral_chat_add_text(c, "hi");
@@ -115,9 +133,28 @@ int main(int argc, char **argv) {
     }
     pixtral_result_free(r);
     r = NULL;
+    /* raised while idle: the next call is cancelled before it answers, the one after is not */
+    pixtral_chat_cancel(c);
     pixtral_chat_add_text(c, "Hello");
+    expect("cancelled while idle", pixtral_chat_generate(c, &g, NULL, NULL, &r), PIXTRAL_ERR_CANCELLED, "cancelled");
+    pixtral_chat_add_text(c, "Hello");
+    g.top_logprobs = 2;
     expect("the chat goes on", pixtral_chat_generate(c, &g, NULL, NULL, &r), PIXTRAL_OK, "");
-    float lp = 1;
+    /* the alternatives are tokens of the vocabulary, spelled by pixtral_model_token_piece */
+    uint32_t ids[2];
+    float lps[2], lp = 1;
+    if (pixtral_result_logprobs(r, 0, &lp, ids, lps, 2) != 2 || lps[0] < lps[1] || lp != lps[0] || ids[0] == ids[1]) {
+        fprintf(stderr, "FAIL: two alternatives, likeliest first\n");
+        failures++;
+    }
+    pixtral_result_free(r);
+    r = NULL;
+    g.top_logprobs = 0;
+    if (!pixtral_chat_undo(c)) { fprintf(stderr, "FAIL: undo\n"); failures++; }
+    expect("set the system prompt", pixtral_chat_set_system(c, "Be brief."), PIXTRAL_OK, "");
+    pixtral_chat_add_text(c, "Hello");
+    expect("after undo", pixtral_chat_generate(c, &g, NULL, NULL, &r), PIXTRAL_OK, "");
+    lp = 1;
     if (pixtral_result_text(r) == NULL || pixtral_result_logprobs(r, 0, &lp, NULL, NULL, 0) != 0 || lp != 1) {
         fprintf(stderr, "FAIL: a result without logprobs\n");
         failures++;
@@ -130,6 +167,10 @@ int main(int argc, char **argv) {
     pixtral_model_free(NULL);
     pixtral_chat_cancel(NULL);
     if (pixtral_result_text(NULL) != NULL || pixtral_result_tokens(NULL, NULL) != 0) failures++;
+    uint64_t used = 7, cap = 7;
+    pixtral_chat_context(NULL, &used, &cap);
+    if (used != 0 || cap != 0) { fprintf(stderr, "FAIL: a NULL chat's context is 0/0\n"); failures++; }
+    if (pixtral_model_token_piece(NULL, 1, &piece) != 0) failures++;
     pixtral_chat_free(c);
     printf("%s: %d failure(s)\n", failures ? "FAILED" : "all checks hold", failures);
     return failures ? 1 : 0;

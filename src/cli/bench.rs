@@ -125,6 +125,7 @@ pub fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let runs = a.repetitions;
     let mut rows = Vec::new();
     for &t in &threads {
+        crate::plan::check_threads(Some(t))?;
         // each thread count gets its own pool; 1 is serial (no pool), as `-t 1` everywhere else
         pixtral::ops::set_serial(t == 1);
         let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build()?;

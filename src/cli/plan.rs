@@ -50,12 +50,20 @@ fn physical_cores() -> Option<usize> {
 /// `-t N`: a pool of N workers, or for N = 1 no pool at all (serial mode). Default: the physical cores
 /// (decode is memory-bound and prefill FMA-bound: hyperthreads add contention, not throughput).
 pub fn set_threads(t: Option<usize>) -> anyhow::Result<()> {
-    match t.or_else(physical_cores) {
-        Some(0 | 1) => pixtral::ops::set_serial(true),
-        Some(t) => rayon::ThreadPoolBuilder::new().num_threads(t).build_global()?,
-        None => {}
+    check_threads(t)?;
+    if let Some(t) = t.or_else(physical_cores) {
+        pixtral::runtime::engine::set_threads(t)?;
     }
     Ok(())
+}
+
+/// `-t N` within [`pixtral::runtime::engine::max_threads`] (usage error, before anything loads).
+pub fn check_threads(t: Option<usize>) -> anyhow::Result<()> {
+    let max = pixtral::runtime::engine::max_threads();
+    match t {
+        Some(t) if t > max => usage!("-t {t}: more than 4 × the {} CPUs this machine offers (at most {max})", max / 4),
+        _ => Ok(()),
+    }
 }
 
 pub fn threads_in_use() -> usize {
@@ -136,6 +144,7 @@ fn default_ctx(
 /// must exist; without one, `STEM.mmproj.gguf` is used when present, and images without any mmproj are a
 /// usage error.
 pub fn plan(m: &ModelArgs, mmproj: Option<&Path>, need_vision: bool, ui: &Ui) -> anyhow::Result<Plan> {
+    check_threads(m.threads)?;
     let path = model_path(&m.model, ui)?;
     if let Some(p) = mmproj {
         input::existing_file(p)?;

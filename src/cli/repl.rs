@@ -306,7 +306,7 @@ impl Repl<'_> {
 
     fn encode_image(&self, path: &Path) -> anyhow::Result<Arc<EncodedImage>> {
         let Some(vm) = &self.engine.vision else {
-            anyhow::bail!(
+            crate::ui::usage!(
                 "no mmproj next to {}: restart with --mmproj, or convert the checkpoint with its vision tower",
                 self.engine.path.display()
             )

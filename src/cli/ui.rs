@@ -84,7 +84,7 @@ pub fn exit_code(e: &anyhow::Error) -> ExitCode {
         if let Some(e) = cause.downcast_ref::<E>() {
             return ExitCode::from(match e {
                 E::Gguf(_) | E::Model { .. } | E::ShapeMismatch { .. } | E::Io { .. } | E::Invalid(_) => 3,
-                E::ContextFull { .. } | E::Memory { .. } | E::Request(_) => 2,
+                E::ContextFull { .. } | E::PromptTooLong { .. } | E::Memory { .. } | E::Request(_) => 2,
                 E::Cancelled => 130,
                 E::NonFinite { .. } => 1,
             });
@@ -112,7 +112,16 @@ pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
-/// The error and its causes as one sentence, each cause once (our errors already print their source).
+/// The flags that settle the library's errors (see [`pixtral::Error::advice`]).
+pub const FLAGS: pixtral::error::SettingNames = pixtral::error::SettingNames {
+    ctx_size: "--ctx-size",
+    image_max_side: "--image-max-side",
+    context_shift: Some("--context-shift"),
+    kv_f16: "--kv-type f16",
+};
+
+/// The error and its causes as one sentence, each cause once (our errors already print their source), with the
+/// flag to change when a library error has advice.
 pub fn report(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {
@@ -123,6 +132,10 @@ pub fn report(e: &anyhow::Error) -> String {
             }
             out.push_str(&c);
         }
+    }
+    if let Some(advice) = e.chain().find_map(|c| c.downcast_ref::<pixtral::Error>()?.advice(&FLAGS)) {
+        out.push_str(": ");
+        out.push_str(&advice);
     }
     out
 }

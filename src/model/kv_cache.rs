@@ -160,8 +160,9 @@ impl KvCache {
     }
 
     /// Bytes of the cache for a config: what `--ctx-size` costs.
+    /// Bytes of the keys and values (saturating: an absurd capacity gives `usize::MAX`, never an overflow).
     pub fn bytes_for(n_layers: usize, kv_dim: usize, capacity: usize, ty: KvType) -> usize {
-        2 * n_layers * capacity * kv_dim * ty.bytes()
+        (2 * n_layers * kv_dim * ty.bytes()).saturating_mul(capacity)
     }
 
     pub fn is_ring(&self) -> bool {

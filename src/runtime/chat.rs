@@ -85,7 +85,7 @@ pub fn encode_chat(tok: &Tokenizer, system: Option<&str>, messages: &[Message]) 
     let ct = ChatTokens::new(tok)?;
     let last_user = messages.iter().rposition(|m| m.role == Role::User);
     if messages.last().map(|m| m.role) != Some(Role::User) {
-        return Err(Error::Invalid("a conversation to answer must end with a user message".into()));
+        return Err(Error::Request("a conversation to answer must end with a user message".into()));
     }
     let mut ids = vec![ct.bos];
     for (i, m) in messages.iter().enumerate() {
@@ -127,7 +127,7 @@ pub fn encode_chat(tok: &Tokenizer, system: Option<&str>, messages: &[Message]) 
                         Chunk::Text(t) => ids.extend(tok.encode(t)),
                         Chunk::Tokens(t) => ids.extend_from_slice(t),
                         Chunk::Image { .. } => {
-                            return Err(Error::Invalid(format!(
+                            return Err(Error::Request(format!(
                                 "message {i}: an assistant message cannot hold an image"
                             )))
                         }

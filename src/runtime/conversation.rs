@@ -8,7 +8,8 @@
 //! front of the *last* user message, so with a system prompt the reuse ends where it used to stand.
 //!
 //! Answers are kept as the ids that were sampled ([`Chunk::Tokens`]), so the cache matches them exactly;
-//! an answer cut short (Ctrl-C, `max_tokens`) stays in the conversation as far as it got.
+//! an answer cut short (Ctrl-C, `max_tokens`) stays in the conversation as far as it got. An answer ended by a
+//! stop string is kept as the text shown (the stop string is not part of the conversation).
 
 use std::sync::Arc;
 
@@ -188,6 +189,7 @@ impl Conversation {
     /// ids sampled, so the next turn finds them in the cache; an answer cut short stays as far as it got).
     /// On an error (a cancelled prefill, a full context) the conversation is unchanged.
     pub fn respond(&mut self, session: &mut Session, opts: &mut GenerateOptions) -> Result<Completion> {
+        opts.check()?;
         let tok = &session.model.tokenizer;
         let dim = session.model.cfg.dim;
         for (i, e) in self.images.iter().enumerate() {
@@ -252,9 +254,15 @@ impl Conversation {
         let g = g?;
         self.fed.extend_from_slice(&keys[lcp..]);
         self.fed.extend(g.tokens.iter().map(|&t| Key::Token(t)));
-        let answer: Vec<u32> = g.tokens.iter().copied().filter(|&t| t != tok.eos).collect();
-        self.messages.push(Message { role: Role::Assistant, content: vec![Chunk::Tokens(answer)] });
         let stop_string = stops.matched().map(str::to_string);
+        // the answer as the model made it, so the next turn finds it in the cache; but an answer ended by a stop
+        // string is kept as the text shown, without the stop string (OpenAI's semantics): the next turn then
+        // re-evaluates from where the two differ, a few tokens
+        let answer = match stop_string {
+            Some(_) => Chunk::Text(text.clone()),
+            None => Chunk::Tokens(g.tokens.iter().copied().filter(|&t| t != tok.eos).collect()),
+        };
+        self.messages.push(Message { role: Role::Assistant, content: vec![answer] });
         let finish_reason = match g.finish {
             FinishReason::Cancelled if stop_string.is_some() && !cancelled_by_caller => FinishReason::Stop,
             f => f,

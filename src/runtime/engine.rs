@@ -258,17 +258,30 @@ impl Engine {
     }
 }
 
+/// The most worker threads [`set_threads`] takes: 4 × the CPUs the OS offers, at least 4. More only adds
+/// contention, and a typo (`-t 100000`) would otherwise create every one of them.
+pub fn max_threads() -> usize {
+    4 * std::thread::available_parallelism().map_or(1, |n| n.get()).max(1)
+}
+
 /// Threads for the parallel parts, process-wide: 1 runs everything on the calling thread (no worker thread is
 /// ever created); `n` > 1 builds a pool of `n` workers, once (the first call that builds it decides; later calls
-/// keep it). Returns the threads in use.
-pub fn set_threads(n: usize) -> usize {
+/// keep it). Returns the threads in use. Errors ([`Error::Request`]) above [`max_threads`].
+pub fn set_threads(n: usize) -> Result<usize> {
+    let max = max_threads();
+    if n > max {
+        return Err(Error::Request(format!(
+            "{n} threads: more than 4 × the {} CPUs this machine offers (at most {max})",
+            max / 4
+        )));
+    }
     if n <= 1 {
         crate::ops::set_serial(true);
-        return 1;
+        return Ok(1);
     }
     crate::ops::set_serial(false);
     let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
-    rayon::current_num_threads()
+    Ok(rayon::current_num_threads())
 }
 
 fn no_vision(path: &Path) -> Error {
@@ -284,7 +297,7 @@ fn preprocessing(vision: Option<&VisionConfig>, max_side: Option<usize>) -> Resu
     let v = vision.ok_or_else(|| Error::Request("images need a vision tower (mmproj), and none is loaded".into()))?;
     if let Some(s) = max_side.filter(|&s| s < v.patch_size) {
         return Err(Error::Request(format!(
-            "--image-max-side {s} is below the model's patch size ({} px)",
+            "an image budget (longest side) of {s} px is below the model's patch size ({} px)",
             v.patch_size
         )));
     }
@@ -368,13 +381,7 @@ impl Prepared {
         if self.ids.len() <= ctx {
             return Ok(());
         }
-        let img = self.image_tokens();
-        let images = if img > 0 { format!(" ({img} for images, which are never cut to fit)") } else { String::new() };
-        let smaller = if img > 0 { ", or a smaller --image-max-side" } else { "" };
-        Err(Error::Request(format!(
-            "the prompt has {} tokens{images} but the context holds {ctx}: use a larger --ctx-size{smaller}",
-            self.ids.len()
-        )))
+        Err(Error::PromptTooLong { tokens: self.ids.len(), image_tokens: self.image_tokens(), ctx })
     }
 
     /// Decode and preprocess every image (before the weights load, a file whose header is fine but whose data is

@@ -175,6 +175,34 @@ impl Default for GenerateOptions<'_> {
     }
 }
 
+impl GenerateOptions<'_> {
+    /// Errors ([`Error::Request`]) naming the first setting out of range, by OpenAI's name: `temperature` ≥ 0,
+    /// `top_p` and `min_p` in [0, 1], `repeat_penalty` > 0 (all finite), `top_logprobs` ≤ 20.
+    pub fn check(&self) -> Result<()> {
+        let s = &self.sampling;
+        let bad = |name: &str, v: f32, want: &str| Err(Error::Request(format!("{name} is {v}: it must be {want}")));
+        if !(s.temp >= 0.0 && s.temp.is_finite()) {
+            return bad("temperature", s.temp, "a number ≥ 0");
+        }
+        if !(0.0..=1.0).contains(&s.top_p) {
+            return bad("top_p", s.top_p, "in [0, 1]");
+        }
+        if !(0.0..=1.0).contains(&s.min_p) {
+            return bad("min_p", s.min_p, "in [0, 1]");
+        }
+        if !(s.repeat_penalty > 0.0 && s.repeat_penalty.is_finite()) {
+            return bad("repeat_penalty", s.repeat_penalty, "a number > 0");
+        }
+        if self.top_logprobs > MAX_TOP_LOGPROBS {
+            return Err(Error::Request(format!(
+                "top_logprobs is {}: it must be at most {MAX_TOP_LOGPROBS}",
+                self.top_logprobs
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// OpenAI's limit on `top_logprobs`.
 pub const MAX_TOP_LOGPROBS: usize = 20;
 

@@ -78,14 +78,15 @@ impl<'m> Session<'m> {
 
     /// [`Session::bytes_needed`] from the config alone (before the weights are loaded).
     pub fn bytes_for(c: &TextConfig, opts: &SessionOptions) -> u64 {
+        // saturating: an absurd context is u64::MAX bytes, refused, never an overflow
         let kv = KvCache::bytes_for(c.n_layers, c.n_heads_kv * c.head_dim, opts.ctx_size, opts.kv_type) as u64;
         let batch = opts.batch.clamp(1, opts.ctx_size.max(1)) as u64;
         // x, residual, q, k, v, attention out, gate, up, logits: f32 per token of the chunk
         let per_token = 4 * (6 * c.dim + 2 * c.ffn_dim + c.n_heads * c.head_dim + c.vocab_size) as u64;
         // one layer's keys and values widened to f32, per key block (whole blocks: up to one block more)
-        let slots = (opts.ctx_size + crate::model::attention::KEYS) as u64;
-        let attention = 2 * slots * (c.n_heads_kv * c.head_dim) as u64 * 4;
-        kv + batch * per_token + attention
+        let slots = opts.ctx_size.saturating_add(crate::model::attention::KEYS) as u64;
+        let attention = slots.saturating_mul(2 * (c.n_heads_kv * c.head_dim) as u64 * 4);
+        kv.saturating_add(batch.saturating_mul(per_token)).saturating_add(attention)
     }
 
     /// Refuse, with both numbers, a session the memory cannot hold (MemAvailable and the cgroup limit), instead
@@ -98,10 +99,7 @@ impl<'m> Session<'m> {
                     what: format!("a context of {} tokens ({:?} KV cache)", opts.ctx_size, opts.kv_type),
                     need,
                     available,
-                    hint: match opts.kv_type {
-                        KvType::F32 => "use a smaller --ctx-size, or --kv-type f16 (half the memory)".into(),
-                        KvType::F16 => "use a smaller --ctx-size".into(),
-                    },
+                    kv_f32: opts.kv_type == KvType::F32,
                 });
             }
         }
@@ -110,6 +108,15 @@ impl<'m> Session<'m> {
 
     /// [`Session::new`], refused with both numbers when the memory cannot hold it ([`Session::check_memory`]).
     pub fn try_new(model: &'m Model, opts: SessionOptions) -> Result<Session<'m>> {
+        if opts.ctx_size == 0 {
+            return Err(Error::Request("a context of 0 tokens holds nothing".into()));
+        }
+        if Self::bytes_for(&model.cfg, &opts) == u64::MAX {
+            return Err(Error::Request(format!(
+                "a context of {} tokens needs more bytes than this machine can address",
+                opts.ctx_size
+            )));
+        }
         Self::check_memory(&model.cfg, &opts)?;
         Ok(Session::new(model, opts))
     }
