@@ -203,7 +203,7 @@ impl Default for ImageLimits {
     }
 }
 
-fn too_large(path: &Path, lim: &ImageLimits) -> Error {
+pub(crate) fn too_large(path: &Path, lim: &ImageLimits) -> Error {
     Error::Invalid(format!("{}: the image file is larger than the {} MB limit", path.display(), lim.max_bytes >> 20))
 }
 
@@ -217,10 +217,16 @@ fn header_checked<R: std::io::BufRead + std::io::Seek>(path: &Path, r: R, lim: &
     let (w, h) = reader
         .into_dimensions()
         .map_err(|e| Error::Invalid(format!("{}: cannot read the image header: {e}", path.display())))?;
+    check_size(path, w as u64, h as u64, lim)?;
+    Ok((w, h))
+}
+
+/// An image of `w × h` (from a header, or a caller's raw buffer) within `lim`, and with pixels.
+pub(crate) fn check_size(path: &Path, w: u64, h: u64, lim: &ImageLimits) -> Result<()> {
     if w == 0 || h == 0 {
         return Err(Error::Invalid(format!("{}: the image is {w}x{h}: it has no pixels", path.display())));
     }
-    if w > lim.max_side || h > lim.max_side || w as u64 * h as u64 > lim.max_pixels {
+    if w > lim.max_side as u64 || h > lim.max_side as u64 || w.saturating_mul(h) > lim.max_pixels {
         return Err(Error::Invalid(format!(
             "{}: the image is {w}x{h} ({:.1} MP); the limit is {} px a side and {:.0} MP",
             path.display(),
@@ -229,7 +235,7 @@ fn header_checked<R: std::io::BufRead + std::io::Seek>(path: &Path, r: R, lim: &
             lim.max_pixels as f64 / 1e6
         )));
     }
-    Ok((w, h))
+    Ok(())
 }
 
 /// Read a whole image file, at most `lim.max_bytes`: regular files, and also pipes, FIFOs and `/dev/stdin`

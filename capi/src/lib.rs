@@ -188,9 +188,13 @@ thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
 }
 
+/// `s` for C: a NUL inside it written as `\0`, so nothing is cut short.
+fn c_string(s: &str) -> CString {
+    CString::new(s.replace('\0', "\\0")).unwrap_or_default()
+}
+
 fn set_error(msg: &str) {
-    let c = CString::new(msg.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+    LAST_ERROR.with(|e| *e.borrow_mut() = c_string(msg));
 }
 
 fn status_of(e: &Error) -> pixtral_status {
@@ -570,11 +574,8 @@ unsafe fn answer(
             return Err(lib(err));
         }
     };
-    c.timings.image_encode_s = enc.seconds;
-    c.usage.images_encoded = enc.encoded;
-    c.usage.images_cached = enc.cached;
-    let cstr = |s: &str| CString::new(s.replace('\0', "\\0")).unwrap_or_default();
-    Ok(pixtral_result { text: cstr(&c.text), stop_string: c.stop_string.as_deref().map(cstr), completion: c })
+    enc.record(&mut c);
+    Ok(pixtral_result { text: c_string(&c.text), stop_string: c.stop_string.as_deref().map(c_string), completion: c })
 }
 
 /// Stop the answer `chat` is generating, from any thread (a UI thread, a signal handler's helper): the answer ends

@@ -190,19 +190,6 @@ pub fn plan(m: &ModelArgs, mmproj: Option<&Path>, need_vision: bool, ui: &Ui) ->
     Ok(Plan { path, file, cfg, tokenizer, vision, ctx, ctx_why })
 }
 
-impl Plan {
-    /// Preprocessing for `--image-max-side` (usage error below one patch), when the model has a vision tower.
-    pub fn preprocess(&self, max_side: Option<usize>) -> anyhow::Result<Option<pixtral::image::PreprocessConfig>> {
-        let Some(v) = &self.vision else { return Ok(None) };
-        if let Some(s) = max_side {
-            if s < v.cfg.patch_size {
-                usage!("--image-max-side {s} is below the model's patch size ({} px)", v.cfg.patch_size);
-            }
-        }
-        Ok(Some(pixtral::model::vision::preprocess_config(&v.cfg, max_side)))
-    }
-}
-
 pub struct Loaded {
     pub engine: pixtral::Engine,
     /// `general.name`, when the file has one

@@ -647,7 +647,10 @@ impl Repl<'_> {
 pub fn chat(a: ChatArgs) -> anyhow::Result<()> {
     let ui = Ui::new(a.ui);
     let plan = crate::plan::plan(&a.m, a.mmproj.as_deref(), false, &ui)?;
-    plan.preprocess(a.image_max_side)?;
+    if let Some(v) = &plan.vision {
+        // an image budget below one patch is refused now, not at the first /image
+        pixtral::runtime::engine::preprocessing(Some(&v.cfg), a.image_max_side)?;
+    }
     let ctx = plan.ctx;
     let l = crate::plan::load(plan, &a.m, true, &ui)?;
     let engine = &l.engine;

@@ -99,10 +99,7 @@ pub fn encode_image(
         input::writable(o)?;
     }
     let v = plan.vision.expect("vision planned");
-    let cfg = pixtral::model::vision::preprocess_config(&v.cfg, a.image_max_side);
-    if let Some(s) = a.image_max_side.filter(|&s| s < v.cfg.patch_size) {
-        usage!("--image-max-side {s} is below the model's patch size ({} px)", v.cfg.patch_size);
-    }
+    let cfg = pixtral::runtime::engine::preprocessing(Some(&v.cfg), a.image_max_side)?;
     let lim = pixtral::image::ImageLimits::default();
     let heads: Vec<pixtral::ImageHead> =
         sources.iter().map(|s| pixtral::ImageHead::read(s, &cfg, &lim)).collect::<pixtral::Result<_>>()?;
@@ -189,7 +186,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     // ---- weights, then the images through the vision tower ----
     let l = load(plan, &a.m, !prepared.images.is_empty(), &ui)?;
     let engine = &l.engine;
-    let enc = encode_with_bar(engine, &prepared.images, decoded, &ui)?;
+    let mut enc = encode_with_bar(engine, &prepared.images, decoded, &ui)?;
     let ids = &prepared.ids;
     let params = sampler_params(&a.sampling, engine.model.tokenizer.eos);
     ui.info(format!("prompt: {} tokens, seed {}, temperature {}", ids.len(), params.seed, params.temp));
@@ -211,7 +208,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let mut session = engine.session(session_options(&a.m, ctx, keep))?;
     prefill_bar(&mut session, &engine.model, &ui);
     let mut conv = pixtral::Conversation::new(None);
-    conv.replace(prepared.raw, prepared.system, prepared.messages, enc.images);
+    conv.replace(prepared.raw, prepared.system, prepared.messages, std::mem::take(&mut enc.images));
     // Ctrl-C stops the answer; the timings still print
     pixtral::gguf::os::install_sigint_handler();
     let mut out = ui::AnswerOut::new();
@@ -227,7 +224,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     };
     let mut c = conv.respond(&mut session, &mut opts)?;
     drop(opts);
-    c.timings.image_encode_s = enc.seconds;
+    enc.record(&mut c);
     if a.json {
         let (t, u) = (&c.timings, &c.usage);
         let v = serde_json::json!({
@@ -242,8 +239,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
                 "completion_tokens": u.completion_tokens,
                 "total_tokens": u.prompt_tokens + u.completion_tokens,
                 "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-                "images_encoded": enc.encoded,
-                "images_cached": enc.cached,
+                "images_encoded": u.images_encoded,
+                "images_cached": u.images_cached,
             },
             "seed": params.seed,
             "timings": {

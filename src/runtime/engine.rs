@@ -17,6 +17,7 @@
 //! [`Prepared::new`] from the headers → [`Prepared::check_fits`] → [`Prepared::decode`] → load →
 //! [`Engine::encode`] → [`Conversation::respond`].
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -30,7 +31,7 @@ use crate::model::vision::{preprocess_config, VisionModel, VitPrecision};
 use crate::model::LoadOptions;
 use crate::runtime::chat::{encode_chat, image_tokens, Chunk, Message};
 use crate::runtime::conversation::Conversation;
-use crate::runtime::images::{EncodedImage, ImageCache, ImageHead};
+use crate::runtime::images::{EncodedImage, ImageCache, ImageHead, ImageKey};
 use crate::runtime::request::{Completion, GenerateOptions, ImageSource, Part, Request, Role};
 use crate::runtime::session::{Session, SessionOptions};
 
@@ -84,6 +85,15 @@ pub struct Encoded {
     pub cached: usize,
     /// Patches that went through the tower.
     pub patches: usize,
+}
+
+impl Encoded {
+    /// Put what encoding cost into the answer it served: image encode seconds, images encoded and cached.
+    pub fn record(&self, c: &mut Completion) {
+        c.timings.image_encode_s = self.seconds;
+        c.usage.images_encoded = self.encoded;
+        c.usage.images_cached = self.cached;
+    }
 }
 
 impl Engine {
@@ -147,15 +157,16 @@ impl Engine {
         let vm = self.vision.as_ref().ok_or_else(|| no_vision(&self.path))?;
         let mut decoded = decoded;
         decoded.resize_with(heads.len(), || None);
-        let mut found: Vec<Option<Arc<EncodedImage>>> = {
+        // this request's images by key: from the cache, then from the tower
+        let mut have: HashMap<ImageKey, Arc<EncodedImage>> = {
             let mut cache = self.images.lock().unwrap_or_else(|e| e.into_inner());
-            heads.iter().map(|h| cache.get(&h.key)).collect()
+            heads.iter().filter_map(|h| Some((h.key, cache.get(&h.key)?))).collect()
         };
         // the misses, decoded, in order (an image twice in one request is encoded once)
         let mut todo: Vec<usize> = Vec::new();
         let mut pre = Vec::new();
         for (i, h) in heads.iter().enumerate() {
-            if found[i].is_some() || todo.iter().any(|&j| heads[j].key == h.key) {
+            if have.contains_key(&h.key) || todo.iter().any(|&j| heads[j].key == h.key) {
                 continue;
             }
             pre.push(match decoded[i].take() {
@@ -184,21 +195,11 @@ impl Engine {
                 });
                 row += n;
                 cache.insert(img.clone());
-                found[i] = Some(img);
+                have.insert(h.key, img);
             }
         }
         let seconds = if todo.is_empty() { 0.0 } else { t0.elapsed().as_secs_f64() };
-        let images: Vec<Arc<EncodedImage>> = heads
-            .iter()
-            .enumerate()
-            .map(|(i, h)| {
-                found[i].clone().unwrap_or_else(|| {
-                    // a repeat within this request: the copy encoded above
-                    let j = todo.iter().copied().find(|&j| heads[j].key == h.key).expect("encoded above");
-                    found[j].clone().expect("encoded above")
-                })
-            })
-            .collect();
+        let images = heads.iter().map(|h| have[&h.key].clone()).collect();
         let encoded = todo.len();
         Ok(Encoded { images, seconds, encoded, cached: heads.len() - encoded, patches })
     }
@@ -222,8 +223,9 @@ impl Engine {
         let message = p.messages.pop().expect("one message");
         let mut grown = conv.messages().to_vec();
         grown.push(message.clone());
-        let ids = prompt_ids(&self.model.tokenizer, conv.raw, conv.system.as_deref(), &grown)?;
-        Prepared { ids, ..p.clone() }.check_fits(ctx)?;
+        // the whole conversation with the new message must fit
+        p.ids = prompt_ids(&self.model.tokenizer, conv.raw, conv.system.as_deref(), &grown)?;
+        p.check_fits(ctx)?;
         let enc = self.encode(&p.images, Vec::new(), &mut |_, _| {})?;
         conv.push(message, enc.images.clone())?;
         Ok(enc)
@@ -247,13 +249,11 @@ impl Engine {
     ) -> Result<Completion> {
         let prepared = self.prepare(req)?;
         prepared.check_fits(session.context_used().1)?;
-        let enc = self.encode(&prepared.images, Vec::new(), &mut |_, _| {})?;
+        let mut enc = self.encode(&prepared.images, Vec::new(), &mut |_, _| {})?;
         let (raw, system, messages) = (prepared.raw, prepared.system, prepared.messages);
-        conv.replace(raw, system, messages, enc.images);
+        conv.replace(raw, system, messages, std::mem::take(&mut enc.images));
         let mut c = conv.respond(session, opts)?;
-        c.timings.image_encode_s = enc.seconds;
-        c.usage.images_encoded = enc.encoded;
-        c.usage.images_cached = enc.cached;
+        enc.record(&mut c);
         Ok(c)
     }
 }
@@ -292,8 +292,9 @@ fn no_vision(path: &Path) -> Error {
     ))
 }
 
-/// Preprocessing at `max_side`: at least the patch size (an error below it), at most the model's side.
-fn preprocessing(vision: Option<&VisionConfig>, max_side: Option<usize>) -> Result<PreprocessConfig> {
+/// Preprocessing at `max_side` for the vision tower `vision`: at least the patch size (an [`Error::Request`]
+/// below it), at most the model's side; an [`Error::Request`] without a vision tower.
+pub fn preprocessing(vision: Option<&VisionConfig>, max_side: Option<usize>) -> Result<PreprocessConfig> {
     let v = vision.ok_or_else(|| Error::Request("images need a vision tower (mmproj), and none is loaded".into()))?;
     if let Some(s) = max_side.filter(|&s| s < v.patch_size) {
         return Err(Error::Request(format!(

@@ -88,11 +88,7 @@ impl ImageHead {
             }
             ImageSource::Encoded { bytes, .. } => {
                 if bytes.len() as u64 > lim.max_bytes {
-                    return Err(Error::Invalid(format!(
-                        "{}: the image is larger than the {} MB limit",
-                        name.display(),
-                        lim.max_bytes >> 20
-                    )));
+                    return Err(crate::image::too_large(&name, lim));
                 }
                 let (w, h) = crate::image::dimensions_of(&name, bytes, lim)?;
                 (None, Pixels::Encoded(bytes.as_slice().into()), w, h)
@@ -155,19 +151,13 @@ impl ImageHead {
 }
 
 fn check_rgb8(name: &Path, w: usize, h: usize, len: usize, lim: &ImageLimits) -> Result<()> {
-    let bad = |msg: String| Err(Error::Invalid(format!("{}: {msg}", name.display())));
-    if w == 0 || h == 0 {
-        return bad(format!("the image is {w}x{h}: it has no pixels"));
-    }
-    if w > lim.max_side as usize || h > lim.max_side as usize || (w as u64) * (h as u64) > lim.max_pixels {
-        return bad(format!(
-            "the image is {w}x{h}; the limit is {} px a side and {:.0} MP",
-            lim.max_side,
-            lim.max_pixels as f64 / 1e6
-        ));
-    }
+    crate::image::check_size(name, w as u64, h as u64, lim)?;
     if len != w * h * 3 {
-        return bad(format!("{len} bytes of pixels, but {w}x{h} RGB8 is {} bytes", w * h * 3));
+        return Err(Error::Invalid(format!(
+            "{}: {len} bytes of pixels, but {w}x{h} RGB8 is {} bytes",
+            name.display(),
+            w * h * 3
+        )));
     }
     Ok(())
 }

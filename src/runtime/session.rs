@@ -395,12 +395,11 @@ pub fn logprobs(logits: &[f32], id: u32, n: usize) -> TokenLogprobs {
     let sum: f64 = logits.iter().map(|&l| ((l - max) as f64).exp()).sum();
     let lse = max as f64 + sum.ln();
     let lp = |i: u32| (logits[i as usize] as f64 - lse) as f32;
+    let better =
+        |a: u32, b: u32| logits[a as usize] > logits[b as usize] || (logits[a as usize] == logits[b as usize] && a < b);
     let mut top: Vec<u32> = Vec::with_capacity(n + 1);
     for i in 0..logits.len() as u32 {
         // insertion into the n best so far: O(vocab · n), n ≤ 20
-        let better = |a: u32, b: u32| {
-            logits[a as usize] > logits[b as usize] || (logits[a as usize] == logits[b as usize] && a < b)
-        };
         if top.len() == n && !top.last().is_some_and(|&w| better(i, w)) {
             continue;
         }
