@@ -101,13 +101,6 @@ impl ImageHead {
         Ok(ImageHead::new(name, path, pixels, width, height, cfg))
     }
 
-    /// An image already read into memory by the caller, its header checked (the CLI reads standard input once).
-    pub fn from_encoded(name: &Path, bytes: Vec<u8>, cfg: &PreprocessConfig, lim: &ImageLimits) -> Result<ImageHead> {
-        let (w, h) = crate::image::dimensions_of(name, &bytes, lim)?;
-        let path = (name.as_os_str() != "<stdin>").then(|| name.to_path_buf());
-        Ok(ImageHead::new(name.to_path_buf(), path, Pixels::Encoded(bytes.into()), w, h, cfg))
-    }
-
     fn new(name: PathBuf, path: Option<PathBuf>, pixels: Pixels, w: usize, h: usize, cfg: &PreprocessConfig) -> Self {
         let key = match &pixels {
             Pixels::Encoded(b) => ImageKey::of(b"encoded", 0, 0, b, cfg),
