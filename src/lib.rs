@@ -42,6 +42,8 @@ pub mod model;
 pub mod npy;
 pub mod ops;
 pub mod runtime;
+#[cfg(feature = "server")]
+pub mod server;
 
 pub use error::{Error, Result};
 pub use model::text::Model;

@@ -14,6 +14,8 @@ mod pricing;
 mod rates;
 mod repl;
 mod run;
+#[cfg(feature = "server")]
+mod serve;
 mod term;
 mod ui;
 
@@ -96,6 +98,10 @@ enum Cmd {
         #[arg(long)]
         pixels_out: Option<PathBuf>,
     },
+    /// An OpenAI-compatible HTTP server (chat completions with images, streaming, structured output) with
+    /// --parallel slots batched together. Without -m, the demo model.
+    #[cfg(feature = "server")]
+    Serve(serve::ServeArgs),
     /// Measure prompt processing, generation and ViT encoding, llama-bench style.
     Bench(bench::BenchArgs),
     /// Print a GGUF file's metadata and tensor table.
@@ -239,7 +245,7 @@ pub struct SamplingArgs {
     stop: Vec<String>,
 }
 
-fn parse_kv_type(s: &str) -> Result<KvType, String> {
+pub fn parse_kv_type(s: &str) -> Result<KvType, String> {
     match s.to_ascii_lowercase().as_str() {
         "f16" => Ok(KvType::F16),
         "f32" => Ok(KvType::F32),
@@ -268,7 +274,7 @@ fn parse_stop(s: &str) -> Result<String, String> {
     Ok(s.to_string())
 }
 
-fn parse_positive(s: &str) -> Result<usize, String> {
+pub fn parse_positive(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if n >= 1 => Ok(n),
         _ => Err(format!("{s:?} is not a whole number ≥ 1")),
@@ -342,6 +348,8 @@ fn main() -> ExitCode {
         Cmd::Logits { m, p, out, ids_out } => run::logits(m, p, out, ids_out),
         Cmd::EncodeImage { model, images, out, pixels_out } => run::encode_image(model, images, out, pixels_out),
         Cmd::Bench(a) => bench::bench(a),
+        #[cfg(feature = "server")]
+        Cmd::Serve(a) => serve::serve(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

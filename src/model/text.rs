@@ -160,24 +160,50 @@ pub fn forward(
     pos0: usize,
     all: bool,
 ) {
+    let mut seqs = [Seq { kv, tokens, img: ImageRows { img_id: img.img_id, rows: img.rows }, slots, pos0, all }];
+    forward_batch(model, s, &mut seqs);
+}
+
+/// One sequence's part of a [`forward_batch`]: its KV cache, its tokens (already given cache `slots` and the
+/// positions `pos0..`), the image rows for its `[IMG]` tokens, and whether it wants logits for every token.
+pub struct Seq<'a> {
+    pub kv: &'a mut KvCache,
+    pub tokens: &'a [u32],
+    pub img: ImageRows<'a>,
+    pub slots: &'a [usize],
+    pub pos0: usize,
+    pub all: bool,
+}
+
+/// Several sequences through the model in one pass over the weights (continuous batching: a server's decode
+/// steps of every active stream, and a chunk of a new prompt, as one matrix). The token rows of all sequences
+/// (at most `n_max` in all) go through every matmul together; RoPE, the KV writes and attention are per
+/// sequence, against its own cache. Logits: per sequence in order, every token's row (`all`) or its last one,
+/// packed from `s.logits` row 0. Decode is bound by reading the weights (7 GB a token at Pixtral-12B Q4_0), so
+/// `k` streams in one pass cost little more than one.
+pub fn forward_batch(model: &Model, s: &mut DecoderState, seqs: &mut [Seq]) {
     let c = &model.cfg;
     let w = &model.weights;
-    let n = tokens.len();
-    debug_assert!(n <= s.n_max && n == slots.len());
+    let n: usize = seqs.iter().map(|q| q.tokens.len()).sum();
+    debug_assert!(n <= s.n_max && seqs.iter().all(|q| q.tokens.len() == q.slots.len() && !q.tokens.is_empty()));
     let (dim, hd, qd, kvd) = (c.dim, c.head_dim, c.n_heads * c.head_dim, c.n_heads_kv * c.head_dim);
 
     // ---- token embeddings (one dequantized row each), image features at [IMG] positions ----
     let emb = model.view(&w.token_embd).bytes;
     let rb = w.token_embd.row_bytes();
-    let mut next_img = img.rows.chunks_exact(dim);
-    for (t, &id) in tokens.iter().enumerate() {
-        let x = &mut s.x[t * dim..(t + 1) * dim];
-        match if id == img.img_id { next_img.next() } else { None } {
-            Some(row) => x.copy_from_slice(row),
-            None => {
-                let row = &emb[id as usize * rb..(id as usize + 1) * rb];
-                pixtral_quant::dequantize_row_ref(w.token_embd.ty, row, x).expect("checked at load")
+    let mut t = 0;
+    for q in seqs.iter() {
+        let mut next_img = q.img.rows.chunks_exact(dim);
+        for &id in q.tokens {
+            let x = &mut s.x[t * dim..(t + 1) * dim];
+            match if id == q.img.img_id { next_img.next() } else { None } {
+                Some(row) => x.copy_from_slice(row),
+                None => {
+                    let row = &emb[id as usize * rb..(id as usize + 1) * rb];
+                    pixtral_quant::dequantize_row_ref(w.token_embd.ty, row, x).expect("checked at load")
+                }
             }
+            t += 1;
         }
     }
 
@@ -187,13 +213,20 @@ pub fn forward(
         matmul(model.view(&layer.wq), &s.xb[..n * dim], n, &mut s.q[..n * qd], &mut s.mm);
         matmul(model.view(&layer.wk), &s.xb[..n * dim], n, &mut s.k[..n * kvd], &mut s.mm);
         matmul(model.view(&layer.wv), &s.xb[..n * dim], n, &mut s.v[..n * kvd], &mut s.mm);
-        for (t, &slot) in slots.iter().enumerate() {
-            rope(&mut s.q[t * qd..(t + 1) * qd], hd, pos0 + t, &s.inv_freq);
-            rope(&mut s.k[t * kvd..(t + 1) * kvd], hd, pos0 + t, &s.inv_freq);
-            kv.write(l, slot, &s.k[t * kvd..(t + 1) * kvd], &s.v[t * kvd..(t + 1) * kvd]);
-        }
         let heads = Heads { n_heads: c.n_heads, n_heads_kv: c.n_heads_kv, head_dim: hd };
-        attend(kv, l, heads, &s.q[..n * qd], n, pos0, &mut s.att[..n * qd], &mut s.attn);
+        let mut t0 = 0;
+        for q in seqs.iter_mut() {
+            let m = q.tokens.len();
+            for (i, &slot) in q.slots.iter().enumerate() {
+                let t = t0 + i;
+                rope(&mut s.q[t * qd..(t + 1) * qd], hd, q.pos0 + i, &s.inv_freq);
+                rope(&mut s.k[t * kvd..(t + 1) * kvd], hd, q.pos0 + i, &s.inv_freq);
+                q.kv.write(l, slot, &s.k[t * kvd..(t + 1) * kvd], &s.v[t * kvd..(t + 1) * kvd]);
+            }
+            let (qs, att) = (&s.q[t0 * qd..(t0 + m) * qd], &mut s.att[t0 * qd..(t0 + m) * qd]);
+            attend(q.kv, l, heads, qs, m, q.pos0, att, &mut s.attn);
+            t0 += m;
+        }
         matmul(model.view(&layer.wo), &s.att[..n * qd], n, &mut s.o[..n * dim], &mut s.mm);
         for (x, o) in s.x[..n * dim].iter_mut().zip(&s.o[..n * dim]) {
             *x += o;
@@ -211,9 +244,21 @@ pub fn forward(
         }
     }
 
-    // ---- output head, for the rows asked for ----
-    let (first, m) = if all { (0, n) } else { (n - 1, 1) };
-    rmsnorm(&mut s.xb[..m * dim], &s.x[first * dim..(first + m) * dim], &w.output_norm, c.norm_eps);
+    // ---- output head, for the rows asked for: per sequence, all its rows or its last ----
+    let mut m = 0;
+    let mut t0 = 0;
+    for q in seqs.iter() {
+        let len = q.tokens.len();
+        let (first, rows) = if q.all { (t0, len) } else { (t0 + len - 1, 1) };
+        rmsnorm(
+            &mut s.xb[m * dim..(m + rows) * dim],
+            &s.x[first * dim..(first + rows) * dim],
+            &w.output_norm,
+            c.norm_eps,
+        );
+        m += rows;
+        t0 += len;
+    }
     let v = c.vocab_size;
     matmul(model.view(&w.output), &s.xb[..m * dim], m, &mut s.logits[..m * v], &mut s.mm);
 }

@@ -38,17 +38,44 @@ pub struct Conversation {
 /// What a position of the prompt is compared by: its id, or for an `[IMG]` token the content key of its image
 /// (every image shares the id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Key {
+pub(crate) enum Key {
     Token(u32),
     Image(ImageKey),
 }
 
 /// A conversation as the model sees it.
-struct Encoded {
-    ids: Vec<u32>,
-    keys: Vec<Key>,
+pub(crate) struct Encoded {
+    pub ids: Vec<u32>,
+    pub keys: Vec<Key>,
     /// per `[IMG]` token: (image index, patch index)
-    rows: Vec<(usize, usize)>,
+    pub rows: Vec<(usize, usize)>,
+}
+
+impl Encoded {
+    /// Key the prompt `ids` whose `[IMG]` tokens belong to `images`, in order: per position, the id, or for an
+    /// `[IMG]` token its image's content key; and the image rows `(image index, patch)` in order.
+    pub(crate) fn new(tok: &Tokenizer, ids: Vec<u32>, images: &[Arc<EncodedImage>]) -> Result<Encoded> {
+        let img = tok.control_id("[IMG]");
+        let end = tok.control_id("[IMG_END]");
+        let (mut keys, mut rows) = (Vec::with_capacity(ids.len()), Vec::new());
+        let (mut image, mut patch) = (0, 0);
+        for &id in &ids {
+            if Some(id) == img {
+                let e =
+                    images.get(image).ok_or_else(|| Error::Invalid("more images in the prompt than encoded".into()))?;
+                keys.push(Key::Image(e.key));
+                rows.push((image, patch));
+                patch += 1;
+            } else {
+                keys.push(Key::Token(id));
+                if Some(id) == end {
+                    image += 1;
+                    patch = 0;
+                }
+            }
+        }
+        Ok(Encoded { ids, keys, rows })
+    }
 }
 
 impl Conversation {
@@ -147,32 +174,9 @@ impl Conversation {
         self.images.clear();
     }
 
-    /// Ids of the conversation and, per position, the key it is compared by: the id, or for an `[IMG]`
-    /// token its image's content key. Also the image rows `(image index, patch)` in order.
+    /// Ids of the conversation and, per position, the key it is compared by (see [`Encoded::new`]).
     fn encode(&self, tok: &Tokenizer) -> Result<Encoded> {
-        let ids = prompt_ids(tok, self.raw, self.system.as_deref(), &self.messages)?;
-        let img = tok.control_id("[IMG]");
-        let end = tok.control_id("[IMG_END]");
-        let (mut keys, mut rows) = (Vec::with_capacity(ids.len()), Vec::new());
-        let (mut image, mut patch) = (0, 0);
-        for &id in &ids {
-            if Some(id) == img {
-                let e = self
-                    .images
-                    .get(image)
-                    .ok_or_else(|| Error::Invalid("more images in the prompt than encoded".into()))?;
-                keys.push(Key::Image(e.key));
-                rows.push((image, patch));
-                patch += 1;
-            } else {
-                keys.push(Key::Token(id));
-                if Some(id) == end {
-                    image += 1;
-                    patch = 0;
-                }
-            }
-        }
-        Ok(Encoded { ids, keys, rows })
+        Encoded::new(tok, prompt_ids(tok, self.raw, self.system.as_deref(), &self.messages)?, &self.images)
     }
 
     /// Tokens the conversation takes in the context, with the frame of one more (empty) user message.
