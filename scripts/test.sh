@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The project's test command (README, .ci/run): format, lints, then every test of the workspace.
-# Needs only a Rust toolchain: the fixtures under tests/fixtures are committed (scripts/gen_*.py regenerate them).
+# The project's test command (README, .ci/run): format, lints, every test of the workspace, then the server's tests
+# with real clients (scripts/test-server.sh: Python 3 and pip access to PyPI for the openai package, on first use).
+# The fixtures under tests/fixtures are committed (scripts/gen_*.py regenerate them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v cargo >/dev/null; then
@@ -11,3 +12,4 @@ rustup component add rustfmt clippy >/dev/null 2>&1 || true
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo test --workspace
+scripts/test-server.sh

@@ -600,3 +600,73 @@ fn eight_megabytes_of_hostile_text_tokenize_in_linear_time() {
         eprintln!("{what}: {} bytes -> {} tokens in {secs:.2} s", text.len(), ids.len());
     }
 }
+
+/// Continuous batching ([`pixtral::model::text::forward_batch`], the server's step): several sequences, each with
+/// its own KV cache and at its own position, through one pass give each one's logits as if it ran alone. Mixed
+/// steps: one sequence prefills its start while another reads its whole prompt; then a prompt's end beside a
+/// one-token decode step.
+#[test]
+fn batched_sequences_match_one_at_a_time() {
+    use pixtral::model::kv_cache::KvCache;
+    use pixtral::model::text::{forward_batch, DecoderState, ImageRows, Seq};
+    for ty in [GgmlType::F32, GgmlType::Q8_0] {
+        let model = Model::load(tiny_gguf("hf", ty)).unwrap();
+        let c = &model.cfg;
+        let v = c.vocab_size;
+        let prompts: Vec<Vec<u32>> = CASES.iter().map(|n| case(n).ids).collect();
+        // alone: each prompt's last logits, then one decode step of its greedy token
+        let alone: Vec<(Vec<f32>, Vec<f32>)> = prompts
+            .iter()
+            .map(|ids| {
+                let mut s = Session::new(&model, opts(KvType::F32));
+                let first = s.eval(ids, None, None).unwrap().to_vec();
+                let next = argmax(&first) as u32;
+                (first, s.eval(&[next], None, None).unwrap().to_vec())
+            })
+            .collect();
+        let mut kvs: Vec<KvCache> = (0..prompts.len())
+            .map(|_| KvCache::new(c.n_layers, c.n_heads_kv * c.head_dim, 256, None, KvType::F32))
+            .collect();
+        let mut state = DecoderState::new(&model, 256);
+        // step: (sequence, token range of its prompt, or the decode token); logits of each group's last row
+        let mut step = |kvs: &mut [KvCache], parts: &[(usize, Vec<u32>)]| -> Vec<Vec<f32>> {
+            let placed: Vec<(usize, Vec<usize>)> = parts
+                .iter()
+                .map(|(i, toks)| {
+                    let pos0 = kvs[*i].next_pos;
+                    (pos0, toks.iter().map(|_| kvs[*i].reserve().unwrap()).collect())
+                })
+                .collect();
+            let mut seqs: Vec<Seq> = Vec::new();
+            let mut parts_iter = parts.iter().zip(&placed).peekable();
+            for (i, kv) in kvs.iter_mut().enumerate() {
+                if let Some(((_, toks), (pos0, slots))) = parts_iter.next_if(|((j, _), _)| *j == i) {
+                    let img = ImageRows { img_id: u32::MAX, rows: &[] };
+                    seqs.push(Seq { kv, tokens: toks, img, slots, pos0: *pos0, all: false });
+                }
+            }
+            forward_batch(&model, &mut state, &mut seqs);
+            (0..parts.len()).map(|r| state.logits[r * v..(r + 1) * v].to_vec()).collect()
+        };
+        let (a, b, cc) = (&prompts[0], &prompts[1], &prompts[2]);
+        // 1: A's start, B whole, C's first 5 tokens
+        let got = step(&mut kvs, &[(0, a[..a.len() - 3].to_vec()), (1, b.clone()), (2, cc[..5].to_vec())]);
+        assert_close(&got[1], &alone[1].0, v, 1e-4, &format!("{ty:?}: B's prompt beside two prefills"));
+        // 2: A's end, B's decode step, C's rest
+        let b_next = argmax(&got[1]) as u32;
+        let got = step(&mut kvs, &[(0, a[a.len() - 3..].to_vec()), (1, vec![b_next]), (2, cc[5..].to_vec())]);
+        assert_close(&got[0], &alone[0].0, v, 1e-4, &format!("{ty:?}: A's prompt in two chunks"));
+        assert_close(&got[1], &alone[1].1, v, 1e-4, &format!("{ty:?}: B's decode step beside prefills"));
+        assert_close(&got[2], &alone[2].0, v, 1e-4, &format!("{ty:?}: C's prompt in two chunks"));
+        // 3: two decode steps at once
+        let next: Vec<u32> = [&got[0], &alone[1].1, &got[2]].iter().map(|l| argmax(l) as u32).collect();
+        let got = step(&mut kvs, &[(0, vec![next[0]]), (2, vec![next[2]])]);
+        for (g, (i, ids)) in got.iter().zip([(0, a), (2, cc)]) {
+            let mut s = Session::new(&model, opts(KvType::F32));
+            s.eval(ids, None, None).unwrap();
+            let want = s.eval(&[next[i]], None, None).unwrap().to_vec();
+            assert_close(g, &want, v, 1e-4, &format!("{ty:?}: decode step {i} batched"));
+            assert_eq!(argmax(g), argmax(&want));
+        }
+    }
+}

@@ -79,8 +79,11 @@ def server():
 
 @pytest.fixture(scope="session")
 def keyed():
-    """A server that requires an API key."""
-    s = Server("--api-key", KEY)
+    """One slot and no queue, an API key, CORS for one origin, remote images up to 20 kB."""
+    s = Server(
+        "--api-key", KEY, "--max-queue", "0", "--cors-origin", "http://app.example", "--allow-remote-media",
+        "--image-bytes", "20000",
+    )
     yield s
     s.stop()
 

@@ -425,3 +425,78 @@ def test_api_key(keyed):
     assert httpx.get(keyed.url + "/metrics").status_code == 401
     # /health stays open (load balancers, mistral-evals)
     assert httpx.get(keyed.url + "/health").status_code == 200
+
+
+def test_cors_preflight_for_the_allowed_origin(keyed):
+    pre = {"Origin": "http://app.example", "Access-Control-Request-Method": "POST",
+           "Access-Control-Request-Headers": "authorization, content-type"}
+    r = httpx.options(keyed.url + "/v1/chat/completions", headers=pre)
+    assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "http://app.example"
+    r = httpx.options(keyed.url + "/v1/chat/completions", headers={**pre, "Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in r.headers
+
+
+def test_queue_full_is_429(keyed):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    body = {"messages": [{"role": "user", "content": "Go on"}], "stream": True, "ignore_eos": True, "max_tokens": 4000}
+    with httpx.stream("POST", keyed.url + "/v1/chat/completions", json=body, headers=auth, timeout=60) as r:
+        lines = r.iter_lines()
+        next(lines)
+        # the one slot is taken and nothing may wait
+        second = post(keyed, chat_body(), auth)
+        assert_error(second, 429, "--max-queue")
+        assert second.headers["retry-after"] == "1"
+    deadline = time.time() + 5
+    while post(keyed, chat_body(max_tokens=2), auth).status_code != 200:
+        assert time.time() < deadline, "the slot was not freed"
+        time.sleep(0.05)
+
+
+def serve_files(directory):
+    """A loopback HTTP server for `directory`; returns (base URL, stop)."""
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{httpd.server_address[1]}", httpd.shutdown
+
+
+def test_remote_image_with_allow_remote_media(keyed, tmp_path):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    (tmp_path / "big.png").write_bytes(png_header(64, 64) + b"\0" * 30000)
+    (tmp_path / "circle.png").write_bytes(RED_CIRCLE.read_bytes())
+    base, stop = serve_files(tmp_path)
+    try:
+        msg = lambda name: [{"role": "user", "content": [  # noqa: E731
+            {"type": "image_url", "image_url": {"url": f"{base}/{name}"}}, {"type": "text", "text": "What shape is this?"}]}]
+        r = httpx.post(keyed.url + "/v1/chat/completions", json={"messages": msg("circle.png"), "temperature": 0},
+                       headers=auth, timeout=60)
+        assert r.status_code == 200, r.text
+        want = run_answer("--image", str(RED_CIRCLE), "-p", "What shape is this?")
+        assert r.json()["choices"][0]["message"]["content"] == want
+        # over --image-bytes, and a missing file
+        r = httpx.post(keyed.url + "/v1/chat/completions", json={"messages": msg("big.png")}, headers=auth)
+        assert_error(r, 400, "limit")
+        r = httpx.post(keyed.url + "/v1/chat/completions", json={"messages": msg("none.png")}, headers=auth)
+        assert_error(r, 400, "404")
+    finally:
+        stop()
+
+
+def test_bad_response_format(server):
+    rf = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object", "properties": {"a": {"type": "nonsense"}}}}}
+    assert_error(post(server, chat_body(response_format=rf)), 400, "response_format")
+    assert_error(post(server, chat_body(response_format={"type": "yaml"})), 400, "response_format")
+    still_serving(server)
+
+
+def test_a_client_gone_before_a_plain_answer_frees_its_slot(server):
+    cancelled = server.metric("requests_cancelled_total")
+    body = json.dumps({"messages": [{"role": "user", "content": "Go on"}], "ignore_eos": True, "max_tokens": 6000})
+    subprocess.run(["curl", "-s", "-m", "0.5", server.url + "/v1/chat/completions", "-d", body], capture_output=True)
+    deadline = time.time() + 5
+    while server.metric("slots_busy") != 0 or server.metric("requests_cancelled_total") != cancelled + 1:
+        assert time.time() < deadline, "the slot was not freed"
+        time.sleep(0.02)
