@@ -106,10 +106,13 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 }
 
 async fn serve_async(opts: ServeOptions) -> anyhow::Result<()> {
-    let addr = format!("{}:{}", opts.host, opts.port);
-    let listener = tokio::net::TcpListener::bind(&addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e} (another server on the port? try --port)"))?;
+    let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port)).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {} port {}: {e} (another server on the port? try --port)",
+            opts.host,
+            opts.port
+        )
+    })?;
     let local: SocketAddr = listener.local_addr()?;
     eprintln!("pixtral serve: listening on http://{local} (loading {})", opts.model.display());
     let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());

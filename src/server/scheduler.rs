@@ -108,6 +108,9 @@ struct Slot {
     /// keys of the tokens in `kv`, in order (`kv.n_filled` of them)
     fed: Vec<Key>,
     job: Option<Active>,
+    /// when it last took a job (a counter): among slots sharing nothing with a new prompt, the least recently
+    /// used gives its cache up, so a conversation's cache survives unrelated requests as long as it can
+    used: u64,
 }
 
 /// A job in a slot.
@@ -152,11 +155,13 @@ pub fn run(engine: Arc<Engine>, cfg: Config, rx: mpsc::Receiver<Msg>, metrics: A
             kv: KvCache::new(c.n_layers, kv_dim, cfg.ctx_per_slot, None, cfg.kv_type),
             fed: Vec::new(),
             job: None,
+            used: 0,
         })
         .collect();
     let img_id = model.tokenizer.control_id("[IMG]").unwrap_or(u32::MAX);
     let mut queue: VecDeque<Box<Job>> = VecDeque::new();
     let mut shutdown = false;
+    let mut uses = 0u64;
     loop {
         // ---- intake: block only when there is nothing to do ----
         let busy = slots.iter().any(|s| s.job.is_some()) || !queue.is_empty();
@@ -196,10 +201,10 @@ pub fn run(engine: Arc<Engine>, cfg: Config, rx: mpsc::Receiver<Msg>, metrics: A
             }
         }
 
-        // ---- free slots take queued jobs: the one sharing the longest prefix ----
-        while let Some(free) = slots.iter().position(|s| s.job.is_none()) {
-            let Some(job) = queue.pop_front() else { break };
-            let enc = match Encoded::new(&model.tokenizer, job.ids.clone(), &job.images) {
+        // ---- free slots take queued jobs: the one sharing the longest prefix (then the least recently used) ----
+        while slots.iter().any(|s| s.job.is_none()) {
+            let Some(mut job) = queue.pop_front() else { break };
+            let enc = match Encoded::new(&model.tokenizer, std::mem::take(&mut job.ids), &job.images) {
                 Ok(e) => e,
                 Err(e) => {
                     let _ = job.events.send(Event::Failed(e.to_string()));
@@ -207,10 +212,11 @@ pub fn run(engine: Arc<Engine>, cfg: Config, rx: mpsc::Receiver<Msg>, metrics: A
                 }
             };
             let common = |s: &Slot| s.fed.iter().zip(&enc.keys).take_while(|(a, b)| a == b).count();
-            let best =
-                (0..slots.len()).filter(|&i| slots[i].job.is_none()).max_by_key(|&i| (common(&slots[i]), i == free));
-            let i = best.unwrap_or(free);
+            let free = (0..slots.len()).filter(|&i| slots[i].job.is_none());
+            let i = free.max_by_key(|&i| (common(&slots[i]), std::cmp::Reverse(slots[i].used))).expect("a free slot");
+            uses += 1;
             let s = &mut slots[i];
+            s.used = uses;
             // the last prompt token is always evaluated: its logits start the answer
             let lcp = common(s).min(enc.ids.len() - 1);
             if !s.kv.truncate(lcp) {
