@@ -2,9 +2,9 @@
 # `pixtral serve` vs llama-server on the SAME GGUF file, same threads, same slots, same load (scripts/bench_server.py):
 # aggregate decode tok/s and per-stream latency for 1, 2, 4, 8 parallel streams; then our time to first token for a
 # request with a 512×512 image, cold and with the image cached; and `pixtral run`'s single-stream decode for
-# reference. Not a test: a table for README and the closing note.
+# reference (alternating runs). Not a test: a table for README and the closing note.
 #   usage: scripts/bench-server.sh [FILE=scratch/p12b-q4_0.gguf] [THREADS=2] [TOKENS=32] [STREAMS="1 2 4 8"]
-# llama-server: $LLAMA_SERVER, else scratch/llama-server/bin/llama-server, built here on first use from the
+# llama-server: $LLAMA_SERVER, else scratch/llama-server/src/build/bin/llama-server, built here on first use from the
 # llama.cpp source that PyPI's llama-cpp-python 0.3.36 sdist vendors (AVX-512 with VNNI/BF16, AMX off: its AMX path
 # crashes on these machines; cmake from PyPI). Each server gets `--parallel N` and N × 1024 tokens of context.
 set -euo pipefail
@@ -15,7 +15,7 @@ PY=target/server-venv/bin/python
 [ -x $PY ] || { python3 -m venv target/server-venv && target/server-venv/bin/pip install -q "httpx>=0.27,<1"; }
 cargo build --release --bin pixtral
 
-LLAMA_SERVER=${LLAMA_SERVER:-scratch/llama-server/bin/llama-server}
+LLAMA_SERVER=${LLAMA_SERVER:-scratch/llama-server/src/build/bin/llama-server}
 if [ ! -x "$LLAMA_SERVER" ]; then
     src=scratch/llama-server/src
     mkdir -p $src
@@ -28,7 +28,6 @@ if [ ! -x "$LLAMA_SERVER" ]; then
         -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
         -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON >/dev/null
     $CMAKE --build $src/build --target llama-server -j"$(nproc)" >/dev/null
-    mkdir -p "$(dirname "$LLAMA_SERVER")" && cp $src/build/bin/llama-server "$LLAMA_SERVER"
 fi
 
 wait_ready() {
@@ -53,7 +52,7 @@ for n in $STREAMS; do
     ctx=$((n * 1024))
     measure pixtral "$n" target/release/pixtral serve -m "$FILE" --port $PORT -t "$THREADS" --parallel "$n" -c $ctx
     measure llama-server "$n" "$LLAMA_SERVER" -m "$FILE" --port $PORT -t "$THREADS" -tb "$THREADS" -np "$n" -c $ctx \
-        --no-webui --jinja
+        --no-webui
 done
 
 # time to first token with a 512² image: cold, then cached (another question about the same image)
@@ -66,7 +65,25 @@ if [ -f "$IMG" ]; then
     kill -TERM $pid; wait $pid || true
 fi
 
-# the CLI's single stream, for the within-5 % check
-target/release/pixtral run -m "$FILE" -t "$THREADS" -p "${SINGLE_PROMPT:-Write a long story about a lighthouse keeper.}" \
-    -n "$TOKENS" --ignore-eos --temp 0 --json 2>/dev/null |
-    $PY -c "import json,sys; d=json.load(sys.stdin); print('pixtral-run', json.dumps({'gen_tok_s': d['timings']['generation_tok_s']}))"
+# single stream: the server against `pixtral run` (the same prompt and tokens), alternating, 3 each, medians of
+# seconds per token after the first (run: the decode passes after the prompt, (T - 1) / generation_s)
+target/release/pixtral serve -m "$FILE" --port $PORT -t "$THREADS" -c 1024 >target/bench-pixtral-single.log 2>&1 &
+pid=$!
+wait_ready
+PROMPT="Write a long story about a lighthouse keeper."
+for _ in 1 2 3; do
+    $PY scripts/bench_server.py "http://127.0.0.1:$PORT" 1 "$TOKENS" | $PY -c "import json,sys; print(json.load(sys.stdin)['latency_ms'])" >>target/bench-single-serve.txt
+    kill -STOP $pid
+    target/release/pixtral run -m "$FILE" -t "$THREADS" -p "$PROMPT" -n "$TOKENS" --ignore-eos --temp 0 --json 2>/dev/null |
+        $PY -c "import json,sys; d=json.load(sys.stdin); print(1e3 * d['timings']['generation_s'] / ($TOKENS - 1))" >>target/bench-single-run.txt
+    kill -CONT $pid
+done
+kill -TERM $pid; wait $pid || true
+$PY - <<'PYEOF'
+import json, statistics
+serve = [float(x) for x in open("target/bench-single-serve.txt")]
+run = [float(x) for x in open("target/bench-single-run.txt")]
+print("single", json.dumps({"serve_ms_per_token": serve, "run_ms_per_token": run,
+                            "serve_over_run": statistics.median(serve) / statistics.median(run)}))
+PYEOF
+rm -f target/bench-single-serve.txt target/bench-single-run.txt

@@ -234,14 +234,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
             "finish_reason": c.finish_reason.as_str(),
             "stop_string": c.stop_string,
             "context_full": c.context_full,
-            "usage": {
-                "prompt_tokens": u.prompt_tokens,
-                "completion_tokens": u.completion_tokens,
-                "total_tokens": u.prompt_tokens + u.completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-                "images_encoded": u.images_encoded,
-                "images_cached": u.images_cached,
-            },
+            "usage": u.to_json(),
             "seed": params.seed,
             "timings": {
                 "load_s": l.seconds,

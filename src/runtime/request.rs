@@ -260,6 +260,22 @@ pub struct Usage {
     pub images_cached: usize,
 }
 
+impl Usage {
+    /// OpenAI's `usage` object (`prompt_tokens`, `completion_tokens`, `total_tokens`,
+    /// `prompt_tokens_details.cached_tokens`) plus `images_encoded` and `images_cached`: `pixtral run --json` and
+    /// the server's answers.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+            "images_encoded": self.images_encoded,
+            "images_cached": self.images_cached,
+        })
+    }
+}
+
 /// An answer.
 #[derive(Debug, Clone)]
 pub struct Completion {

@@ -352,14 +352,7 @@ pub fn logprob_entry(tok: &Tokenizer, lp: &TokenLogprobs) -> Value {
 /// `usage` (with the cached part of the prompt and the images) and llama-server-style `timings`.
 pub fn usage_and_timings(s: &Summary) -> (Value, Value) {
     let u = &s.usage;
-    let usage = json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": u.cached_tokens},
-        "images_encoded": u.images_encoded,
-        "images_cached": u.images_cached,
-    });
+    let usage = u.to_json();
     let t = &s.timings;
     let per_s = |n: usize, secs: f64| if secs > 0.0 { n as f64 / secs } else { 0.0 };
     let evaluated = u.prompt_tokens - u.cached_tokens;

@@ -349,6 +349,15 @@ fn step(engine: &Engine, a: &mut Active, logits: &[f32], free: usize, metrics: &
     // the grammar's mask: tokens it forbids are never drawn (the logits are finite, so f32::MIN is weight 0)
     let use_logits: &[f32] = match p.grammar.as_mut() {
         Some(m) => match m.compute_mask_or_eos() {
+            // the grammar is complete: only EOS may follow (whatever `ignore_eos` says)
+            Ok(mask) if mask.num_set() == 1 && mask.is_allowed(tok.eos) => {
+                let (rest, _) = a.stops.push(&a.detok.finish());
+                let rest = rest + &a.stops.finish();
+                if !rest.is_empty() {
+                    let _ = a.job.events.send(Event::Token { id: tok.eos, text: rest, logprobs: None });
+                }
+                return Some(done(a, FinishReason::Stop, false, now));
+            }
             Ok(mask) => {
                 a.masked.clear();
                 a.masked.extend(
@@ -410,8 +419,13 @@ fn step(engine: &Engine, a: &mut Active, logits: &[f32], free: usize, metrics: &
         a.last = Some(id);
         return None;
     };
+    Some(done(a, finish_reason, context_full, now))
+}
+
+/// The last event of an answer that ended for `finish_reason`.
+fn done(a: &Active, finish_reason: FinishReason, context_full: bool, now: Instant) -> Event {
     let first = a.first_token.unwrap_or(now);
-    Some(Event::Done(Summary {
+    Event::Done(Summary {
         finish_reason,
         stop_string: a.stops.matched().map(str::to_string),
         context_full,
@@ -427,5 +441,5 @@ fn step(engine: &Engine, a: &mut Active, logits: &[f32], free: usize, metrics: &
             prompt_s: (first - a.started).as_secs_f64(),
             generation_s: (Instant::now() - first).as_secs_f64(),
         },
-    }))
+    })
 }

@@ -186,6 +186,13 @@ def test_json_object_output_parses(server):
     assert isinstance(json.loads(r.choices[0].message.content), dict)
 
 
+def test_a_complete_json_ends_the_answer_even_with_ignore_eos(server):
+    r = post(server, chat_body(temperature=0, max_tokens=200, ignore_eos=True, response_format={"type": "json_object"}))
+    assert r.status_code == 200, r.text
+    choice = r.json()["choices"][0]
+    assert choice["finish_reason"] == "stop" and isinstance(json.loads(choice["message"]["content"]), dict)
+
+
 def test_logprobs_consistent_with_the_sampled_tokens(server):
     r = client(server).chat.completions.create(
         model="x", messages=[{"role": "user", "content": "What shape is this?"}], temperature=0, logprobs=True, top_logprobs=3
