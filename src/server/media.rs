@@ -141,7 +141,7 @@ mod tests {
             ("data:image/png;base64", "f: a data URL without a comma"),
             ("ftp://x/y.png", "f: an image URL is"),
         ] {
-            let e = fetch(url, &p, "f").err().expect(url);
+            let e = fetch(url, &p, "f").expect_err(url);
             assert!(e.message.starts_with(want), "{url}: {}", e.message);
             assert_eq!(e.status.as_u16(), 400);
         }
