@@ -85,10 +85,12 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
     let api_key = match (&a.api_key, &a.api_key_file) {
         (Some(k), _) => Some(k.clone()),
         (None, Some(f)) => {
-            let text = std::fs::read_to_string(f).map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+            let io = |source| pixtral::Error::Io { path: f.clone(), source };
+            let text = std::fs::read_to_string(f).map_err(io)?;
             let key = text.lines().next().unwrap_or("").trim().to_string();
             if key.is_empty() {
-                usage!("{}: no API key on its first line", f.display());
+                let e = std::io::Error::new(std::io::ErrorKind::InvalidData, "no API key on its first line");
+                return Err(io(e).into());
             }
             Some(key)
         }
@@ -98,7 +100,18 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
         usage!("--api-key is empty");
     }
     let media_dir = match &a.media_dir {
-        Some(d) => Some(d.canonicalize().map_err(|e| anyhow::anyhow!("--media-dir {}: {e}", d.display()))?),
+        Some(d) => {
+            let io = |source| pixtral::Error::Io { path: d.clone(), source };
+            let real = d.canonicalize().map_err(io)?;
+            if !real.is_dir() {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::NotADirectory,
+                    "--media-dir is not a directory",
+                ))
+                .into());
+            }
+            Some(real)
+        }
         None => None,
     };
     let header = pixtral::gguf::GgufFile::open(&model)?;

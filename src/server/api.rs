@@ -147,6 +147,12 @@ impl ApiError {
         ApiError { status: StatusCode::BAD_REQUEST, message: message.into(), param: Some(param.to_string()) }
     }
 
+    /// The same error, naming the request field `param`.
+    pub fn at(mut self, param: &str) -> ApiError {
+        self.param = Some(param.to_string());
+        self
+    }
+
     /// OpenAI's `type` for the status.
     fn kind(&self) -> &'static str {
         match self.status.as_u16() {
@@ -162,7 +168,13 @@ impl ApiError {
     }
 
     pub fn body(&self) -> Value {
-        json!({"error": {"message": self.message, "type": self.kind(), "param": self.param, "code": self.status.as_u16()}})
+        // OpenAI's `code` is a string or null
+        let code = match self.status.as_u16() {
+            401 => json!("invalid_api_key"),
+            429 => json!("rate_limit_exceeded"),
+            _ => Value::Null,
+        };
+        json!({"error": {"message": self.message, "type": self.kind(), "param": self.param, "code": code}})
     }
 }
 
@@ -200,9 +212,16 @@ impl From<crate::Error> for ApiError {
 pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
     let v: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object (a chat completion request)"));
+    }
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
-        ApiError::param(&path, format!("{path}: {}", e.into_inner()))
+        match path.as_str() {
+            // a missing top-level field: serde names it in the message
+            "." => ApiError::bad_request(e.into_inner().to_string()),
+            _ => ApiError::param(&path, format!("{path}: {}", e.into_inner())),
+        }
     })
 }
 
@@ -283,7 +302,12 @@ pub fn translate(
         ));
     }
     let check = crate::GenerateOptions { sampling: sampling.clone(), top_logprobs, ..Default::default() };
-    check.check().map_err(|e| ApiError::bad_request(e.to_string()))?;
+    check.check().map_err(|e| {
+        // the check's message starts with the field's OpenAI name
+        let msg = e.to_string();
+        let name = msg.split_whitespace().next().unwrap_or("").to_string();
+        ApiError::param(&name, msg)
+    })?;
     let stop = match r.stop {
         None => Vec::new(),
         Some(Stop::One(s)) => vec![s],
@@ -310,8 +334,14 @@ pub fn translate(
             }
         };
         let mut content = Vec::new();
+        let at = format!("messages[{i}].content");
         match m.content {
-            None => {}
+            // only an assistant message may come without content (OpenAI: one that made tool calls)
+            None if role == Role::Assistant => {}
+            None => return Err(ApiError::param(&at, format!("{at} is missing"))),
+            Some(Content::Parts(p)) if p.is_empty() && role != Role::Assistant => {
+                return Err(ApiError::param(&at, format!("{at} is an empty list")))
+            }
             Some(Content::Text(t)) => content.push(Part::Text(t)),
             Some(Content::Parts(parts)) => {
                 for (j, p) in parts.into_iter().enumerate() {
@@ -322,7 +352,7 @@ pub fn translate(
                             if role != Role::User {
                                 return Err(ApiError::param(&at, format!("{at}: images go in user messages")));
                             }
-                            content.push(Part::Image(fetch(&image_url.url, &at)?));
+                            content.push(Part::Image(fetch(&image_url.url, &at).map_err(|e| e.at(&at))?));
                         }
                     }
                 }

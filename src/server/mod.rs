@@ -106,12 +106,14 @@ pub fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 }
 
 async fn serve_async(opts: ServeOptions) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind((opts.host.as_str(), opts.port)).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot listen on {} port {}: {e} (another server on the port? try --port)",
-            opts.host,
-            opts.port
-        )
+    // `[::1]` as URLs write it, or `::1`
+    let host = opts.host.trim_start_matches('[').trim_end_matches(']');
+    let listener = tokio::net::TcpListener::bind((host, opts.port)).await.map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => " (another server on the port? try --port)",
+            _ => "",
+        };
+        anyhow::anyhow!("cannot listen on {} port {}: {e}{hint}", opts.host, opts.port)
     })?;
     let local: SocketAddr = listener.local_addr()?;
     eprintln!("pixtral serve: listening on http://{local} (loading {})", opts.model.display());
@@ -196,11 +198,23 @@ fn load(st: &Arc<AppState>) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| o.model.file_stem().map_or_else(|| "pixtral".into(), |s| s.to_string_lossy().into_owned()));
     eprintln!(
-        "pixtral serve: ready in {:.1} s: {model_id}, {} slots of {ctx_per_slot} tokens{}",
+        "pixtral serve: ready in {:.1} s: {model_id}, {} slot{} of {ctx_per_slot} tokens{}",
         t0.elapsed().as_secs_f64(),
         o.parallel,
+        if o.parallel == 1 { "" } else { "s" },
         if engine.vision.is_some() { ", images" } else { ", text only (no mmproj)" }
     );
+    if let Some(v) = &engine.vision {
+        // the largest image at the model's side, with its break and end tokens
+        let side = v.cfg.image_size / v.cfg.patch_size;
+        let largest = side * side + side;
+        if ctx_per_slot <= largest {
+            eprintln!(
+                "pixtral serve: warning: a slot holds {ctx_per_slot} tokens; the largest image takes {largest}: \
+                 give each slot more (--ctx-size) for images at full size"
+            );
+        }
+    }
     let _ = st.ready.set(Ready { engine, grammars, tx: Mutex::new(tx), model_id, ctx_per_slot });
     Ok(())
 }
@@ -404,8 +418,9 @@ fn prepare(st: &AppState, req: api::ChatRequest, cancel: Arc<AtomicBool>) -> Res
     let policy = &st.opts.media;
     let (request, settings) = api::translate(req, |url, at| media::fetch(url, policy, at))?;
     let engine = &ready.engine;
-    let prepared = engine.prepare(&request)?;
-    prepared.check_fits(ready.ctx_per_slot)?;
+    // what the library refuses here is the conversation's: its structure, its images, its length
+    let prepared = engine.prepare(&request).map_err(|e| ApiError::from(e).at("messages"))?;
+    prepared.check_fits(ready.ctx_per_slot).map_err(|e| ApiError::from(e).at("messages"))?;
     let grammar = match &settings.schema {
         Some(s) => Some(
             ready

@@ -2,8 +2,9 @@
 //! llama-server and vLLM do it).
 //!
 //! A slot is a KV cache and the keys of what it holds (an `[IMG]` position keyed by its image's content hash, as in
-//! [`crate::Conversation`]). A job (a request, its images already encoded) goes to the free slot whose cache shares
-//! the longest prefix with its prompt; the cache is cut back to that prefix and only the rest is prefilled.
+//! [`crate::Conversation`]). A job (a request, its images already encoded) goes to the free slot whose cache it
+//! continues (sharing at least half of what the slot holds; an empty slot always qualifies) with the longest prefix,
+//! else to the least recently used slot; the cache is cut back to the shared prefix and only the rest is prefilled.
 //!
 //! Each step builds one batch for [`forward_batch`]: the next token of every slot that is decoding (one row each),
 //! then chunks of prompts being prefilled, up to `batch` rows in all. One pass over the weights thus serves every
@@ -108,8 +109,8 @@ struct Slot {
     /// keys of the tokens in `kv`, in order (`kv.n_filled` of them)
     fed: Vec<Key>,
     job: Option<Active>,
-    /// when it last took a job (a counter): among slots sharing nothing with a new prompt, the least recently
-    /// used gives its cache up, so a conversation's cache survives unrelated requests as long as it can
+    /// when it last took a job (a counter): when no free slot's cache is continued by a new prompt, the least
+    /// recently used gives its cache up, so a conversation's cache survives unrelated requests as long as it can
     used: u64,
 }
 
@@ -211,9 +212,15 @@ pub fn run(engine: Arc<Engine>, cfg: Config, rx: mpsc::Receiver<Msg>, metrics: A
                     continue;
                 }
             };
+            // a free slot whose cache this prompt continues (at least half of what it holds is reused: an empty slot
+            // always qualifies), the longest prefix first; otherwise the least recently used gives its cache up
             let common = |s: &Slot| s.fed.iter().zip(&enc.keys).take_while(|(a, b)| a == b).count();
-            let free = (0..slots.len()).filter(|&i| slots[i].job.is_none());
-            let i = free.max_by_key(|&i| (common(&slots[i]), std::cmp::Reverse(slots[i].used))).expect("a free slot");
+            let free: Vec<usize> = (0..slots.len()).filter(|&i| slots[i].job.is_none()).collect();
+            let reusing = free.iter().copied().filter(|&i| 2 * common(&slots[i]) >= slots[i].fed.len());
+            let i = reusing
+                .max_by_key(|&i| (common(&slots[i]), std::cmp::Reverse(slots[i].used)))
+                .or_else(|| free.iter().copied().min_by_key(|&i| slots[i].used))
+                .expect("a free slot");
             uses += 1;
             let s = &mut slots[i];
             s.used = uses;
