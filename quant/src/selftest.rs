@@ -204,7 +204,7 @@ pub fn q4_0_nibble_order() {
 
 /// The R16 layout: repack / unpack round trip; the scalar twin against the plain reference dots (exact integer
 /// sums, so within the summation-order bound); every tier's R16 kernel against the twin, to the bit, over
-/// awkward block counts and token ranges (tiles of 8, 4 and 1). Returns the number of comparisons.
+/// awkward block counts and token ranges (tiles of 8, 4, 3, 2 and 1). Returns the number of comparisons.
 pub fn r16_matches_ref() -> usize {
     use crate::repack::{self, R16};
     let mut checked = 0;
@@ -244,7 +244,7 @@ pub fn r16_matches_ref() -> usize {
             }
             for isa in Isa::available() {
                 let Some(f) = kernels(isa).gemm_r16(ty) else { continue };
-                for (t0, t1) in [(0, n), (0, 1), (3, 12), (5, 9), (2, 19)] {
+                for (t0, t1) in [(0, n), (0, 1), (3, 12), (5, 9), (2, 19), (7, 9), (4, 7), (1, 15)] {
                     let mut got = vec![f32::NAN; ldo * n];
                     f(&packed, &acts, t0, t1, &mut got, ldo);
                     for r in 0..ldo {

@@ -337,10 +337,16 @@ pub(super) unsafe fn gemm_r16<const Q4: bool>(
     let bb = block_bytes_of(Q4);
     assert!(t1 <= t0 || g.len() == acts.q8_row(t0).len() * bb, "R16 group and activations disagree");
     assert!(t1 <= t0 || out.len() >= (t1 - 1) * ldo + R16, "R16 output out of bounds");
+    if t1 <= t0 {
+        return;
+    }
     if t1 - t0 < 4 {
-        // decode: both halves of each block while its lines are in L1 (the group is read from memory once)
-        for t in t0..t1 {
-            r16_halves::<1, Q4, 2>(g, acts, t, 0, out, ldo);
+        // decode (one token, or a server's 2–3 streams): both halves of each block while its lines are in L1, every
+        // token in the same pass (the group is read from memory once)
+        match t1 - t0 {
+            3 => r16_halves::<3, Q4, 2>(g, acts, t0, 0, out, ldo),
+            2 => r16_halves::<2, Q4, 2>(g, acts, t0, 0, out, ldo),
+            _ => r16_halves::<1, Q4, 2>(g, acts, t0, 0, out, ldo),
         }
         return;
     }

@@ -240,7 +240,8 @@ fn tail_f32(w: &[u8], x: &[f32]) -> f32 {
 }
 
 /// R16 ([`crate::repack`]): 16 interleaved weight rows × tokens `t0..t1`, eight tokens per pass over the group
-/// (then four, then one), so each weight vector loaded and unpacked serves up to eight tokens. Per block and
+/// (then four, then the last one to three together), so each weight vector loaded and unpacked serves up to eight
+/// tokens. Per block and
 /// token: eight `vpdpbusd` (16 rows × 4 columns each, the activation's 4 bytes broadcast), the offset correction
 /// as the accumulator's start value, one convert and one FMA with the 16 rows' scales. Bit-identical to
 /// [`crate::repack::gemm_r16_ref`].
@@ -259,9 +260,12 @@ unsafe fn gemm_r16<const Q4: bool>(g: &[u8], acts: &Acts, t0: usize, t1: usize, 
         r16_tile::<4, Q4>(g, acts, t, out, ldo);
         t += 4;
     }
-    while t < t1 {
-        r16_tile::<1, Q4>(g, acts, t, out, ldo);
-        t += 1;
+    // the last 1–3 tokens in one pass: a server's 2 or 3 decoding streams read the group once, not once each
+    match t1.saturating_sub(t) {
+        3 => r16_tile::<3, Q4>(g, acts, t, out, ldo),
+        2 => r16_tile::<2, Q4>(g, acts, t, out, ldo),
+        1 => r16_tile::<1, Q4>(g, acts, t, out, ldo),
+        _ => {}
     }
 }
 
