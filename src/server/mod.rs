@@ -521,6 +521,14 @@ fn log_done(s: &scheduler::Summary) {
     );
 }
 
+/// One `chat.completion.chunk` of the answer `o`.
+fn chunk_json(o: &Out, delta: Value, logprobs: Value, finish: Value) -> Value {
+    json!({
+        "id": o.id, "object": "chat.completion.chunk", "created": o.created, "model": o.model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
+    })
+}
+
 /// A streaming answer: `data: {chat.completion.chunk}` lines (Server-Sent Events), the role first, a chunk per
 /// token, the finish reason, the usage (`stream_options.include_usage`), then `data: [DONE]`. Dropping the body
 /// (the client went away) drops the ticket, which cancels the job.
@@ -534,10 +542,7 @@ fn stream(out: Out, rx: tokio::sync::mpsc::UnboundedReceiver<Event>, ticket: Tic
         done: bool,
     }
     let chunk = |o: &Out, delta: Value, logprobs: Value, finish: Value, usage: Option<Value>| -> Bytes {
-        let mut c = json!({
-            "id": o.id, "object": "chat.completion.chunk", "created": o.created, "model": o.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish}],
-        });
+        let mut c = chunk_json(o, delta, logprobs, finish);
         if o.settings.include_usage {
             c["usage"] = Value::Null;
         }
@@ -580,10 +585,17 @@ fn stream(out: Out, rx: tokio::sync::mpsc::UnboundedReceiver<Event>, ticket: Tic
                 log_done(&sum);
                 let finish = json!(api::finish_reason(sum.finish_reason));
                 let (usage, timings) = api::usage_and_timings(&sum);
-                buf.extend_from_slice(&chunk(&s.out, json!({}), Value::Null, finish, None));
                 if s.out.settings.include_usage {
+                    // OpenAI's form: usage null on every chunk, then a last chunk without choices that has it
+                    buf.extend_from_slice(&chunk(&s.out, json!({}), Value::Null, finish, None));
                     let u = json!({"usage": usage, "timings": timings});
                     buf.extend_from_slice(&chunk(&s.out, Value::Null, Value::Null, Value::Null, Some(u)));
+                } else {
+                    // llama-server's: the counts ride on the chunk that ends the answer
+                    let mut last = chunk_json(&s.out, json!({}), Value::Null, finish);
+                    last["usage"] = usage;
+                    last["timings"] = timings;
+                    buf.extend_from_slice(format!("data: {last}\n\n").as_bytes());
                 }
                 buf.extend_from_slice(b"data: [DONE]\n\n");
                 s.done = true;

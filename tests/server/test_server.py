@@ -114,6 +114,10 @@ def test_curl_plain_and_streaming(server):
     assert events[-1] == "[DONE]"
     text = "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1])
     assert text == want
+    # without include_usage the counts ride on the last chunk (llama-server's way)
+    last = json.loads(events[-2])
+    assert last["choices"][0]["finish_reason"] == "stop" and last["usage"]["completion_tokens"] > 0
+    assert last["timings"]["predicted_n"] == last["usage"]["completion_tokens"]
 
 
 def test_image_data_url_equals_run(server):

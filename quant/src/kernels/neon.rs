@@ -302,10 +302,13 @@ unsafe fn gemm_r16_sdot<const Q4: bool>(g: &[u8], acts: &Acts, t0: usize, t1: us
             }
         }
     }
-    // decode and the last tokens: both halves of each block while its lines are in L1
-    while t < t1 {
-        r16_sdot::<1, Q4, 2>(g, acts, t, 0, out, ldo);
-        t += 1;
+    // decode and the last 1–3 tokens: both halves of each block while its lines are in L1, the tokens in one pass
+    // (a server's 2 or 3 decoding streams read the group once)
+    match t1.saturating_sub(t) {
+        3 => r16_sdot::<3, Q4, 2>(g, acts, t, 0, out, ldo),
+        2 => r16_sdot::<2, Q4, 2>(g, acts, t, 0, out, ldo),
+        1 => r16_sdot::<1, Q4, 2>(g, acts, t, 0, out, ldo),
+        _ => {}
     }
 }
 
