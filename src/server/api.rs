@@ -81,29 +81,10 @@ pub enum Stop {
 #[derive(Debug, Deserialize)]
 pub struct ChatMessage {
     pub role: String,
+    /// A string, or a list of parts (`{"type": "text", "text"}`, `{"type": "image_url", "image_url": {"url"}}`),
+    /// read by [`translate`] so that a bad part's error names it.
     #[serde(default)]
-    pub content: Option<Content>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Content {
-    Text(String),
-    Parts(Vec<ContentPart>),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum ContentPart {
-    Text { text: String },
-    ImageUrl { image_url: ImageUrl },
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ImageUrl {
-    pub url: String,
-    #[serde(default)]
-    pub detail: Option<String>,
+    pub content: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,10 +198,23 @@ pub fn parse(body: &[u8]) -> Result<ChatRequest, ApiError> {
     }
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
+        // serde names JSON types by Rust's (`expected f32`): say them as JSON does
+        let mut msg = e.into_inner().to_string();
+        for (rust, json) in [
+            ("f32", "a number"),
+            ("u64", "a whole number ≥ 0"),
+            ("usize", "a whole number ≥ 0"),
+            ("i64", "a whole number"),
+        ] {
+            msg = msg.replace(&format!("expected {rust}"), &format!("expected {json}"));
+        }
         match path.as_str() {
-            // a missing top-level field: serde names it in the message
-            "." => ApiError::bad_request(e.into_inner().to_string()),
-            _ => ApiError::param(&path, format!("{path}: {}", e.into_inner())),
+            // a missing top-level field: serde names it in backticks
+            "." => {
+                let field = msg.split('`').nth(1).unwrap_or("").to_string();
+                ApiError { param: (!field.is_empty()).then_some(field), ..ApiError::bad_request(msg) }
+            }
+            _ => ApiError::param(&path, format!("{path}: {msg}")),
         }
     })
 }
@@ -337,26 +331,19 @@ pub fn translate(
         let at = format!("messages[{i}].content");
         match m.content {
             // only an assistant message may come without content (OpenAI: one that made tool calls)
-            None if role == Role::Assistant => {}
-            None => return Err(ApiError::param(&at, format!("{at} is missing"))),
-            Some(Content::Parts(p)) if p.is_empty() && role != Role::Assistant => {
-                return Err(ApiError::param(&at, format!("{at} is an empty list")))
-            }
-            Some(Content::Text(t)) => content.push(Part::Text(t)),
-            Some(Content::Parts(parts)) => {
+            None | Some(Value::Null) if role == Role::Assistant => {}
+            None | Some(Value::Null) => return Err(ApiError::param(&at, format!("{at} is missing"))),
+            Some(Value::String(t)) => content.push(Part::Text(t)),
+            Some(Value::Array(parts)) => {
+                if parts.is_empty() && role != Role::Assistant {
+                    return Err(ApiError::param(&at, format!("{at} is an empty list")));
+                }
                 for (j, p) in parts.into_iter().enumerate() {
-                    match p {
-                        ContentPart::Text { text } => content.push(Part::Text(text)),
-                        ContentPart::ImageUrl { image_url } => {
-                            let at = format!("messages[{i}].content[{j}].image_url.url");
-                            if role != Role::User {
-                                return Err(ApiError::param(&at, format!("{at}: images go in user messages")));
-                            }
-                            content.push(Part::Image(fetch(&image_url.url, &at).map_err(|e| e.at(&at))?));
-                        }
-                    }
+                    let at = format!("{at}[{j}]");
+                    content.push(part(p, &at, role, &mut fetch)?);
                 }
             }
+            Some(_) => return Err(ApiError::param(&at, format!("{at} must be a string or a list of parts"))),
         }
         messages.push(RequestMessage { role, content });
     }
@@ -366,6 +353,40 @@ pub fn translate(
     let settings =
         Settings { stream, include_usage, max_tokens, stop, sampling, logprobs, top_logprobs, schema, ignore_eos };
     Ok((Request { messages, image_max_side: None, raw: false }, settings))
+}
+
+/// One content part: `{"type": "text", "text": STRING}` or `{"type": "image_url", "image_url": {"url": URL}}` (the
+/// URL alone also taken); errors name the part (`messages[0].content[1].image_url.url`).
+fn part(
+    p: Value,
+    at: &str,
+    role: Role,
+    fetch: &mut impl FnMut(&str, &str) -> Result<ImageSource, ApiError>,
+) -> Result<Part, ApiError> {
+    let bad = |field: &str, msg: &str| ApiError::param(&format!("{at}{field}"), format!("{at}{field} {msg}"));
+    let Value::Object(mut o) = p else { return Err(bad("", "must be an object with a \"type\"")) };
+    match o.get("type").and_then(Value::as_str) {
+        Some("text") => match o.remove("text") {
+            Some(Value::String(t)) => Ok(Part::Text(t)),
+            Some(_) => Err(bad(".text", "must be a string")),
+            None => Err(bad(".text", "is missing")),
+        },
+        Some("image_url") => {
+            let url = match o.get("image_url") {
+                Some(Value::Object(u)) => u.get("url").and_then(Value::as_str),
+                Some(Value::String(u)) => Some(u.as_str()),
+                _ => None,
+            };
+            let Some(url) = url else { return Err(bad(".image_url.url", "is missing (a string)")) };
+            let at = format!("{at}.image_url.url");
+            if role != Role::User {
+                return Err(ApiError::param(&at, format!("{at}: images go in user messages")));
+            }
+            Ok(Part::Image(fetch(url, &at).map_err(|e| e.at(&at))?))
+        }
+        Some(other) => Err(bad(".type", &format!("{other:?} is not supported (text, image_url)"))),
+        None => Err(bad(".type", "is missing")),
+    }
 }
 
 /// OpenAI's logprob entry for one token: `{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}`.

@@ -242,6 +242,7 @@ fn router(state: Arc<AppState>) -> Router {
     let protected = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), auth));
     let mut app = Router::new()
@@ -313,6 +314,22 @@ async fn models(State(st): State<Arc<AppState>>) -> Response {
         }]
     }))
     .into_response()
+}
+
+/// `GET /v1/models/{id}`: the one model, by its id (404 for another).
+async fn model(State(st): State<Arc<AppState>>, axum::extract::Path(id): axum::extract::Path<String>) -> Response {
+    let Some(r) = st.ready.get() else {
+        return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "loading the model").into_response();
+    };
+    if id != r.model_id {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no model {id:?} here (this server has {:?})", r.model_id),
+        )
+        .into_response();
+    }
+    axum::Json(json!({"id": r.model_id, "object": "model", "created": st.created, "owned_by": "pixtral"}))
+        .into_response()
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
@@ -419,7 +436,13 @@ fn prepare(st: &AppState, req: api::ChatRequest, cancel: Arc<AtomicBool>) -> Res
     let (request, settings) = api::translate(req, |url, at| media::fetch(url, policy, at))?;
     let engine = &ready.engine;
     // what the library refuses here is the conversation's: its structure, its images, its length
-    let prepared = engine.prepare(&request).map_err(|e| ApiError::from(e).at("messages"))?;
+    let prepared = engine.prepare(&request).map_err(|e| {
+        // an image's errors start with its field (`messages[0].content[1].image_url.url (data URL): …`)
+        let e = ApiError::from(e);
+        let field = e.message.split([' ', ':']).next().filter(|f| f.starts_with("messages[")).unwrap_or("messages");
+        let field = field.to_string();
+        e.at(&field)
+    })?;
     prepared.check_fits(ready.ctx_per_slot).map_err(|e| ApiError::from(e).at("messages"))?;
     let grammar = match &settings.schema {
         Some(s) => Some(

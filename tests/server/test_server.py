@@ -64,6 +64,9 @@ def test_health_is_an_empty_200(server):
 def test_models(server):
     models = client(server).models.list()
     assert [m.id for m in models.data] == ["pixtral-demo"]
+    assert client(server).models.retrieve("pixtral-demo").id == "pixtral-demo"
+    with pytest.raises(openai.NotFoundError):
+        client(server).models.retrieve("gpt-4")
 
 
 def test_answer_equals_run(server):
@@ -385,6 +388,31 @@ def test_body_over_the_limit(server, tmp_path):
     body, code = out.rsplit("\n", 1)
     assert code == "413", out[-500:]
     assert "limit" in json.loads(body)["error"]["message"]
+    still_serving(server)
+
+
+def test_bad_content_parts_are_named(server):
+    def content(parts):
+        return json.dumps({"messages": [{"role": "user", "content": parts}]})
+    for parts, param, words in [
+        ([{"type": "text"}], "messages[0].content[0].text", "missing"),
+        ([{"type": "input_audio", "input_audio": {}}], "messages[0].content[0].type", "not supported"),
+        ([{"type": "image_url"}], "messages[0].content[0].image_url.url", "missing"),
+        (["hi"], "messages[0].content[0]", "object"),
+        (42, "messages[0].content", "string or a list"),
+    ]:
+        r = post(server, content(parts))
+        assert_error(r, 400, param, words)
+        assert r.json()["error"]["param"] == param
+    # not an image, in valid base64: the field is named, as for bad base64
+    url = "data:image/png;base64," + base64.b64encode(b"hello").decode()
+    r = post(server, content([{"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "?"}]))
+    assert_error(r, 400)
+    assert r.json()["error"]["param"] == "messages[0].content[0].image_url.url"
+    r = post(server, b"{}")
+    assert r.json()["error"]["param"] == "messages"
+    r = post(server, chat_body(temperature="hot"))
+    assert_error(r, 400, "expected a number")
     still_serving(server)
 
 
