@@ -402,13 +402,12 @@ async fn chat_inner(st: Arc<AppState>, body: Result<Bytes, BytesRejection>) -> R
     }
     let ticket = Ticket { cancel: Arc::new(AtomicBool::new(false)), st: st.clone() };
     let (cancel, st2) = (ticket.cancel.clone(), st.clone());
+    let (events, rx) = tokio::sync::mpsc::unbounded_channel();
     // fetching, image headers and decoding, the vision tower, grammar compiling: off the async workers
-    let (job, settings) = tokio::task::spawn_blocking(move || prepare(&st2, req, cancel))
+    let (job, settings) = tokio::task::spawn_blocking(move || prepare(&st2, req, cancel, events))
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("preparing the request: {e}")))??;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let ready = st.ready.get().expect("checked above");
-    let job = Job { events: tx, ..job };
     ready
         .tx
         .lock()
@@ -430,7 +429,12 @@ fn now() -> u64 {
 
 /// Everything before the scheduler, on a blocking thread: images fetched and checked, the prompt counted
 /// against a slot, images encoded (the cache first), the grammar compiled.
-fn prepare(st: &AppState, req: api::ChatRequest, cancel: Arc<AtomicBool>) -> Result<(Job, api::Settings), ApiError> {
+fn prepare(
+    st: &AppState,
+    req: api::ChatRequest,
+    cancel: Arc<AtomicBool>,
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+) -> Result<(Job, api::Settings), ApiError> {
     let ready = st.ready.get().expect("checked by the caller");
     let policy = &st.opts.media;
     let (request, settings) = api::translate(req, |url, at| media::fetch(url, policy, at))?;
@@ -467,7 +471,6 @@ fn prepare(st: &AppState, req: api::ChatRequest, cancel: Arc<AtomicBool>) -> Res
         logprobs: settings.logprobs,
         grammar,
     };
-    let (events, _) = tokio::sync::mpsc::unbounded_channel();
     let job = Job {
         ids: prepared.ids,
         images: enc.images,

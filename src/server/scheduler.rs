@@ -133,6 +133,18 @@ struct Active {
     first_token: Option<Instant>,
 }
 
+impl Active {
+    /// The end of the answer's text: the half character the decoder holds, then what the stop strings held back as
+    /// a possible match; `true` when a stop string completed in it (the text is then what comes before it).
+    fn flush(&mut self) -> (String, bool) {
+        let (mut text, hit) = self.stops.push(&self.detok.finish());
+        if !hit {
+            text.push_str(&self.stops.finish());
+        }
+        (text, hit)
+    }
+}
+
 /// What one row group of a batch is for.
 struct Planned {
     slot: usize,
@@ -358,8 +370,7 @@ fn step(engine: &Engine, a: &mut Active, logits: &[f32], free: usize, metrics: &
         Some(m) => match m.compute_mask_or_eos() {
             // the grammar is complete: only EOS may follow (whatever `ignore_eos` says)
             Ok(mask) if mask.num_set() == 1 && mask.is_allowed(tok.eos) => {
-                let (rest, _) = a.stops.push(&a.detok.finish());
-                let rest = rest + &a.stops.finish();
+                let (rest, _) = a.flush();
                 if !rest.is_empty() {
                     let _ = a.job.events.send(Event::Token { id: tok.eos, text: rest, logprobs: None });
                 }
@@ -413,12 +424,10 @@ fn step(engine: &Engine, a: &mut Active, logits: &[f32], free: usize, metrics: &
     }
     if finish.is_some() && a.stops.matched().is_none() {
         // the end of the text: half a character, then what was held back as a possible stop string
-        let (shown, hit) = a.stops.push(&a.detok.finish());
-        text.push_str(&shown);
+        let (rest, hit) = a.flush();
+        text.push_str(&rest);
         if hit {
             finish = Some(FinishReason::Stop);
-        } else {
-            text.push_str(&a.stops.finish());
         }
     }
     let _ = a.job.events.send(Event::Token { id, text, logprobs: lp });
