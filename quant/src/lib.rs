@@ -16,6 +16,7 @@ pub mod bgemm;
 pub mod float;
 pub mod isa;
 pub mod kernels;
+pub mod kquants;
 pub mod matmul;
 pub mod q4_0;
 pub mod q8_0;
@@ -29,6 +30,7 @@ mod types;
 pub use float::{bf16_from_f32_ref, bf16_to_f32};
 pub use isa::Isa;
 pub use kernels::Kernels;
+pub use kquants::BlockQ8_K;
 pub use matmul::{dot_row_ref, matmul_rows, matmul_rows_ref, Acts};
 pub use q4_0::BlockQ4_0;
 pub use q8_0::BlockQ8_0;
@@ -104,6 +106,11 @@ pub fn quantize_row_ref(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(),
                 BlockQ4_0::quantize_ref(x.try_into().expect("chunk of 32")).write_to(d);
             }
         }
+        GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            for (x, d) in src.chunks_exact(32).zip(dst.chunks_exact_mut(ty.type_size())) {
+                kquants::quantize_block_legacy(ty, x.try_into().expect("chunk of 32"), d);
+            }
+        }
         other => return Err(QuantError::Unsupported(other)),
     }
     Ok(())
@@ -138,6 +145,7 @@ pub fn dequantize_row_ref(ty: GgmlType, src: &[u8], dst: &mut [f32]) -> Result<(
                 BlockQ4_0::read_from(s).dequantize_ref(d.try_into().expect("chunk of 32"));
             }
         }
+        t if kquants::is_unpacked_type(t) => kquants::dequantize_row(t, src, dst),
         other => return Err(QuantError::Unsupported(other)),
     }
     Ok(())

@@ -25,6 +25,30 @@ impl Rng {
     }
 }
 
+/// Random blocks of `ty` filling `dst`: random bytes, each f16 scale (and min) field overwritten with a finite
+/// value in ±[2^-12, 2^-4] (random bytes there would give inf/NaN scales no quantizer writes).
+pub fn random_blocks(ty: GgmlType, dst: &mut [u8], rng: &mut Rng) {
+    use GgmlType::*;
+    let f16_fields: &[usize] = match ty {
+        Q4_0 | Q8_0 | Q5_0 | IQ4_NL | IQ4_XS => &[0],
+        Q4_1 | Q5_1 | Q4_K | Q5_K => &[0, 2],
+        Q2_K => &[80, 82],
+        Q3_K => &[108],
+        Q6_K => &[208],
+        _ => &[],
+    };
+    for b in dst.chunks_exact_mut(ty.type_size()) {
+        for v in b.iter_mut() {
+            *v = rng.next_u64() as u8;
+        }
+        for &at in f16_fields {
+            let mag = (2f32).powf(-12.0 + 8.0 * (rng.f32() * 0.5 + 0.5));
+            let v = if rng.next_u64() & 1 == 0 { mag } else { -mag };
+            b[at..at + 2].copy_from_slice(&half::f16::from_f32(v).to_bits().to_le_bytes());
+        }
+    }
+}
+
 fn q8_blocks(x: &[f32]) -> Vec<BlockQ8_0> {
     x.chunks_exact(32).map(|c| BlockQ8_0::quantize_ref(c.try_into().unwrap())).collect()
 }

@@ -142,9 +142,24 @@ impl GgmlType {
         (n / info.block_size).checked_mul(info.type_size)
     }
 
-    /// True for the types this crate can quantize, dequantize and multiply.
+    /// True for the types this crate can dequantize and multiply (a weight type of a file we run). Of these,
+    /// F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 also have a reference quantizer.
     pub fn supported(self) -> bool {
-        matches!(self, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0)
+        use GgmlType::*;
+        matches!(self, F32 | F16 | BF16 | Q8_0 | Q4_0) || crate::kquants::is_unpacked_type(self)
+    }
+
+    /// The format ggml converts activations to before a dot product with weights of this type
+    /// (`type_traits_cpu[].vec_dot_type`): Q8_0 for Q4_0, Q8_0, Q5_0, IQ4_NL; Q8_1 for Q4_1, Q5_1; Q8_K for the
+    /// K-quants and IQ4_XS; F32 for float weights (ggml uses F16/BF16 for those; we keep f32 activations).
+    pub fn vec_dot_type(self) -> GgmlType {
+        use GgmlType::*;
+        match self {
+            Q4_0 | Q8_0 | Q5_0 | IQ4_NL => Q8_0,
+            Q4_1 | Q5_1 => Q8_1,
+            Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_XS => Q8_K,
+            _ => F32,
+        }
     }
 }
 
