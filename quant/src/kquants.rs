@@ -21,6 +21,7 @@ pub const QK_K: usize = 256;
 
 /// Q8_K: 256 activations; f32 scale `d`, 256 × i8 and the sums of each 16 (`bsums`). ggml's `block_q8_K`
 /// (292 bytes in a file; here a plain struct, it never leaves memory).
+#[allow(non_camel_case_types)] // ggml's name
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BlockQ8_K {
     pub d: f32,

@@ -10,7 +10,7 @@
 //! Cost: `2·m·k·n` flops, `m·row_bytes` bytes of weights read once per call.
 
 use crate::repack::{Layout, R16};
-use crate::{BlockQ8_0, GgmlType};
+use crate::{BlockQ8_0, BlockQ8_K, GgmlType};
 
 /// Activations in the form a weight type's dot product wants.
 #[derive(Debug, Default)]
@@ -23,6 +23,10 @@ pub struct Acts {
     q8_d: Vec<f32>,
     /// Σ qs of each block of `q8` (the R16 kernels' offset correction)
     q8_s: Vec<i32>,
+    /// Q8_1's `s` of each block of `q8` (Q4_1/Q5_1 weights: [`crate::kquants::q8_1_sum`])
+    q8_1s: Vec<f32>,
+    /// Q8_K blocks (K-quant and IQ4_XS weights)
+    q8k: Vec<BlockQ8_K>,
 }
 
 impl Acts {
@@ -31,8 +35,13 @@ impl Acts {
         debug_assert_eq!(x.len(), n * k);
         self.k = k;
         self.n = n;
-        match ty {
-            GgmlType::Q8_0 | GgmlType::Q4_0 => {
+        match ty.vec_dot_type() {
+            GgmlType::Q8_K => {
+                debug_assert_eq!(k % crate::kquants::QK_K, 0);
+                self.q8k.resize(n * k / crate::kquants::QK_K, BlockQ8_K::default());
+                crate::kquants::quantize_row_q8_k_ref(x, &mut self.q8k);
+            }
+            vt @ (GgmlType::Q8_0 | GgmlType::Q8_1) => {
                 debug_assert_eq!(k % 32, 0);
                 self.q8.resize(n * k / 32, BlockQ8_0 { d: half::f16::ZERO, qs: [0; 32] });
                 (crate::kernels::selected().quantize_q8_0)(x, &mut self.q8); // = the ref, to the bit
@@ -40,6 +49,11 @@ impl Acts {
                 self.q8_d.extend(self.q8.iter().map(|b| b.d.to_f32()));
                 self.q8_s.clear();
                 self.q8_s.extend(self.q8.iter().map(|b| b.qs.iter().map(|&q| q as i32).sum::<i32>()));
+                self.q8_1s.clear();
+                if vt == GgmlType::Q8_1 {
+                    let sums = x.chunks_exact(32).zip(&self.q8);
+                    self.q8_1s.extend(sums.map(|(x, b)| crate::kquants::q8_1_sum(x.try_into().expect("32"), &b.qs)));
+                }
             }
             _ => {
                 self.f32.clear();
@@ -55,6 +69,17 @@ impl Acts {
     /// Activation row `t` as Q8_0 blocks (after `prepare` for a Q4_0/Q8_0 weight).
     pub fn q8_row(&self, t: usize) -> &[BlockQ8_0] {
         &self.q8[t * self.k / 32..(t + 1) * self.k / 32]
+    }
+
+    /// Activation row `t` as Q8_K blocks (after `prepare` for a K-quant or IQ4_XS weight).
+    pub fn q8k_row(&self, t: usize) -> &[BlockQ8_K] {
+        let nb = self.k / crate::kquants::QK_K;
+        &self.q8k[t * nb..(t + 1) * nb]
+    }
+
+    /// Q8_1's `s` of each block of activation row `t` (after `prepare` for a Q4_1/Q5_1 weight; empty otherwise).
+    pub fn q8_1_sums(&self, t: usize) -> &[f32] {
+        self.q8_1s.get(t * self.k / 32..(t + 1) * self.k / 32).unwrap_or(&[])
     }
 
     /// The block scales of activation row `t` as f32.

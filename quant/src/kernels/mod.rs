@@ -19,6 +19,10 @@ pub type Gemm4 = fn(&[u8], [&[BlockQ8_0]; 4], [&[f32]; 4], &mut [f32; 4]);
 /// [`crate::repack::gemm_r16_ref`], to the bit.
 pub type GemmR16 = fn(&[u8], &crate::Acts, usize, usize, &mut [f32], usize);
 
+/// A weight row of a K-quant or IQ4_XS type (its raw blocks) · Q8_K activations; defined by
+/// [`crate::kquants::dot_q8_k_ref`].
+pub type DotQ8K = fn(&[u8], &[crate::BlockQ8_K]) -> f32;
+
 /// Row dot products of one tier.
 pub struct Kernels {
     pub isa: Isa,
@@ -36,6 +40,8 @@ pub struct Kernels {
     /// scale converted once for the four (defined as four `dot_q8_0` / `dot_q4_0`; `None`: the tier uses the dots).
     pub gemm4_q8_0: Option<Gemm4>,
     pub gemm4_q4_0: Option<Gemm4>,
+    /// The tier's dot for a K-quant / IQ4_XS weight type, if it has one (`None`: the scalar twin).
+    pub dot_q8_k: fn(GgmlType) -> Option<DotQ8K>,
     /// The tier's R16 kernel for a weight type, if it has one (asked at run time: it may depend on a CPU
     /// feature within the tier). Loaders repack a matrix only when this is `Some`.
     pub r16: fn(GgmlType) -> Option<GemmR16>,
@@ -158,6 +164,14 @@ impl Kernels {
             GgmlType::F16 => (self.dot_f16)(w, acts.f32_row(t)),
             GgmlType::BF16 => (self.dot_bf16)(w, acts.f32_row(t)),
             GgmlType::F32 => (self.dot_f32)(w, acts.f32_row(t)),
+            ty if ty.vec_dot_type() == GgmlType::Q8_K => match (self.dot_q8_k)(ty) {
+                Some(f) => f(w, acts.q8k_row(t)),
+                None => crate::kquants::dot_q8_k_ref(ty, w, acts.q8k_row(t)),
+            },
+            // Q4_1, Q5_0, Q5_1, IQ4_NL: rare in community files, the scalar twin on every tier
+            ty if crate::kquants::is_unpacked_type(ty) => {
+                crate::kquants::dot_q8_legacy_ref(ty, w, acts.q8_row(t), acts.q8_1_sums(t))
+            }
             other => unreachable!("{other} weights are refused at load"),
         }
     }

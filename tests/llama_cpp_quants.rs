@@ -1,0 +1,121 @@
+//! Community files: GGUFs converted and quantized by llama.cpp itself (`scripts/gen_llama_cpp_quants.py`: its
+//! `convert_hf_to_gguf.py`, then `llama_model_quantize` into Q2_K, Q3_K_M, Q4_K_M, Q5_K_M, IQ4_XS on a model with
+//! K-sized rows, and Q4_1, Q5_0, Q5_1, IQ4_NL, Q4_K_M on the 64-wide tiny model, where llama.cpp's mixes fall back
+//! per tensor), with llama.cpp's logits and greedy tokens on each (llama-cpp-python 0.3.36).
+//!
+//! What "equal within the kernels' rounding" means here, measured: at the first prompt position (one token, so
+//! attention is a copy of V) our logits equal llama.cpp's to ~1e-7 of their range on every file: the same decoded
+//! weights, the same Q8_0/Q8_1/Q8_K activation integers, the same integer dots. Later positions differ by 0.5–3 %
+//! of the range (cosine ≥ 0.9995): llama.cpp rounds the attention query and softmax weights to f16, a 5e-4
+//! perturbation that flips activation roundings downstream on these 64–256-wide models. On the same weights
+//! dequantized to an F32 file the two runtimes agree to 2e-4 at every position (the `tiny-F32` row), and llama.cpp's
+//! own quantized and F32-dequantized runs differ by 0.65–3.3 %: the gap is activation rounding, not decoding. So the
+//! test holds position 0 to 1e-5, the last positions to cosine 0.999 with the same argmax, and greedy decoding to
+//! llama.cpp's tokens.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use common::fixtures;
+use pixtral::model::kv_cache::KvType;
+use pixtral::{Model, Session, SessionOptions};
+
+fn dir() -> PathBuf {
+    fixtures().join("llama-cpp-quants")
+}
+
+const FILES: [&str; 11] = [
+    "tiny-F32",
+    "tinyk-Q2_K",
+    "tinyk-Q3_K_M",
+    "tinyk-Q4_K_M",
+    "tinyk-Q5_K_M",
+    "tinyk-IQ4_XS",
+    "tiny-Q4_1",
+    "tiny-Q5_0",
+    "tiny-Q5_1",
+    "tiny-IQ4_NL",
+    "tiny-Q4_K_M",
+];
+
+fn argmax(x: &[f32]) -> u32 {
+    x.iter().enumerate().fold((0, f32::NEG_INFINITY), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0 as u32
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let n = |x: &[f32]| x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt();
+    dot / n(a) / n(b)
+}
+
+fn max_rel(a: &[f32], b: &[f32]) -> f32 {
+    let amax = b.iter().fold(0f32, |m, v| m.max(v.abs()));
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / amax
+}
+
+#[test]
+fn llama_cpp_quantized_files_give_llama_cpp_logits_and_greedy_tokens() {
+    let mut failures = Vec::new();
+    for name in FILES {
+        let path = match name {
+            "tiny-F32" => fixtures().join("tiny/llama-cpp/text-f32.gguf"),
+            _ => dir().join(format!("{name}.gguf")),
+        };
+        let meta: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir().join(format!("{name}.json"))).unwrap()).unwrap();
+        let ids: Vec<u32> = meta["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        let greedy: Vec<u32> = meta["greedy"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+        // llama.cpp's logits at prompt positions 0, n-2, n-1
+        let want: Vec<f32> = std::fs::read(dir().join(format!("{name}.logits.f32")))
+            .unwrap()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+
+        // the file's tensor types, as gguf-py counted them
+        let file = pixtral::gguf::GgufFile::open(&path).unwrap();
+        let mut types = BTreeMap::new();
+        for t in &file.header.tensors {
+            *types.entry(t.ty.name().to_string()).or_insert(0u64) += 1;
+        }
+        let want_types: BTreeMap<String, u64> =
+            meta["types"].as_object().unwrap().iter().map(|(k, v)| (k.clone(), v.as_u64().unwrap())).collect();
+        assert_eq!(types, want_types, "{name}");
+
+        let model = Model::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let v = want.len() / 3;
+        // llama.cpp keeps an f16 KV cache: so do we here
+        let mut s = Session::new(&model, SessionOptions { kv_type: KvType::F16, ..Default::default() });
+        let mut all = Vec::new();
+        s.eval(&ids, Some(&mut all), None).unwrap();
+        let n = ids.len();
+        let first = max_rel(&all[..v], &want[..v]);
+        if first > 1e-5 {
+            failures.push(format!("{name}: position 0 differs by {first:.2e} of the logits' range"));
+        }
+        for (j, p) in [n - 2, n - 1].into_iter().enumerate() {
+            let (g, w) = (&all[p * v..(p + 1) * v], &want[(j + 1) * v..(j + 2) * v]);
+            let (cos, rel) = (cosine(g, w), max_rel(g, w));
+            eprintln!("{name} position {p}: cosine {cos:.6}, max |Δ| {rel:.2e} of the range (position 0: {first:.1e})");
+            if cos < 0.999 || argmax(g) != argmax(w) {
+                failures.push(format!("{name} position {p}: cosine {cos}, argmax {} vs {}", argmax(g), argmax(w)));
+            }
+        }
+
+        // greedy continuation, past EOS as llama.cpp's reference does
+        let mut t = argmax(&all[(n - 1) * v..]);
+        let mut ours = Vec::new();
+        for _ in 0..greedy.len() {
+            ours.push(t);
+            let mut out = Vec::new();
+            s.eval(&[t], Some(&mut out), None).unwrap();
+            t = argmax(&out);
+        }
+        if ours != greedy {
+            failures.push(format!("{name} greedy: {ours:?} vs llama.cpp's {greedy:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
