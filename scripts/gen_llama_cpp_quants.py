@@ -1,8 +1,8 @@
 """Community-style GGUFs made by llama.cpp itself, and llama.cpp's logits on them (no Python at test time).
 
 Writes tests/fixtures/llama-cpp-quants/:
-  tinyk-<MIX>.gguf      a tiny Pixtral checkpoint with K-sized rows (text width 256, FFN 256: every matrix row is
-                        whole 256-weight super-blocks), converted by llama.cpp's convert_hf_to_gguf.py and quantized by
+  tinyk-<MIX>.gguf      the trained tiny checkpoint zero-padded to K-sized rows (text width 256, FFN 256; see
+                        tinyk_checkpoint), converted by llama.cpp's convert_hf_to_gguf.py and quantized by
                         llama.cpp (`llama_model_quantize`, no importance matrix) into the mixes users download: Q2_K,
                         Q3_K_M, Q4_K_M, Q5_K_M, IQ4_XS (between them every K type: Q6_K is their output.weight)
   tinyk-mmproj-f32.gguf its vision tower (the tiny model's widths), by the same converter's --mmproj mode
@@ -39,27 +39,55 @@ SMALL_MIXES = ["Q4_1", "Q5_0", "Q5_1", "IQ4_NL", "Q4_K_M"]
 
 
 def tinyk_checkpoint(d):
-    """The tiny HF checkpoint's tokenizer with a fresh random model of K-sized widths (seeded, std 0.06 so that the
-    logits are peaked enough for greedy decoding to be stable under rounding)."""
+    """The trained tiny checkpoint (tests/fixtures/tiny/hf) widened to K-sized rows: text width 64 → 256 and FFN
+    96 → 256 by zero padding, so that it computes the same function (it answers in words, with peaked logits) while
+    its matrices have whole 256-weight rows. The padded lanes of the residual stream stay zero; RMSNorm then divides
+    by sqrt(Σx²/256) instead of sqrt(Σx²/64), half as much, so its weights are halved (exact but for eps).
+    Heads keep head_dim 32 (RoPE's frequencies): q/k/v rows are 256 wide, attn_output's 128 (llama.cpp's mixes fall
+    back to a 32-block type there, as they do on such shapes). The vision tower keeps its widths; the projector's
+    output and hidden widths are padded to 256."""
     import torch
-    from transformers import LlavaConfig, LlavaForConditionalGeneration
+    from safetensors.torch import load_file, save_file
 
     for f in ["tokenizer.json", "tokenizer_config.json", "preprocessor_config.json", "generation_config.json"]:
         shutil.copy(os.path.join(TINY, "hf", f), d)
     with open(os.path.join(TINY, "hf", "config.json")) as f:
         cfg = json.load(f)
-    cfg["text_config"].update(hidden_size=256, intermediate_size=256, head_dim=64, initializer_range=0.06)
-    torch.manual_seed(16)
-    model = LlavaForConditionalGeneration(LlavaConfig(**{k: v for k, v in cfg.items() if k not in ("architectures",)}))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("norm.weight"):
-                p.copy_(1.0 + 0.1 * torch.randn_like(p))
-            elif p.ndim >= 2:
-                p.copy_(0.06 * torch.randn_like(p))
+    w, ffn = 256, 256
+    w0, ffn0 = cfg["text_config"]["hidden_size"], cfg["text_config"]["intermediate_size"]
+    cfg["text_config"].update(hidden_size=w, intermediate_size=ffn)
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+
+    def pad(t, shape):
+        out = torch.zeros(shape, dtype=torch.float32)
+        out[tuple(slice(0, n) for n in t.shape)] = t.float()
+        return out
+
+    sd = {}
+    for k, t in load_file(os.path.join(TINY, "hf", "model.safetensors")).items():
+        if k.startswith("language_model."):
+            if t.ndim == 1:  # RMSNorm weights
+                t = pad(t.float() * 0.5, (w,))
+            elif "embed_tokens" in k or "lm_head" in k:
+                t = pad(t, (t.shape[0], w))
+            elif "q_proj" in k or "k_proj" in k or "v_proj" in k:
+                t = pad(t, (t.shape[0], w))
+            elif "o_proj" in k:
+                t = pad(t, (w, t.shape[1]))
+            elif "gate_proj" in k or "up_proj" in k:
+                t = pad(t, (ffn, w))
+            elif "down_proj" in k:
+                t = pad(t, (w, ffn))
             else:
-                p.copy_(0.02 * torch.randn_like(p))
-    model.to(torch.float32).save_pretrained(d, safe_serialization=True)
+                raise SystemExit(f"unexpected text tensor {k}")
+            assert w0 <= w and ffn0 <= ffn
+        elif k.startswith("multi_modal_projector.linear_1"):  # vision width → text width (Pixtral's shape)
+            t = pad(t, (w,) + tuple(t.shape[1:]))
+        elif k.startswith("multi_modal_projector.linear_2"):  # text width → text width; GELU(0) = 0 in between
+            t = pad(t, (w,) * t.ndim)
+        sd[k] = t.float().contiguous()
+    save_file(sd, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
 
 
 def convert(llama_cpp_dir, src, out, mmproj=False):

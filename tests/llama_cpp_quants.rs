@@ -119,3 +119,41 @@ fn llama_cpp_quantized_files_give_llama_cpp_logits_and_greedy_tokens() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The file users download most, llama.cpp's Q4_K_M with its mmproj, answers about an image in `run` and `chat`
+/// (the same greedy answer in both: one request path).
+#[test]
+fn a_llama_cpp_q4_k_m_file_answers_about_an_image_in_run_and_chat() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let (m, mm) = (dir().join("tinyk-Q4_K_M.gguf"), dir().join("tinyk-mmproj-f32.gguf"));
+    let img = fixtures().join("images/gray_64x64.png");
+    let (m, mm, img) = (m.to_str().unwrap(), mm.to_str().unwrap(), img.to_str().unwrap());
+    // the tiny model answers an image with EOS at once (it was trained on text): generate past it
+    let common = ["-m", m, "--mmproj", mm, "--temp", "0", "-n", "6", "--ignore-eos"];
+    let q = "What is 2+2? Answer with digits: 1234567.";
+    let run = Command::new(env!("CARGO_BIN_EXE_pixtral"))
+        .args(["run", "--image", img, "-p", q])
+        .args(common)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{err}");
+    assert!(err.contains("Q4_K weights") && err.contains("4x4 patches (20 tokens)"), "{err}");
+    assert!(err.contains("generation 6 tokens"), "{err}");
+
+    let mut chat = Command::new(env!("CARGO_BIN_EXE_pixtral"))
+        .args(["chat", "-q"])
+        .args(common)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    write!(chat.stdin.take().unwrap(), "/image {img}\n{q}\n").unwrap();
+    let out = chat.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let answer = String::from_utf8_lossy(&run.stdout);
+    assert!(!answer.trim().is_empty(), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(answer.trim()), "run: {answer:?}; chat: {:?}", out.stdout);
+}

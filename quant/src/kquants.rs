@@ -110,6 +110,7 @@ pub fn is_unpacked_type(ty: GgmlType) -> bool {
 }
 
 /// Block `b` (exactly `ty.type_size()` bytes) of one of this module's types as integers.
+#[allow(clippy::needless_range_loop)] // index loops read as ggml's layout comments do
 pub fn unpack(ty: GgmlType, b: &[u8]) -> Unpacked {
     debug_assert_eq!(b.len(), ty.type_size());
     let mut u = Unpacked { n: QK_K, sub: 16, q: [0; QK_K], sc: [0; 16], m: [0; 16], d: 0.0, dmin: None };
