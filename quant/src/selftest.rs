@@ -191,6 +191,36 @@ pub fn kernels_match_ref() -> usize {
     checked
 }
 
+/// Every tier's K-quant dots ([`crate::Kernels::dot_q8_k`]) against the twin [`crate::kquants::dot_q8_k_ref`], on
+/// random blocks (random bytes, finite scales of both signs) and activations with an outlier, 1 to 9 super-blocks;
+/// within the f32 bound of the exact product. Returns the number of comparisons.
+pub fn kdots_match_ref() -> usize {
+    use crate::kquants::{dot_q8_k_ref, quantize_row_q8_k_ref, QK_K};
+    let mut checked = 0;
+    let mut rng = Rng(11);
+    for isa in Isa::available() {
+        let k = kernels(isa);
+        for ty in GgmlType::all().filter(|t| t.vec_dot_type() == GgmlType::Q8_K) {
+            let Some(f) = (k.dot_q8_k)(ty) else { continue };
+            for nb in [1, 2, 3, 5, 9] {
+                let n = nb * QK_K;
+                let mut w = vec![0u8; ty.row_bytes(n).unwrap()];
+                random_blocks(ty, &mut w, &mut rng);
+                let mut x: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+                x[rng.next_u64() as usize % n] = -20.0;
+                let mut y = vec![crate::BlockQ8_K::default(); nb];
+                quantize_row_q8_k_ref(&x, &mut y);
+                let yv: Vec<f32> = y.iter().flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d)).collect();
+                let (got, want) = (f(&w, &y), dot_q8_k_ref(ty, &w, &y));
+                let tol = bound(&dequant(ty, &w, n), &yv);
+                checked += 1;
+                assert!((got - want).abs() <= tol, "{isa:?} {ty} super-blocks={nb}: {got} vs {want} (tol {tol})");
+            }
+        }
+    }
+    checked
+}
+
 /// The values Q8_0 blocks stand for.
 fn q8_values(blocks: &[BlockQ8_0]) -> Vec<f32> {
     blocks

@@ -10,6 +10,14 @@ fn all_kernels_match_their_scalar_twins_on_every_tier() {
 }
 
 #[test]
+fn k_quant_dots_match_their_scalar_twins_on_every_tier() {
+    // Q2_K..Q6_K on the x86 tiers (5 types x 5 lengths x 2 tiers here)
+    let n = pixtral_quant::selftest::kdots_match_ref();
+    #[cfg(target_arch = "x86_64")]
+    assert!(n >= 25, "{n}");
+}
+
+#[test]
 fn q4_0_kernels_read_nibbles_in_ggml_order() {
     pixtral_quant::selftest::q4_0_nibble_order();
 }

@@ -21,7 +21,7 @@ pub static KERNELS: Kernels = Kernels {
     dot_f32: |w, x| unsafe { dot_f32(w, x) },
     gemm4_q8_0: Some(|w, y, d, o| unsafe { gemm4_q8_0(w, y, d, o) }),
     gemm4_q4_0: Some(|w, y, d, o| unsafe { gemm4_q4_0(w, y, d, o) }),
-    dot_q8_k: |_| None,
+    dot_q8_k: super::avx2_k::dot,
     r16: |ty| match ty {
         GgmlType::Q4_0 => Some(|g, a, t0, t1, o, ld| unsafe { gemm_r16::<true>(g, a, t0, t1, o, ld) }),
         GgmlType::Q8_0 => Some(|g, a, t0, t1, o, ld| unsafe { gemm_r16::<false>(g, a, t0, t1, o, ld) }),

@@ -1,0 +1,203 @@
+//! AVX2 dots of the K-quants (Q2_K … Q6_K) with Q8_K activations; the AVX-512 tier uses them too.
+//!
+//! One super-block (256 weights) at a time, in three steps that every type shares but the first:
+//! 1. unpack: the weights as eight registers of 32 *unsigned* bytes `u` (sub-block `j` of 16 = bytes
+//!    `16j..16j+16`), with `q = u − off` (Q3_K: off 4, Q6_K: 32, else 0), plus the sub-block scales `sc` and mins
+//!    `mn` as 16 i16 each (Q4_K/Q5_K's eight per-32 values doubled);
+//! 2. `Σ_j sc_j · Σ_{i∈j} u_i·y_i`: `maddubs` (u8 × i8 → i16: at most 63·127·2, no saturation), then `madd` with
+//!    the scales (i16 × i16 → i32), summed over the super-block in eight i32 lanes (exact: < 2^31);
+//! 3. the offset and mins through Q8_K's `bsums`: `Σ_j (off·sc_j)·bsum_j` and `Σ_j mn_j·bsum_j`, one `madd` each.
+//!
+//! Then `acc += (d·y.d)·(sumi − off·Σ sc·bsum) − (dmin·y.d)·Σ mn·bsum` in f32: the twin's integers, its float
+//! steps in another order ([`crate::kquants::dot_q8_k_ref`], checked within the f32 bound by `selftest`).
+//!
+//! Safety contract: as `avx2.rs` (`#[target_feature(enable = "avx2,fma,f16c")]`, reached through the tier tables
+//! after the CPU check); `w` holds `y.len()` whole super-blocks of the type.
+
+use std::arch::x86_64::*;
+
+use super::avx2::{f16_at, hsum, prefetch_lines, PREFETCH};
+use crate::kquants::QK_K;
+use crate::{BlockQ8_K, GgmlType};
+
+/// The tier's K-quant dot for `ty`, if there is one.
+pub fn dot(ty: GgmlType) -> Option<super::DotQ8K> {
+    Some(match ty {
+        GgmlType::Q2_K => |w, y| unsafe { dot_k::<10>(w, y) },
+        GgmlType::Q3_K => |w, y| unsafe { dot_k::<11>(w, y) },
+        GgmlType::Q4_K => |w, y| unsafe { dot_k::<12>(w, y) },
+        GgmlType::Q5_K => |w, y| unsafe { dot_k::<13>(w, y) },
+        GgmlType::Q6_K => |w, y| unsafe { dot_k::<14>(w, y) },
+        _ => return None,
+    })
+}
+
+/// Scales of one super-block, from its bytes (scalar: 16 values per 256 weights).
+struct Scales {
+    sc: [i16; 16],
+    mn: [i16; 16],
+    off: i16,
+    d: f32,
+    dmin: f32,
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scales<const T: u32>(b: *const u8) -> Scales {
+    let mut s = Scales { sc: [0; 16], mn: [0; 16], off: 0, d: 0.0, dmin: 0.0 };
+    let byte = |i: usize| *b.add(i);
+    match T {
+        10 => {
+            for j in 0..16 {
+                (s.sc[j], s.mn[j]) = ((byte(j) & 0xF) as i16, (byte(j) >> 4) as i16);
+            }
+            (s.d, s.dmin) = (f16_at(b.add(80)), f16_at(b.add(82)));
+        }
+        11 => {
+            for j in 0..16 {
+                let lo = (byte(96 + j % 8) >> (4 * (j / 8))) & 0xF;
+                let hi = (byte(104 + j % 4) >> (2 * (j / 4))) & 3;
+                s.sc[j] = (lo | hi << 4) as i16 - 32;
+            }
+            (s.off, s.d) = (4, f16_at(b.add(108)));
+        }
+        12 | 13 => {
+            let q = |i: usize| byte(4 + i);
+            for j in 0..8 {
+                let (sc, m) = if j < 4 {
+                    (q(j) & 63, q(j + 4) & 63)
+                } else {
+                    ((q(j + 4) & 0xF) | ((q(j - 4) >> 6) << 4), (q(j + 4) >> 4) | ((q(j) >> 6) << 4))
+                };
+                (s.sc[2 * j], s.sc[2 * j + 1], s.mn[2 * j], s.mn[2 * j + 1]) =
+                    (sc as i16, sc as i16, m as i16, m as i16);
+            }
+            (s.d, s.dmin) = (f16_at(b), f16_at(b.add(2)));
+        }
+        _ => {
+            for j in 0..16 {
+                s.sc[j] = byte(192 + j) as i8 as i16;
+            }
+            (s.off, s.d) = (32, f16_at(b.add(208)));
+        }
+    }
+    s
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn load(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+/// `(v >> k) & mask` per byte (a 16-bit shift, then the mask drops what crossed from the neighbour byte).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn bits(v: __m256i, k: i32, mask: i8) -> __m256i {
+    _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(k)), _mm256_set1_epi8(mask))
+}
+
+/// The super-block's 256 weights as unsigned bytes, 32 per register in weight order (layouts: `kquants::unpack`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn unpack<const T: u32>(b: *const u8, u: &mut [__m256i; 8]) {
+    match T {
+        // Q2_K: group g = 4h + s of 32 weights: (qs[32h + l] >> 2s) & 3
+        10 => {
+            for h in 0..2 {
+                let v = load(b.add(16 + 32 * h));
+                for s in 0..4 {
+                    u[4 * h + s] = bits(v, 2 * s as i32, 3);
+                }
+            }
+        }
+        // Q3_K: the two low bits as Q2_K's, plus 4 where bit g of hmask[l] is set (q = u − 4)
+        11 => {
+            let hm = load(b);
+            for h in 0..2 {
+                let v = load(b.add(32 + 32 * h));
+                for s in 0..4 {
+                    let g = 4 * h + s;
+                    let high = _mm256_slli_epi16(bits(hm, g as i32, 1), 2);
+                    u[g] = _mm256_or_si256(bits(v, 2 * s as i32, 3), high);
+                }
+            }
+        }
+        // Q4_K / Q5_K: chunk c of 32 bytes: low nibbles are group 2c, high nibbles 2c + 1; Q5_K's fifth bit of
+        // group g is bit g of qh[l]
+        12 | 13 => {
+            let (qs, qh) = if T == 13 { (b.add(48), load(b.add(16))) } else { (b.add(16), _mm256_setzero_si256()) };
+            for c in 0..4 {
+                let v = load(qs.add(32 * c));
+                u[2 * c] = _mm256_and_si256(v, _mm256_set1_epi8(0xF));
+                u[2 * c + 1] = bits(v, 4, 0xF);
+                if T == 13 {
+                    let h0 = _mm256_slli_epi16(bits(qh, 2 * c as i32, 1), 4);
+                    let h1 = _mm256_slli_epi16(bits(qh, 2 * c as i32 + 1, 1), 4);
+                    u[2 * c] = _mm256_or_si256(u[2 * c], h0);
+                    u[2 * c + 1] = _mm256_or_si256(u[2 * c + 1], h1);
+                }
+            }
+        }
+        // Q6_K: half h: ql[64h..+32] = a, ql[64h+32..+32] = b, qh[32h..+32] = hb; groups 4h + (a low, b low,
+        // a high, b high) with bit pairs 0, 2, 4, 6 of hb as bits 4–5 (q = u − 32)
+        _ => {
+            for h in 0..2 {
+                let (a, c, hb) = (load(b.add(64 * h)), load(b.add(64 * h + 32)), load(b.add(128 + 32 * h)));
+                let lo = _mm256_set1_epi8(0xF);
+                u[4 * h] = _mm256_or_si256(_mm256_and_si256(a, lo), _mm256_slli_epi16(bits(hb, 0, 3), 4));
+                u[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(c, lo), _mm256_slli_epi16(bits(hb, 2, 3), 4));
+                u[4 * h + 2] = _mm256_or_si256(bits(a, 4, 0xF), _mm256_slli_epi16(bits(hb, 4, 3), 4));
+                u[4 * h + 3] = _mm256_or_si256(bits(c, 4, 0xF), _mm256_slli_epi16(bits(hb, 6, 3), 4));
+            }
+        }
+    }
+}
+
+/// `T`: the ggml type id (10 = Q2_K … 14 = Q6_K), a const so each type gets its own loop.
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_k<const T: u32>(w: &[u8], y: &[BlockQ8_K]) -> f32 {
+    let ty = GgmlType::from_id(T).expect("a K type");
+    let bytes = ty.type_size();
+    debug_assert_eq!(w.len(), y.len() * bytes);
+    let p = w.as_ptr();
+    let mut acc = _mm256_setzero_ps();
+    let mut acc_s = 0f32;
+    let mut u = [_mm256_setzero_si256(); 8];
+    for (i, y) in y.iter().enumerate() {
+        let b = p.add(i * bytes);
+        prefetch_lines(b.add(PREFETCH), bytes);
+        let s = scales::<T>(b);
+        unpack::<T>(b, &mut u);
+        let mut sumi = _mm256_setzero_si256();
+        for (g, u) in u.iter().enumerate() {
+            let prod = _mm256_maddubs_epi16(*u, load(y.qs.as_ptr().add(32 * g) as *const u8));
+            let sv = _mm256_set_m128i(_mm_set1_epi16(s.sc[2 * g + 1]), _mm_set1_epi16(s.sc[2 * g]));
+            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(prod, sv));
+        }
+        let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+        let dy = y.d;
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(s.d * dy), _mm256_cvtepi32_ps(sumi), acc);
+        if s.off != 0 {
+            let sc = _mm256_loadu_si256(s.sc.as_ptr() as *const __m256i);
+            let corr = hsum_i32(_mm256_madd_epi16(bsums, sc));
+            acc_s -= (s.d * dy) * (s.off as i32 * corr) as f32;
+        }
+        if T == 10 || T == 12 || T == 13 {
+            let mn = _mm256_loadu_si256(s.mn.as_ptr() as *const __m256i);
+            acc_s -= (s.dmin * dy) * hsum_i32(_mm256_madd_epi16(bsums, mn)) as f32;
+        }
+    }
+    hsum(acc) + acc_s
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn hsum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
+    _mm_cvtsi128_si32(s)
+}
+
+const _: () = assert!(QK_K == 256);
