@@ -156,6 +156,7 @@ pub fn matmul_rows(k: &crate::Kernels, ty: GgmlType, layout: Layout, w: &[u8], a
         GgmlType::Q4_0 => k.gemm4_q4_0,
         _ => None,
     };
+    let gemm4_k = (k.gemm4_q8_k)(ty);
     ROWS.with(|rows| {
         let mut rows = rows.borrow_mut();
         if widen_rows {
@@ -177,6 +178,16 @@ pub fn matmul_rows(k: &crate::Kernels, ty: GgmlType, layout: Layout, w: &[u8], a
                 } else {
                     let row = &w[r * row_bytes..(r + 1) * row_bytes];
                     let mut t = t0;
+                    if let Some(g) = gemm4_k {
+                        while t + 4 <= t1 {
+                            let mut o4 = [0f32; 4];
+                            g(row, std::array::from_fn(|j| acts.q8k_row(t + j)), &mut o4);
+                            for (j, v) in o4.iter().enumerate() {
+                                out[at(t + j)] = *v;
+                            }
+                            t += 4;
+                        }
+                    }
                     if let Some(g) = gemm4 {
                         while t + 4 <= t1 {
                             let mut o4 = [0f32; 4];

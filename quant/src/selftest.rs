@@ -212,9 +212,33 @@ pub fn kdots_match_ref() -> usize {
                 quantize_row_q8_k_ref(&x, &mut y);
                 let yv: Vec<f32> = y.iter().flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d)).collect();
                 let (got, want) = (f(&w, &y), dot_q8_k_ref(ty, &w, &y));
-                let tol = bound(&dequant(ty, &w, n), &yv);
+                let wv = dequant(ty, &w, n);
+                let tol = bound(&wv, &yv);
                 checked += 1;
                 assert!((got - want).abs() <= tol, "{isa:?} {ty} super-blocks={nb}: {got} vs {want} (tol {tol})");
+                // the four-token kernel: token j is this row's activations scaled by j + 1 (other Q8_K blocks)
+                let Some(g) = (k.gemm4_q8_k)(ty) else { continue };
+                let ys: Vec<Vec<crate::BlockQ8_K>> = (0..4)
+                    .map(|j| {
+                        let xs: Vec<f32> =
+                            x.iter().enumerate().map(|(i, v)| v * (j + 1) as f32 - (i % 7) as f32 * 0.1).collect();
+                        let mut b = vec![crate::BlockQ8_K::default(); nb];
+                        quantize_row_q8_k_ref(&xs, &mut b);
+                        b
+                    })
+                    .collect();
+                let mut o4 = [0f32; 4];
+                g(&w, [&ys[0], &ys[1], &ys[2], &ys[3]], &mut o4);
+                for (j, yj) in ys.iter().enumerate() {
+                    let want = dot_q8_k_ref(ty, &w, yj);
+                    let yv: Vec<f32> = yj.iter().flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d)).collect();
+                    checked += 1;
+                    assert!(
+                        (o4[j] - want).abs() <= bound(&wv, &yv),
+                        "{isa:?} gemm4 {ty} token {j}: {} vs {want}",
+                        o4[j]
+                    );
+                }
             }
         }
     }

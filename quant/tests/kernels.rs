@@ -104,3 +104,39 @@ fn matmul_rows_matches_the_reference_for_every_type_tier_and_token_count() {
         }
     }
 }
+
+#[test]
+fn matmul_rows_of_every_community_type_match_the_reference_on_every_tier() {
+    use pixtral_quant::{kernels::kernels, matmul_rows, matmul_rows_ref, Acts, GgmlType, Layout};
+    let mut rng = pixtral_quant::selftest::Rng(5);
+    let (rows, k) = (6, 512);
+    for ty in GgmlType::all().filter(|t| t.supported() && !t.is_float()) {
+        let mut w = vec![0u8; ty.row_bytes(rows * k).unwrap()];
+        pixtral_quant::selftest::random_blocks(ty, &mut w, &mut rng);
+        for n in [1, 3, 4, 9] {
+            let x: Vec<f32> = (0..n * k).map(|_| rng.f32()).collect();
+            let mut acts = Acts::default();
+            acts.prepare(ty, &x, n, k);
+            let mut want = vec![0f32; rows * n];
+            matmul_rows_ref(ty, Layout::Plain, &w, &acts, &mut want);
+            // the reference equals the dequantized product up to activation rounding (independent check)
+            let mut wf = vec![0f32; rows * k];
+            pixtral_quant::dequantize_row_ref(ty, &w, &mut wf).unwrap();
+            for t in 0..n {
+                for r in 0..rows {
+                    let exact: f64 = (0..k).map(|i| wf[r * k + i] as f64 * x[t * k + i] as f64).sum();
+                    let mag: f64 = (0..k).map(|i| (wf[r * k + i] as f64 * x[t * k + i] as f64).abs()).sum();
+                    let got = want[t * rows + r] as f64;
+                    assert!((got - exact).abs() <= 0.02 * mag + 1e-6, "{ty} t={t} r={r}: {got} vs {exact}");
+                }
+            }
+            for isa in pixtral_quant::Isa::available() {
+                let mut got = vec![0f32; rows * n];
+                matmul_rows(kernels(isa), ty, Layout::Plain, &w, &acts, &mut got);
+                for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert!((g - w).abs() <= 1e-4 * (1.0 + w.abs()), "{isa:?} {ty} n={n} output {i}: {g} vs {w}");
+                }
+            }
+        }
+    }
+}

@@ -32,6 +32,18 @@ pub fn dot(ty: GgmlType) -> Option<super::DotQ8K> {
     })
 }
 
+/// The tier's four-token K-quant kernel for `ty`, if there is one (see [`super::GemmQ8K`]).
+pub fn gemm4(ty: GgmlType) -> Option<super::GemmQ8K> {
+    Some(match ty {
+        GgmlType::Q2_K => |w, y, o| unsafe { gemm_k::<10, 4>(w, y, o) },
+        GgmlType::Q3_K => |w, y, o| unsafe { gemm_k::<11, 4>(w, y, o) },
+        GgmlType::Q4_K => |w, y, o| unsafe { gemm_k::<12, 4>(w, y, o) },
+        GgmlType::Q5_K => |w, y, o| unsafe { gemm_k::<13, 4>(w, y, o) },
+        GgmlType::Q6_K => |w, y, o| unsafe { gemm_k::<14, 4>(w, y, o) },
+        _ => return None,
+    })
+}
+
 /// Scales of one super-block, from its bytes (scalar: 16 values per 256 weights).
 struct Scales {
     sc: [i16; 16],
@@ -154,41 +166,58 @@ unsafe fn unpack<const T: u32>(b: *const u8, u: &mut [__m256i; 8]) {
     }
 }
 
-/// `T`: the ggml type id (10 = Q2_K … 14 = Q6_K), a const so each type gets its own loop.
+/// `T`: the ggml type id (10 = Q2_K … 14 = Q6_K), a const so each type gets its own loop; `N` tokens (1: the
+/// decode dot; 4: prefill, each super-block unpacked once for the four).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_k<const T: u32>(w: &[u8], y: &[BlockQ8_K]) -> f32 {
+unsafe fn gemm_k<const T: u32, const N: usize>(w: &[u8], y: [&[BlockQ8_K]; N], out: &mut [f32; N]) {
     let ty = GgmlType::from_id(T).expect("a K type");
     let bytes = ty.type_size();
-    debug_assert_eq!(w.len(), y.len() * bytes);
+    let nb = w.len() / bytes;
+    debug_assert!(y.iter().all(|y| y.len() == nb));
     let p = w.as_ptr();
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_s = 0f32;
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut acc_s = [0f32; N];
     let mut u = [_mm256_setzero_si256(); 8];
-    for (i, y) in y.iter().enumerate() {
+    let mut sv = [_mm256_setzero_si256(); 8];
+    for i in 0..nb {
         let b = p.add(i * bytes);
         prefetch_lines(b.add(PREFETCH), bytes);
         let s = scales::<T>(b);
         unpack::<T>(b, &mut u);
-        let mut sumi = _mm256_setzero_si256();
-        for (g, u) in u.iter().enumerate() {
-            let prod = _mm256_maddubs_epi16(*u, load(y.qs.as_ptr().add(32 * g) as *const u8));
-            let sv = _mm256_set_m128i(_mm_set1_epi16(s.sc[2 * g + 1]), _mm_set1_epi16(s.sc[2 * g]));
-            sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(prod, sv));
+        for (g, v) in sv.iter_mut().enumerate() {
+            *v = _mm256_set_m128i(_mm_set1_epi16(s.sc[2 * g + 1]), _mm_set1_epi16(s.sc[2 * g]));
         }
-        let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
-        let dy = y.d;
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(s.d * dy), _mm256_cvtepi32_ps(sumi), acc);
-        if s.off != 0 {
-            let sc = _mm256_loadu_si256(s.sc.as_ptr() as *const __m256i);
-            let corr = hsum_i32(_mm256_madd_epi16(bsums, sc));
-            acc_s -= (s.d * dy) * (s.off as i32 * corr) as f32;
-        }
-        if T == 10 || T == 12 || T == 13 {
-            let mn = _mm256_loadu_si256(s.mn.as_ptr() as *const __m256i);
-            acc_s -= (s.dmin * dy) * hsum_i32(_mm256_madd_epi16(bsums, mn)) as f32;
+        let sc = _mm256_loadu_si256(s.sc.as_ptr() as *const __m256i);
+        let mn = _mm256_loadu_si256(s.mn.as_ptr() as *const __m256i);
+        for j in 0..N {
+            let y = y[j].get_unchecked(i);
+            let mut sumi = _mm256_setzero_si256();
+            for g in 0..8 {
+                let prod = _mm256_maddubs_epi16(u[g], load(y.qs.as_ptr().add(32 * g) as *const u8));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(prod, sv[g]));
+            }
+            let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
+            let dy = y.d;
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(s.d * dy), _mm256_cvtepi32_ps(sumi), acc[j]);
+            if s.off != 0 {
+                let corr = hsum_i32(_mm256_madd_epi16(bsums, sc));
+                acc_s[j] -= (s.d * dy) * (s.off as i32 * corr) as f32;
+            }
+            if T == 10 || T == 12 || T == 13 {
+                acc_s[j] -= (s.dmin * dy) * hsum_i32(_mm256_madd_epi16(bsums, mn)) as f32;
+            }
         }
     }
-    hsum(acc) + acc_s
+    for j in 0..N {
+        out[j] = hsum(acc[j]) + acc_s[j];
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_k<const T: u32>(w: &[u8], y: &[BlockQ8_K]) -> f32 {
+    let mut o = [0f32];
+    gemm_k::<T, 1>(w, [y], &mut o);
+    o[0]
 }
 
 #[inline]

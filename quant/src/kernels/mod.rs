@@ -25,6 +25,10 @@ pub type GemmR16 = fn(&[u8], &crate::Acts, usize, usize, &mut [f32], usize);
 /// [`crate::kquants::dot_q8_k_ref`].
 pub type DotQ8K = fn(&[u8], &[crate::BlockQ8_K]) -> f32;
 
+/// One K-quant / IQ4_XS weight row against four tokens' Q8_K activations (prefill: each super-block unpacked
+/// once for the four); defined as four [`DotQ8K`]s.
+pub type GemmQ8K = fn(&[u8], [&[crate::BlockQ8_K]; 4], &mut [f32; 4]);
+
 /// Row dot products of one tier.
 pub struct Kernels {
     pub isa: Isa,
@@ -44,6 +48,8 @@ pub struct Kernels {
     pub gemm4_q4_0: Option<Gemm4>,
     /// The tier's dot for a K-quant / IQ4_XS weight type, if it has one (`None`: the scalar twin).
     pub dot_q8_k: fn(GgmlType) -> Option<DotQ8K>,
+    /// The tier's four-token kernel for a K-quant / IQ4_XS type, if it has one (`None`: its dots, one per token).
+    pub gemm4_q8_k: fn(GgmlType) -> Option<GemmQ8K>,
     /// The tier's R16 kernel for a weight type, if it has one (asked at run time: it may depend on a CPU
     /// feature within the tier). Loaders repack a matrix only when this is `Some`.
     pub r16: fn(GgmlType) -> Option<GemmR16>,
