@@ -58,6 +58,18 @@ for c in neon:max:yes neon:neoverse-n1:yes neon:cortex-a53:no scalar:max:no; do 
     echo "aarch64 $isa ($cpu): end-to-end greedy answer ok ($out), R16: $r16"
 done
 
+# a community file (llama.cpp's own Q4_K_M: Q4_K, Q6_K and Q5_0 tensors) answers as on this machine, on the NEON
+# tier with and without the dot product, and on the scalar tier
+kf=tests/fixtures/llama-cpp-quants/tinyk-Q4_K_M.gguf
+want=$(${CARGO_TARGET_DIR:-target}/release/pixtral run -m $kf -p "Describe a red circle in one word." --temp 0 -t 1 2>/dev/null)
+for c in neon:max neon:cortex-a53 scalar:max; do
+    IFS=: read -r isa cpu <<<"$c"
+    out=$(PIXTRAL_ISA=$isa timeout 300 qemu-aarch64-static -cpu $cpu -L /usr/aarch64-linux-gnu $DIR/$TARGET/release/pixtral run -m $kf \
+        -p "Describe a red circle in one word." --temp 0 -t 1 2>"$tmp/err") || { cat "$tmp/err"; exit 1; }
+    [ "$out" = "$want" ] || { cat "$tmp/err"; echo "aarch64 $isa ($cpu): Q4_K_M answered '$out', x86-64 '$want'" >&2; exit 1; }
+    echo "aarch64 $isa ($cpu): llama.cpp's Q4_K_M answers as on x86-64 ($out)"
+done
+
 # the C ABI on an edge box: libpixtral cross-built, the C example cross-compiled against the committed header and
 # run under qemu (one thread: serial mode, see above), answering as on x86-64
 $CARGO build --release -p pixtral-capi --target $TARGET --target-dir $DIR

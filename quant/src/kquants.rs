@@ -103,6 +103,58 @@ fn scale_min_k4(j: usize, s: &[u8]) -> (i32, i32) {
     }
 }
 
+/// One K super-block's scales as the SIMD kernels use them: 16 sub-block scales `sc` and mins `mn` (Q4_K/Q5_K's
+/// eight per-32 values doubled), the weights' offset `off` (`q = u − off` for the unsigned bytes `u` the kernels
+/// unpack: Q3_K 4, Q6_K 32, else 0), `d` and `dmin` (0 for the types without mins). Scalar: 16 values per 256
+/// weights, shared by every tier.
+#[derive(Debug, Clone, Copy)]
+pub struct KScales {
+    pub sc: [i16; 16],
+    pub mn: [i16; 16],
+    pub off: i16,
+    pub d: f32,
+    pub dmin: f32,
+}
+
+impl KScales {
+    /// From one block of `ty` (Q2_K … Q6_K).
+    pub fn read(ty: GgmlType, b: &[u8]) -> KScales {
+        let mut s = KScales { sc: [0; 16], mn: [0; 16], off: 0, d: 0.0, dmin: 0.0 };
+        match ty {
+            GgmlType::Q2_K => {
+                for (j, &v) in b[..16].iter().enumerate() {
+                    (s.sc[j], s.mn[j]) = ((v & 0xF) as i16, (v >> 4) as i16);
+                }
+                (s.d, s.dmin) = (f16_at(b, 80), f16_at(b, 82));
+            }
+            GgmlType::Q3_K => {
+                for j in 0..16 {
+                    let lo = (b[96 + j % 8] >> (4 * (j / 8))) & 0xF;
+                    let hi = (b[104 + j % 4] >> (2 * (j / 4))) & 3;
+                    s.sc[j] = (lo | hi << 4) as i16 - 32;
+                }
+                (s.off, s.d) = (4, f16_at(b, 108));
+            }
+            GgmlType::Q4_K | GgmlType::Q5_K => {
+                for j in 0..8 {
+                    let (sc, m) = scale_min_k4(j, &b[4..16]);
+                    (s.sc[2 * j], s.sc[2 * j + 1], s.mn[2 * j], s.mn[2 * j + 1]) =
+                        (sc as i16, sc as i16, m as i16, m as i16);
+                }
+                (s.d, s.dmin) = (f16_at(b, 0), f16_at(b, 2));
+            }
+            GgmlType::Q6_K => {
+                for (j, &v) in b[192..208].iter().enumerate() {
+                    s.sc[j] = v as i8 as i16;
+                }
+                (s.off, s.d) = (32, f16_at(b, 208));
+            }
+            other => unreachable!("{other} is not a K type"),
+        }
+        s
+    }
+}
+
 /// The types of this module (the ones [`unpack`] reads).
 pub fn is_unpacked_type(ty: GgmlType) -> bool {
     use GgmlType::*;

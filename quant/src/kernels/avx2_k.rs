@@ -16,8 +16,8 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{f16_at, hsum, prefetch_lines, PREFETCH};
-use crate::kquants::QK_K;
+use super::avx2::{hsum, prefetch_lines, PREFETCH};
+use crate::kquants::{KScales, QK_K};
 use crate::{BlockQ8_K, GgmlType};
 
 /// The tier's K-quant dot for `ty`, if there is one.
@@ -42,58 +42,6 @@ pub fn gemm4(ty: GgmlType) -> Option<super::GemmQ8K> {
         GgmlType::Q6_K => |w, y, o| unsafe { gemm_k::<14, 4>(w, y, o) },
         _ => return None,
     })
-}
-
-/// Scales of one super-block, from its bytes (scalar: 16 values per 256 weights).
-struct Scales {
-    sc: [i16; 16],
-    mn: [i16; 16],
-    off: i16,
-    d: f32,
-    dmin: f32,
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn scales<const T: u32>(b: *const u8) -> Scales {
-    let mut s = Scales { sc: [0; 16], mn: [0; 16], off: 0, d: 0.0, dmin: 0.0 };
-    let byte = |i: usize| *b.add(i);
-    match T {
-        10 => {
-            for j in 0..16 {
-                (s.sc[j], s.mn[j]) = ((byte(j) & 0xF) as i16, (byte(j) >> 4) as i16);
-            }
-            (s.d, s.dmin) = (f16_at(b.add(80)), f16_at(b.add(82)));
-        }
-        11 => {
-            for j in 0..16 {
-                let lo = (byte(96 + j % 8) >> (4 * (j / 8))) & 0xF;
-                let hi = (byte(104 + j % 4) >> (2 * (j / 4))) & 3;
-                s.sc[j] = (lo | hi << 4) as i16 - 32;
-            }
-            (s.off, s.d) = (4, f16_at(b.add(108)));
-        }
-        12 | 13 => {
-            let q = |i: usize| byte(4 + i);
-            for j in 0..8 {
-                let (sc, m) = if j < 4 {
-                    (q(j) & 63, q(j + 4) & 63)
-                } else {
-                    ((q(j + 4) & 0xF) | ((q(j - 4) >> 6) << 4), (q(j + 4) >> 4) | ((q(j) >> 6) << 4))
-                };
-                (s.sc[2 * j], s.sc[2 * j + 1], s.mn[2 * j], s.mn[2 * j + 1]) =
-                    (sc as i16, sc as i16, m as i16, m as i16);
-            }
-            (s.d, s.dmin) = (f16_at(b), f16_at(b.add(2)));
-        }
-        _ => {
-            for j in 0..16 {
-                s.sc[j] = byte(192 + j) as i8 as i16;
-            }
-            (s.off, s.d) = (32, f16_at(b.add(208)));
-        }
-    }
-    s
 }
 
 #[inline]
@@ -182,7 +130,7 @@ unsafe fn gemm_k<const T: u32, const N: usize>(w: &[u8], y: [&[BlockQ8_K]; N], o
     for i in 0..nb {
         let b = p.add(i * bytes);
         prefetch_lines(b.add(PREFETCH), bytes);
-        let s = scales::<T>(b);
+        let s = KScales::read(ty, std::slice::from_raw_parts(b, bytes));
         unpack::<T>(b, &mut u);
         for (g, v) in sv.iter_mut().enumerate() {
             *v = _mm256_set_m128i(_mm_set1_epi16(s.sc[2 * g + 1]), _mm_set1_epi16(s.sc[2 * g]));

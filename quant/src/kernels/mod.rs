@@ -11,6 +11,8 @@ pub mod avx2_k;
 pub mod avx512;
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
+#[cfg(target_arch = "aarch64")]
+pub mod neon_k;
 pub mod scalar;
 
 /// One weight row times four activation rows (tokens): the Q8_0 blocks and their scales as f32, per token.
