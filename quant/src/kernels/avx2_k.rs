@@ -16,7 +16,7 @@
 
 use std::arch::x86_64::*;
 
-use super::avx2::{hsum, prefetch_lines, PREFETCH};
+use super::avx2::{f16_at, hsum, prefetch_lines, PREFETCH};
 use crate::kquants::{KScales, QK_K};
 use crate::{BlockQ8_K, GgmlType};
 
@@ -114,8 +114,113 @@ unsafe fn unpack<const T: u32>(b: *const u8, u: &mut [__m256i; 8]) {
     }
 }
 
+/// `shuffle_epi8` controls that spread i16 scales over a group's 16 i16 lanes: `SAME[g]` repeats element `g` of a
+/// broadcast 8-scale register in all lanes (Q4_K/Q5_K: one scale per 32 weights); `PAIR[k]` repeats element `2k`
+/// in the low 128 bits and `2k + 1` in the high (two scales per 32 weights: group `g` takes `PAIR[g % 4]` of the
+/// broadcast low or high half of the 16 scales).
+static SAME: [[u8; 32]; 8] = {
+    let mut m = [[0u8; 32]; 8];
+    let mut g = 0;
+    while g < 8 {
+        let mut i = 0;
+        while i < 32 {
+            m[g][i] = (2 * g + i % 2) as u8;
+            i += 1;
+        }
+        g += 1;
+    }
+    m
+};
+static PAIR: [[u8; 32]; 4] = {
+    let mut m = [[0u8; 32]; 4];
+    let mut k = 0;
+    while k < 4 {
+        let mut i = 0;
+        while i < 32 {
+            m[k][i] = (4 * k + 2 * (i / 16) + i % 2) as u8;
+            i += 1;
+        }
+        k += 1;
+    }
+    m
+};
+
+/// One super-block's scales as the loop uses them: `sv[g]` the i16 scale of each lane of group `g`; `sc16` the 16
+/// sub-block scales (for the offset term); `mn` the mins (Q2_K: 16 per-16 values; Q4_K/Q5_K: 8 per-32 values in the
+/// low half); `d`, `dmin`.
+struct Sc {
+    sv: [__m256i; 8],
+    sc16: __m256i,
+    mn: __m256i,
+    d: f32,
+    dmin: f32,
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn scales<const T: u32>(b: *const u8) -> Sc {
+    let mut s = Sc {
+        sv: [_mm256_setzero_si256(); 8],
+        sc16: _mm256_setzero_si256(),
+        mn: _mm256_setzero_si256(),
+        d: 0.0,
+        dmin: 0.0,
+    };
+    let pair = |sc16: __m256i, sv: &mut [__m256i; 8]| {
+        let (lo, hi) = (_mm256_permute2x128_si256(sc16, sc16, 0x00), _mm256_permute2x128_si256(sc16, sc16, 0x11));
+        for (g, v) in sv.iter_mut().enumerate() {
+            let m = _mm256_loadu_si256(PAIR[g % 4].as_ptr() as *const __m256i);
+            *v = _mm256_shuffle_epi8(if g < 4 { lo } else { hi }, m);
+        }
+    };
+    match T {
+        // Q2_K: 16 bytes, scale in the low nibble, min in the high
+        10 => {
+            let v = _mm_loadu_si128(b as *const __m128i);
+            let m4 = _mm_set1_epi8(0xF);
+            s.sc16 = _mm256_cvtepu8_epi16(_mm_and_si128(v, m4));
+            s.mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), m4));
+            (s.d, s.dmin) = (f16_at(b.add(80)), f16_at(b.add(82)));
+        }
+        // Q3_K: 6-bit packed; scalar (16 values)
+        11 => {
+            let k = KScales::read(GgmlType::Q3_K, std::slice::from_raw_parts(b, 110));
+            s.sc16 = _mm256_loadu_si256(k.sc.as_ptr() as *const __m256i);
+            s.d = f16_at(b.add(108));
+        }
+        // Q4_K / Q5_K: 8 six-bit scales and mins in 12 bytes, regrouped with u32 masks into 8 scale bytes then 8
+        // min bytes (ggml's `utmp` arrangement of `get_scale_min_k4`)
+        12 | 13 => {
+            let q = b.add(4) as *const u32;
+            let (u0, u1, u2) = (q.read_unaligned(), q.add(1).read_unaligned(), q.add(2).read_unaligned());
+            const M1: u32 = 0x3f3f3f3f;
+            const M2: u32 = 0x0f0f0f0f;
+            const M3: u32 = 0x03030303;
+            let sc_hi = (u2 & M2) | (((u0 >> 6) & M3) << 4);
+            let mn_hi = ((u2 >> 4) & M2) | (((u1 >> 6) & M3) << 4);
+            let both =
+                _mm256_cvtepu8_epi16(_mm_set_epi32(mn_hi as i32, (u1 & M1) as i32, sc_hi as i32, (u0 & M1) as i32));
+            let sc8 = _mm256_permute2x128_si256(both, both, 0x00);
+            for (g, v) in s.sv.iter_mut().enumerate() {
+                *v = _mm256_shuffle_epi8(sc8, _mm256_loadu_si256(SAME[g].as_ptr() as *const __m256i));
+            }
+            s.mn = _mm256_permute2x128_si256(both, both, 0x11);
+            (s.d, s.dmin) = (f16_at(b), f16_at(b.add(2)));
+            return s;
+        }
+        // Q6_K: 16 signed bytes
+        _ => {
+            s.sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128(b.add(192) as *const __m128i));
+            s.d = f16_at(b.add(208));
+        }
+    }
+    pair(s.sc16, &mut s.sv);
+    s
+}
+
 /// `T`: the ggml type id (10 = Q2_K … 14 = Q6_K), a const so each type gets its own loop; `N` tokens (1: the
-/// decode dot; 4: prefill, each super-block unpacked once for the four).
+/// decode dot; 4: prefill, each super-block unpacked once for the four). No horizontal sums inside the loop: the
+/// offset term is subtracted from the eight i32 lanes, the mins go to their own f32 lanes.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn gemm_k<const T: u32, const N: usize>(w: &[u8], y: [&[BlockQ8_K]; N], out: &mut [f32; N]) {
     let ty = GgmlType::from_id(T).expect("a K type");
@@ -124,40 +229,43 @@ unsafe fn gemm_k<const T: u32, const N: usize>(w: &[u8], y: [&[BlockQ8_K]; N], o
     debug_assert!(y.iter().all(|y| y.len() == nb));
     let p = w.as_ptr();
     let mut acc = [_mm256_setzero_ps(); N];
-    let mut acc_s = [0f32; N];
+    let mut acc_m = [_mm256_setzero_ps(); N];
     let mut u = [_mm256_setzero_si256(); 8];
-    let mut sv = [_mm256_setzero_si256(); 8];
     for i in 0..nb {
         let b = p.add(i * bytes);
         prefetch_lines(b.add(PREFETCH), bytes);
-        let s = KScales::read(ty, std::slice::from_raw_parts(b, bytes));
+        let s = scales::<T>(b);
         unpack::<T>(b, &mut u);
-        for (g, v) in sv.iter_mut().enumerate() {
-            *v = _mm256_set_m128i(_mm_set1_epi16(s.sc[2 * g + 1]), _mm_set1_epi16(s.sc[2 * g]));
-        }
-        let sc = _mm256_loadu_si256(s.sc.as_ptr() as *const __m256i);
-        let mn = _mm256_loadu_si256(s.mn.as_ptr() as *const __m256i);
         for j in 0..N {
             let y = y[j].get_unchecked(i);
             let mut sumi = _mm256_setzero_si256();
             for g in 0..8 {
                 let prod = _mm256_maddubs_epi16(u[g], load(y.qs.as_ptr().add(32 * g) as *const u8));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(prod, sv[g]));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(prod, s.sv[g]));
             }
             let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
-            let dy = y.d;
-            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(s.d * dy), _mm256_cvtepi32_ps(sumi), acc[j]);
-            if s.off != 0 {
-                let corr = hsum_i32(_mm256_madd_epi16(bsums, sc));
-                acc_s[j] -= (s.d * dy) * (s.off as i32 * corr) as f32;
+            match T {
+                11 => sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(_mm256_madd_epi16(bsums, s.sc16), 2)),
+                14 => sumi = _mm256_sub_epi32(sumi, _mm256_slli_epi32(_mm256_madd_epi16(bsums, s.sc16), 5)),
+                _ => {}
             }
-            if T == 10 || T == 12 || T == 13 {
-                acc_s[j] -= (s.dmin * dy) * hsum_i32(_mm256_madd_epi16(bsums, mn)) as f32;
-            }
+            acc[j] = _mm256_fmadd_ps(_mm256_set1_ps(s.d * y.d), _mm256_cvtepi32_ps(sumi), acc[j]);
+            let mins = match T {
+                10 => _mm256_madd_epi16(bsums, s.mn),
+                12 | 13 => {
+                    // per-32 sums of the activations (|Σ| ≤ 32·127: i16), times the 8 mins
+                    let b32 = _mm_hadd_epi16(_mm256_castsi256_si128(bsums), _mm256_extracti128_si256(bsums, 1));
+                    _mm256_castsi128_si256(_mm_madd_epi16(b32, _mm256_castsi256_si128(s.mn)))
+                }
+                _ => continue,
+            };
+            // (the upper lanes of the Q4_K/Q5_K case are undefined after the cast: zero them)
+            let mins = if T == 10 { mins } else { _mm256_inserti128_si256(mins, _mm_setzero_si128(), 1) };
+            acc_m[j] = _mm256_fmadd_ps(_mm256_set1_ps(s.dmin * y.d), _mm256_cvtepi32_ps(mins), acc_m[j]);
         }
     }
     for j in 0..N {
-        out[j] = hsum(acc[j]) + acc_s[j];
+        out[j] = hsum(acc[j]) - hsum(acc_m[j]);
     }
 }
 
@@ -166,15 +274,6 @@ unsafe fn dot_k<const T: u32>(w: &[u8], y: &[BlockQ8_K]) -> f32 {
     let mut o = [0f32];
     gemm_k::<T, 1>(w, [y], &mut o);
     o[0]
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn hsum_i32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01));
-    _mm_cvtsi128_si32(s)
 }
 
 const _: () = assert!(QK_K == 256);
