@@ -21,6 +21,7 @@ pub mod matmul;
 pub mod q4_0;
 pub mod q8_0;
 pub mod repack;
+pub mod repack_k;
 #[doc(hidden)]
 pub mod selftest;
 pub mod sgemm;

@@ -39,9 +39,13 @@ pub fn offset(ty: GgmlType) -> Option<i32> {
     }
 }
 
-/// Whether an `(rows, cols)` matrix of `ty` can take the R16 layout.
+/// Whether an `(rows, cols)` matrix of `ty` can take the R16 layout (Q4_0, Q8_0, and Q4_K / Q6_K:
+/// [`crate::repack_k`]).
 pub fn fits(ty: GgmlType, rows: usize, cols: usize) -> bool {
-    offset(ty).is_some() && rows.is_multiple_of(R16) && cols.is_multiple_of(32) && cols > 0
+    (offset(ty).is_some() || crate::repack_k::is_r16k(ty))
+        && rows.is_multiple_of(R16)
+        && cols.is_multiple_of(ty.block_size())
+        && cols > 0
 }
 
 /// Bytes of one interleaved block (16 rows' scales and quants) of Q4_0 (`q4`) or Q8_0, as the kernels' const
@@ -63,6 +67,9 @@ fn quant_pos(r: usize, j: usize) -> usize {
 
 /// One group of 16 plain rows (`src`: 16 · row_bytes, `cols` columns) as R16 into `dst` (same length).
 pub fn repack_group(ty: GgmlType, cols: usize, src: &[u8], dst: &mut [u8]) {
+    if crate::repack_k::is_r16k(ty) {
+        return crate::repack_k::repack_group_k(ty, cols, src, dst);
+    }
     let bs = ty.row_bytes(32).expect("Q4_0/Q8_0");
     let (nb, qs) = (cols / 32, bs - 2);
     let flip = if ty == GgmlType::Q8_0 { 0x80 } else { 0 };
@@ -85,7 +92,7 @@ pub fn repack_group(ty: GgmlType, cols: usize, src: &[u8], dst: &mut [u8]) {
 
 /// Rewrite a whole `(rows, cols)` matrix (which must [`fits`]) as R16, in place.
 pub fn repack_matrix(ty: GgmlType, cols: usize, bytes: &mut [u8]) {
-    let gb = R16 * ty.row_bytes(cols).expect("Q4_0/Q8_0");
+    let gb = R16 * ty.row_bytes(cols).expect("a type with an R16 layout");
     let mut tmp = vec![0u8; gb];
     for g in bytes.chunks_exact_mut(gb) {
         tmp.copy_from_slice(g);
@@ -95,6 +102,9 @@ pub fn repack_matrix(ty: GgmlType, cols: usize, bytes: &mut [u8]) {
 
 /// The inverse of [`repack_group`]: 16 plain rows from one R16 group.
 pub fn unpack_group(ty: GgmlType, cols: usize, group: &[u8], out: &mut [u8]) {
+    if crate::repack_k::is_r16k(ty) {
+        return crate::repack_k::unpack_group_k(ty, cols, group, out);
+    }
     let bs = ty.row_bytes(32).expect("Q4_0/Q8_0");
     let (nb, qs) = (cols / 32, bs - 2);
     let flip = if ty == GgmlType::Q8_0 { 0x80 } else { 0 };
@@ -125,6 +135,9 @@ fn weight_u8(ty: GgmlType, block: &[u8], r: usize, i: usize) -> i32 {
 /// `acc = fma(isum, d_w · d_x, acc)` in block order; the SIMD kernels do the same operations, so they agree to
 /// the bit.
 pub fn gemm_r16_ref(ty: GgmlType, group: &[u8], acts: &crate::Acts, t0: usize, t1: usize, out: &mut [f32], ldo: usize) {
+    if crate::repack_k::is_r16k(ty) {
+        return crate::repack_k::gemm_r16k_ref(ty, group, acts, t0, t1, out, ldo);
+    }
     let off = offset(ty).expect("Q4_0/Q8_0");
     let bb = block_bytes(ty);
     for t in t0..t1 {

@@ -287,11 +287,17 @@ pub fn r16_matches_ref() -> usize {
     use crate::repack::{self, R16};
     let mut checked = 0;
     let mut rng = Rng(16);
-    for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::Q6_K] {
         for nb in [1, 2, 3, 7, 17, 33] {
-            let k = nb * 32;
-            let w: Vec<f32> = (0..R16 * k).map(|i| rng.f32() * if i % 11 == 0 { 5.0 } else { 1.0 }).collect();
-            let plain = bytes_of(ty, &w);
+            let k: usize = nb * ty.block_size(); // 32 or 256 columns per block
+            let plain = if ty.block_size() == 32 {
+                let w: Vec<f32> = (0..R16 * k).map(|i| rng.f32() * if i % 11 == 0 { 5.0 } else { 1.0 }).collect();
+                bytes_of(ty, &w)
+            } else {
+                let mut b = vec![0u8; ty.row_bytes(R16 * k).unwrap()];
+                random_blocks(ty, &mut b, &mut rng);
+                b
+            };
             let mut packed = plain.clone();
             repack::repack_matrix(ty, k, &mut packed);
             assert_ne!(packed, plain, "{ty} nb={nb}: repacking changed nothing");
@@ -311,7 +317,12 @@ pub fn r16_matches_ref() -> usize {
                 let row = &plain[r * rb..(r + 1) * rb];
                 for t in 0..n {
                     let d = scalar::KERNELS.dot(ty, row, &acts, t);
-                    let tol = bound(&dequant(ty, row, k), &q8_values(acts.q8_row(t)));
+                    let xv = if ty.block_size() == 32 {
+                        q8_values(acts.q8_row(t))
+                    } else {
+                        acts.q8k_row(t).iter().flat_map(|b| b.qs.iter().map(move |&q| q as f32 * b.d)).collect()
+                    };
+                    let tol = bound(&dequant(ty, row, k), &xv);
                     checked += 1;
                     assert!(
                         (want[t * ldo + r] - d).abs() <= tol,

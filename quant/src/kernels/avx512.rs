@@ -37,6 +37,12 @@ pub static KERNELS: Kernels = Kernels {
     r16: |ty| match ty {
         GgmlType::Q4_0 if vnni() => Some(|g, a, t0, t1, o, ld| unsafe { gemm_r16::<true>(g, a, t0, t1, o, ld) }),
         GgmlType::Q8_0 if vnni() => Some(|g, a, t0, t1, o, ld| unsafe { gemm_r16::<false>(g, a, t0, t1, o, ld) }),
+        GgmlType::Q4_K if vnni() => {
+            Some(|g, a, t0, t1, o, ld| unsafe { super::avx512_k::gemm_r16k::<false>(g, a, t0, t1, o, ld) })
+        }
+        GgmlType::Q6_K if vnni() => {
+            Some(|g, a, t0, t1, o, ld| unsafe { super::avx512_k::gemm_r16k::<true>(g, a, t0, t1, o, ld) })
+        }
         _ => (avx2::KERNELS.r16)(ty),
     },
     widen_f16: |w, o| unsafe { widen_f16(w, o) },
