@@ -96,9 +96,9 @@ pub fn unpack_group_k(ty: GgmlType, cols: usize, group: &[u8], out: &mut [u8]) {
                 }
                 // back to ggml's ql / qh from the unsigned weights
                 let u: [u8; QK_K] = std::array::from_fn(|col| u_at(ty, src, r, col) as u8);
-                for i in 0..QK_K {
+                for (i, u) in u.iter().enumerate() {
                     let (h, rr) = (i / 128, i % 128);
-                    let (lo, hi) = (u[i] & 0xF, u[i] >> 4);
+                    let (lo, hi) = (u & 0xF, u >> 4);
                     let ql = &mut dst[64 * h + rr % 64];
                     *ql = if rr < 64 { (*ql & 0xF0) | lo } else { (*ql & 0x0F) | lo << 4 };
                     let qh = &mut dst[128 + 32 * h + rr % 32];

@@ -239,9 +239,9 @@ unsafe fn gemm_k<const T: u32, const N: usize>(w: &[u8], y: [&[BlockQ8_K]; N], o
         for j in 0..N {
             let y = y[j].get_unchecked(i);
             let mut sumi = _mm256_setzero_si256();
-            for g in 0..8 {
-                let prod = _mm256_maddubs_epi16(u[g], load(y.qs.as_ptr().add(32 * g) as *const u8));
-                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(prod, s.sv[g]));
+            for (g, (u, sv)) in u.iter().zip(&s.sv).enumerate() {
+                let prod = _mm256_maddubs_epi16(*u, load(y.qs.as_ptr().add(32 * g) as *const u8));
+                sumi = _mm256_add_epi32(sumi, _mm256_madd_epi16(prod, *sv));
             }
             let bsums = _mm256_loadu_si256(y.bsums.as_ptr() as *const __m256i);
             match T {

@@ -27,7 +27,11 @@ pub(super) unsafe fn gemm_r16k<const Q6: bool>(
     assert!(t1 <= t0 || g.len() == acts.q8k_row(t0).len() * bb, "R16 group and activations disagree");
     assert!(t1 <= t0 || out.len() >= (t1 - 1) * ldo + R16, "R16 output out of bounds");
     let mut t = t0;
-    while t + 4 <= t1 {
+    while t + 8 <= t1 {
+        tile::<8, Q6>(g, acts, t, out, ldo);
+        t += 8;
+    }
+    if t + 4 <= t1 {
         tile::<4, Q6>(g, acts, t, out, ldo);
         t += 4;
     }
@@ -83,20 +87,32 @@ unsafe fn tile<const T: usize, const Q6: bool>(g: &[u8], acts: &Acts, t: usize, 
                 _mm512_loadu_si512(blk.add(192) as *const _),
             );
             let (m63, m15, m3_32) = (_mm512_set1_epi32(63), _mm512_set1_epi32(15), _mm512_set1_epi32(3));
-            let mut msum = [_mm512_setzero_si512(); T];
-            for j in 0..8u32 {
-                // the 16 rows' scale and min of sub-block j (get_scale_min_k4 on each row's words)
-                let (sc, mn) = if j < 4 {
-                    (_mm512_and_si512(srl32(w0, 8 * j), m63), _mm512_and_si512(srl32(w1, 8 * j), m63))
+            // the 16 rows' scale (`sc`) or min (`w = w1`) of sub-block j: get_scale_min_k4 on each row's words
+            let six = |w: __m512i, j: u32, lo_shift: u32| {
+                if j < 4 {
+                    _mm512_and_si512(srl32(w, 8 * j), m63)
                 } else {
                     let k = 8 * (j - 4);
-                    let hi_s = _mm512_slli_epi32::<4>(_mm512_and_si512(srl32(w0, k + 6), m3_32));
-                    let hi_m = _mm512_slli_epi32::<4>(_mm512_and_si512(srl32(w1, k + 6), m3_32));
-                    (
-                        _mm512_or_si512(_mm512_and_si512(srl32(w2, k), m15), hi_s),
-                        _mm512_or_si512(_mm512_and_si512(srl32(w2, k + 4), m15), hi_m),
-                    )
-                };
+                    let hi = _mm512_slli_epi32::<4>(_mm512_and_si512(srl32(w, k + 6), m3_32));
+                    _mm512_or_si512(_mm512_and_si512(srl32(w2, k + lo_shift), m15), hi)
+                }
+            };
+            // the mins in i16 pairs (sub-blocks 2k, 2k + 1), for `vpdpwssd` with the activations' per-32 sums
+            let mins: [__m512i; 4] = std::array::from_fn(|k| {
+                _mm512_or_si512(six(w1, 2 * k as u32, 4), _mm512_slli_epi32::<16>(six(w1, 2 * k as u32 + 1, 4)))
+            });
+            let mut msum = [_mm512_setzero_si512(); T];
+            for (tt, m) in msum.iter_mut().enumerate() {
+                let bs = &y[tt].get_unchecked(b).bsums;
+                for (k, mn) in mins.iter().enumerate() {
+                    // Σ of 32 activations: |·| ≤ 32·127, an i16
+                    let ys = |j: usize| (bs[2 * j] as i32 + bs[2 * j + 1] as i32) as i16 as u16 as u32;
+                    let pair = (ys(2 * k) | ys(2 * k + 1) << 16) as i32;
+                    *m = _mm512_dpwssd_epi32(*m, *mn, _mm512_set1_epi32(pair));
+                }
+            }
+            for j in 0..8u32 {
+                let sc = six(w0, j, 0);
                 let (c, hi) = ((j / 2) as usize, j % 2);
                 let mut wv = [_mm512_setzero_si512(); 8];
                 for (gg, w) in wv.iter_mut().enumerate() {
@@ -105,16 +121,12 @@ unsafe fn tile<const T: usize, const Q6: bool>(g: &[u8], acts: &Acts, t: usize, 
                 }
                 let col = 64 * c + 32 * hi as usize;
                 for tt in 0..T {
-                    let yb = y[tt].get_unchecked(b);
-                    let q = yb.qs.as_ptr().add(col);
+                    let q = y[tt].get_unchecked(b).qs.as_ptr().add(col);
                     let mut s = _mm512_setzero_si512();
                     for (gg, w) in wv.iter().enumerate() {
                         s = _mm512_dpbusd_epi32(s, *w, bcast4(q.add(4 * gg)));
                     }
                     isum[tt] = _mm512_add_epi32(isum[tt], _mm512_mullo_epi32(s, sc));
-                    let ys = *yb.bsums.get_unchecked(2 * j as usize) as i32
-                        + *yb.bsums.get_unchecked(2 * j as usize + 1) as i32;
-                    msum[tt] = _mm512_add_epi32(msum[tt], _mm512_mullo_epi32(_mm512_set1_epi32(ys), mn));
                 }
             }
             for tt in 0..T {
