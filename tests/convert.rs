@@ -37,8 +37,42 @@ fn dequant(f: &GgufFile, name: &str) -> Vec<f32> {
     out
 }
 
+/// The metadata but `general.name` (the folder's name) and `tokenizer.ggml.padding_token_id`, which llama.cpp's
+/// converter (and ours) takes from different files per layout: mistral-common's `<pad>` in `tekken.json`, the
+/// `pad_token` of `tokenizer_config.json`, which the tiny HF checkpoint does not name
+/// (`pad_token_is_read_from_each_layout_as_llama_cpp_reads_it`).
 fn meta_without_name(f: &GgufFile) -> Vec<(String, Value)> {
-    f.header.metadata.iter().filter(|(k, _)| k != "general.name").cloned().collect()
+    let skip = ["general.name", "tokenizer.ggml.padding_token_id"];
+    f.header.metadata.iter().filter(|(k, _)| !skip.contains(&k.as_str())).cloned().collect()
+}
+
+#[test]
+fn pad_token_is_read_from_each_layout_as_llama_cpp_reads_it() {
+    let dir = TempDir::new("pad");
+    let pad = |f: &GgufFile| f.header.get("tokenizer.ggml.padding_token_id").cloned();
+    // Mistral layout: tekken.json's <pad> (id 11)
+    let (m, _) = run(&tiny("mistral"), &dir.join("m.gguf"), GgmlType::F32, GgmlType::F32);
+    assert_eq!(pad(&m), Some(Value::U32(11)));
+    // HF without a pad_token: none, as llama.cpp's own file of this checkpoint
+    let (h, _) = run(&tiny("hf"), &dir.join("h.gguf"), GgmlType::F32, GgmlType::F32);
+    assert_eq!(pad(&h), None);
+    // HF naming one in tokenizer_config.json, as a string or as {"content": …}
+    for (i, (file, edit)) in [
+        ("tokenizer_config.json", r#""pad_token": "<pad>","#),
+        ("tokenizer_config.json", r#""pad_token": {"content": "<pad>", "special": true},"#),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let src = dir.join("hf-pad");
+        let _ = std::fs::remove_dir_all(&src);
+        copy_dir(&tiny("hf"), &src);
+        let p = src.join(file);
+        let text = std::fs::read_to_string(&p).unwrap().replacen('{', &format!("{{{edit}"), 1);
+        std::fs::write(&p, text).unwrap();
+        let (f, _) = run(&src, &dir.join(&format!("p{i}.gguf")), GgmlType::F32, GgmlType::F32);
+        assert_eq!(pad(&f), Some(Value::U32(11)), "{edit}");
+    }
 }
 
 fn assert_same_files(a: &GgufFile, b: &GgufFile, what: &str) {

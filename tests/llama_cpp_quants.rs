@@ -157,3 +157,28 @@ fn a_llama_cpp_q4_k_m_file_answers_about_an_image_in_run_and_chat() {
     assert!(!answer.trim().is_empty(), "{err}");
     assert!(String::from_utf8_lossy(&out.stdout).contains(answer.trim()), "run: {answer:?}; chat: {:?}", out.stdout);
 }
+
+/// The other way round: our converter writes every metadata key llama.cpp's `convert_hf_to_gguf.py` writes for the
+/// same checkpoint (tests/fixtures/tiny/llama-cpp/text-f32.gguf), with the same value — `general.size_label`,
+/// `tokenizer.ggml.add_bos_token` (false: the chat template starts with BOS, so llama.cpp's chat path adds no
+/// second one), the token lists and ids — except `general.name`, which llama.cpp derives from the folder name by
+/// heuristics (here "Hf" for "hf"; ours is the folder name as given).
+#[test]
+fn our_converter_writes_every_key_llama_cpp_writes_with_its_value() {
+    use pixtral::gguf::GgufFile;
+    use pixtral::quant::GgmlType;
+    let theirs = GgufFile::open(fixtures().join("tiny/llama-cpp/text-f32.gguf")).unwrap();
+    let (ours, _) = common::tiny_gguf("hf", GgmlType::F32, GgmlType::F32);
+    let ours = GgufFile::open(ours).unwrap();
+    let mut checked = 0;
+    for (key, want) in &theirs.header.metadata {
+        if key == "general.name" {
+            continue;
+        }
+        let got = ours.header.get(key).unwrap_or_else(|| panic!("{key} missing from our file"));
+        assert_eq!(got, want, "{key}");
+        checked += 1;
+    }
+    assert!(checked >= 25, "{checked} keys");
+    assert_eq!(ours.header.get("tokenizer.ggml.add_bos_token"), Some(&pixtral::gguf::Value::Bool(false)));
+}

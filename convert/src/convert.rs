@@ -264,6 +264,21 @@ fn fingerprint(ck: &Checkpoint, src: &SourceSet, text: &[Item], vision: &[Item])
     Ok(format!("{:016x}", h.0))
 }
 
+/// `general.size_label` as llama.cpp's converter writes it (gguf-py `model_weight_count_rounded_notation`): the
+/// parameter count in K, M, B or T with at least two significant digits ("348K", "12B").
+fn size_label(n: u64) -> String {
+    let n = n as f64;
+    let (x, suffix) = match n {
+        n if n > 1e12 => (n * 1e-12, "T"),
+        n if n > 1e9 => (n * 1e-9, "B"),
+        n if n > 1e6 => (n * 1e-6, "M"),
+        n => (n * 1e-3, "K"),
+    };
+    let digits = format!("{}", x.round_ties_even() as u64).trim_start_matches('0').len();
+    let fix = 2usize.saturating_sub(digits);
+    format!("{x:.fix$}{suffix}")
+}
+
 /// General keys, then the config's ([`TextConfig::to_gguf`]), then the vocabulary.
 fn text_metadata(ck: &Checkpoint, opts: &Options) -> Vec<(String, Value)> {
     let t: &TextConfig = &ck.text;
@@ -276,6 +291,9 @@ fn text_metadata(ck: &Checkpoint, opts: &Options) -> Vec<(String, Value)> {
         (keys::GENERAL_QUANTIZATION_VERSION.into(), Value::U32(2)),
     ];
     meta.extend(t.to_gguf());
+    if let Some(pad) = v.pad {
+        meta.push((keys::TOKENIZER_PAD_ID.into(), Value::U32(pad)));
+    }
     meta.extend([
         (keys::TOKENIZER_MODEL.into(), Value::String("gpt2".into())),
         (keys::TOKENIZER_PRE.into(), Value::String("tekken".into())),
@@ -285,7 +303,7 @@ fn text_metadata(ck: &Checkpoint, opts: &Options) -> Vec<(String, Value)> {
         (keys::TOKENIZER_BOS_ID.into(), Value::U32(v.bos)),
         (keys::TOKENIZER_EOS_ID.into(), Value::U32(v.eos)),
         (keys::TOKENIZER_UNK_ID.into(), Value::U32(v.unk)),
-        (keys::TOKENIZER_ADD_BOS.into(), Value::Bool(true)),
+        (keys::TOKENIZER_ADD_BOS.into(), Value::Bool(v.add_bos)),
         (keys::TOKENIZER_ADD_EOS.into(), Value::Bool(false)),
         (keys::TOKENIZER_CHAT_TEMPLATE.into(), Value::String(v.chat_template.clone())),
         (keys::PIXTRAL_TOKENIZER_PATTERN.into(), Value::String(v.pattern.clone())),
@@ -525,6 +543,8 @@ pub fn convert(opts: &Options) -> Result<Summary> {
     let fp_entry = || (keys::PIXTRAL_CHECKPOINT_FINGERPRINT.to_string(), Value::String(fp.clone()));
 
     let mut text_meta = text_metadata(&ck, opts);
+    let n_params: u64 = text_items.iter().map(|i| i.entry.shape.iter().product::<usize>() as u64).sum();
+    text_meta.insert(4, (keys::GENERAL_SIZE_LABEL.into(), Value::String(size_label(n_params))));
     text_meta.push(fp_entry());
     let mut outputs = vec![Output { path: opts.out.clone(), meta: text_meta, items: text_items }];
     if let Some(v) = &ck.vision {

@@ -67,7 +67,11 @@ fn finish(
             }
         })
         .collect();
-    let mut v = Vocab { tokens, types, merges, pattern, bos: 0, eos: 0, unk: 0, chat_template };
+    // add_bos: the chat templates we write or read start with `bos_token`, so a chat prompt carries its BOS and
+    // llama.cpp's chat path must not add a second (what llama.cpp's own converter writes for a ByteLevel
+    // post-processor; `from_hf` follows that converter's rule for the checkpoint's files)
+    let mut v =
+        Vocab { tokens, types, merges, pattern, bos: 0, eos: 0, unk: 0, pad: None, add_bos: false, chat_template };
     for (slot, s) in [(&mut v.unk, "<unk>"), (&mut v.bos, "<s>"), (&mut v.eos, "</s>")] {
         *slot = v
             .tokens
@@ -195,7 +199,9 @@ pub fn from_tekken(path: &Path, vocab_size: usize) -> Result<Vocab> {
             local.into_iter().map(|(_, _, i)| format!("{} {}", spell(&b[..i], &table), spell(&b[i..], &table))),
         );
     }
-    finish(tokens, types, vocab_size, merges, pattern.to_owned(), DEFAULT_CHAT_TEMPLATE.to_owned(), path)
+    let v = finish(tokens, types, vocab_size, merges, pattern.to_owned(), DEFAULT_CHAT_TEMPLATE.to_owned(), path)?;
+    // mistral-common's pad token, as llama.cpp's Mistral-format converter reads it (`MistralVocab.pad_id`)
+    Ok(Vocab { pad: v.special_id("<pad>"), ..v })
 }
 
 /// From HF `tokenizer.json` (BPE with byte-level spelling; specials as added tokens).
@@ -277,7 +283,70 @@ pub fn from_hf_noted(dir: &Path, vocab_size: usize) -> Result<(Vocab, Option<Str
         }
         _ => (TEKKEN_PATTERN.to_owned(), None),
     };
-    Ok((Vocab { pattern, ..v }, note))
+    let (pad, add_bos) = hf_pad_and_add_bos(dir, &j, &v)?;
+    Ok((Vocab { pattern, pad, add_bos, ..v }, note))
+}
+
+/// `tokenizer.ggml.padding_token_id` and `add_bos_token` as llama.cpp's converter derives them (gguf-py
+/// `SpecialVocab`): the pad token named by `tokenizer_config.json`'s `pad_token` (a string or `{content}`) among
+/// `tokenizer.json`'s added tokens, else `config.json`'s `pad_token_id` (or its `text_config`'s); add_bos from the
+/// `post_processor` (a `TemplateProcessing` whose single sequence starts with the BOS token: true; `ByteLevel`:
+/// false), else `tokenizer_config.json`'s `add_bos_token`, else false.
+fn hf_pad_and_add_bos(dir: &Path, tok: &Json, v: &Vocab) -> Result<(Option<u32>, bool)> {
+    let cfg_path = dir.join("tokenizer_config.json");
+    let cfg = if cfg_path.is_file() { Some(read_json(&cfg_path)?) } else { None };
+    let named = |key: &str| -> Option<String> {
+        match cfg.as_ref()?.get(key)? {
+            Json::String(s) => Some(s.clone()),
+            Json::Object(o) => o.get("content")?.as_str().map(str::to_owned),
+            _ => None,
+        }
+    };
+    let added_id = |content: &str| -> Option<u32> {
+        tok.get("added_tokens")?
+            .as_array()?
+            .iter()
+            .find(|a| a.get("content").and_then(|c| c.as_str()) == Some(content))?
+            .get("id")?
+            .as_u64()
+            .map(|id| id as u32)
+    };
+    let mut pad = named("pad_token").and_then(|p| added_id(&p));
+    if pad.is_none() {
+        let config = dir.join("config.json");
+        if config.is_file() {
+            let c = read_json(&config)?;
+            let id = c.get("pad_token_id").or_else(|| c.get("text_config")?.get("pad_token_id"));
+            pad = id.and_then(|x| x.as_u64()).map(|x| x as u32);
+        }
+    }
+    let pad = pad.filter(|&p| (p as usize) < v.tokens.len());
+    let mut add_bos = None;
+    if let Some(pp) = tok.get("post_processor").filter(|p| !p.is_null()) {
+        let list = match pp.get("processors").and_then(|p| p.as_array()) {
+            Some(l) => l.iter().collect::<Vec<_>>(),
+            None => vec![pp],
+        };
+        for p in list {
+            match p.get("type").and_then(|t| t.as_str()) {
+                Some("ByteLevel") => {
+                    add_bos.get_or_insert(false);
+                }
+                Some("TemplateProcessing") => {
+                    let single = p.get("single").and_then(|s| s.as_array()).map(Vec::as_slice).unwrap_or(&[]);
+                    if single.len() > 1 {
+                        let first = single[0].get("SpecialToken").and_then(|t| t.get("id")).and_then(|i| i.as_str());
+                        if let Some(first) = first {
+                            add_bos = Some(Some(first) == v.tokens.get(v.bos as usize).map(String::as_str));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let add_bos = add_bos.or_else(|| cfg.as_ref()?.get("add_bos_token")?.as_bool()).unwrap_or(false);
+    Ok((pad, add_bos))
 }
 
 /// Tekken's reserved ids lead the vocabulary: `<unk> <s> </s> [INST] [/INST]` as control tokens (mistral-common

@@ -23,6 +23,7 @@ pub const DEFAULT_ALIGNMENT: u32 = 32;
 pub mod keys {
     pub const GENERAL_ARCHITECTURE: &str = "general.architecture";
     pub const GENERAL_NAME: &str = "general.name";
+    pub const GENERAL_SIZE_LABEL: &str = "general.size_label";
     pub const GENERAL_TYPE: &str = "general.type";
     pub const GENERAL_ALIGNMENT: &str = "general.alignment";
     pub const GENERAL_FILE_TYPE: &str = "general.file_type";
@@ -52,6 +53,7 @@ pub mod keys {
     pub const TOKENIZER_EOS_ID: &str = "tokenizer.ggml.eos_token_id";
     pub const TOKENIZER_UNK_ID: &str = "tokenizer.ggml.unknown_token_id";
     pub const TOKENIZER_ADD_BOS: &str = "tokenizer.ggml.add_bos_token";
+    pub const TOKENIZER_PAD_ID: &str = "tokenizer.ggml.padding_token_id";
     pub const TOKENIZER_ADD_EOS: &str = "tokenizer.ggml.add_eos_token";
     pub const TOKENIZER_CHAT_TEMPLATE: &str = "tokenizer.chat_template";
     /// Ours (llama.cpp hard-codes the Tekken regex behind `pre = tekken`): the split pattern, for readers

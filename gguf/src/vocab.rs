@@ -27,6 +27,10 @@ pub struct Vocab {
     pub bos: u32,
     pub eos: u32,
     pub unk: u32,
+    /// `tokenizer.ggml.padding_token_id`, where the checkpoint names a pad token.
+    pub pad: Option<u32>,
+    /// `tokenizer.ggml.add_bos_token`: whether a plain prompt starts with BOS (the chat template adds its own).
+    pub add_bos: bool,
     pub chat_template: String,
 }
 
