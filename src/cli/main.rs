@@ -153,7 +153,8 @@ pub struct ModelArgs {
     /// Tokens kept at the start of the context by --context-shift (default: BOS and the system part).
     #[arg(long)]
     keep: Option<usize>,
-    /// KV cache storage: f16 (half the memory) or f32.
+    /// KV cache storage: f16 (default: half of f32), q8_0 (ggml blocks, 53 % of f16; logits move by ~1–3 % of their
+    /// range; needs a head size that is a multiple of 32, as Pixtral's 128) or f32 (exact).
     #[arg(long, default_value = "f16", value_parser = parse_kv_type)]
     kv_type: KvType,
     /// Threads, at least 1 (default: the physical cores; 1 = serial, no worker threads).
@@ -249,7 +250,8 @@ pub fn parse_kv_type(s: &str) -> Result<KvType, String> {
     match s.to_ascii_lowercase().as_str() {
         "f16" => Ok(KvType::F16),
         "f32" => Ok(KvType::F32),
-        _ => Err(format!("{s:?} is not f16 or f32")),
+        "q8_0" => Ok(KvType::Q8_0),
+        _ => Err(format!("{s:?} is not f16, f32 or q8_0")),
     }
 }
 

@@ -1,5 +1,7 @@
 //! KV cache: per layer, `capacity` slots of `n_heads_kv · head_dim` keys and values, stored as f16 (default:
-//! half the memory; logits move by ~5e-4 of their range on the tiny model) or f32 (exact to the reference).
+//! half the memory; logits move by ~5e-4 of their range on the tiny model), f32 (exact to the reference), or Q8_0
+//! (ggml's block layout, as llama.cpp's `--cache-type-k/v q8_0`: 34 bytes per 32 values, 53 % of f16; each value
+//! within half a step `amax/254` of its block, logits ~5e-3 of their range on the tiny model).
 //!
 //! Keys are stored rotated for their absolute position, so attention needs no re-rotation when slots are
 //! reused (RoPE scores depend on position differences only). Two policies when full:
@@ -13,26 +15,38 @@
 //! decode leaves no trace).
 
 use half::f16;
+use pixtral_quant::BlockQ8_0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KvType {
     F16,
     F32,
+    /// ggml's Q8_0 blocks; rows (a head's part of a slot) must be whole blocks of 32
+    Q8_0,
 }
 
 impl KvType {
-    pub fn bytes(self) -> usize {
+    /// Bytes of `n` values (`n` a multiple of 32 for Q8_0).
+    pub fn row_bytes(self, n: usize) -> usize {
         match self {
-            KvType::F16 => 2,
-            KvType::F32 => 4,
+            KvType::F16 => 2 * n,
+            KvType::F32 => 4 * n,
+            KvType::Q8_0 => n / 32 * BlockQ8_0::BYTES,
         }
+    }
+
+    /// Whether rows of `n` values (a KV head: `head_dim`) can be stored.
+    pub fn fits(self, n: usize) -> bool {
+        self != KvType::Q8_0 || n.is_multiple_of(32)
     }
 }
 
-/// f16 values are kept as little-endian bytes, the layout the quant kernels read (`dot_f16`, `axpy_f16`).
+/// f16 values are kept as little-endian bytes, the layout the quant kernels read (`dot_f16`, `axpy_f16`); Q8_0 as
+/// ggml's 34-byte blocks.
 enum Store {
     F16(Vec<u8>),
     F32(Vec<f32>),
+    Q8_0(Vec<u8>),
 }
 
 /// One cached row (or a head's part of it).
@@ -41,6 +55,13 @@ pub enum Row<'a> {
     /// f16 values as little-endian bytes
     F16(&'a [u8]),
     F32(&'a [f32]),
+    /// Q8_0 blocks (34 bytes per 32 values)
+    Q8_0(&'a [u8]),
+}
+
+/// The blocks of a Q8_0 row as (scale, 32 values).
+fn q8_blocks(x: &[u8]) -> impl Iterator<Item = (f32, &[u8])> {
+    x.chunks_exact(BlockQ8_0::BYTES).map(|b| (f16::from_le_bytes([b[0], b[1]]).to_f32(), &b[2..]))
 }
 
 impl<'a> Row<'a> {
@@ -49,6 +70,10 @@ impl<'a> Row<'a> {
         match self {
             Row::F16(x) => Row::F16(&x[2 * r.start..2 * r.end]),
             Row::F32(x) => Row::F32(&x[r]),
+            Row::Q8_0(x) => {
+                debug_assert!(r.start % 32 == 0 && r.end % 32 == 0, "Q8_0 rows are sliced at block edges");
+                Row::Q8_0(&x[r.start / 32 * BlockQ8_0::BYTES..r.end / 32 * BlockQ8_0::BYTES])
+            }
         }
     }
 
@@ -57,6 +82,12 @@ impl<'a> Row<'a> {
         match self {
             Row::F16(x) => (pixtral_quant::kernels::selected().dot_f16)(x, q),
             Row::F32(x) => crate::ops::dot_f32(q, x),
+            // per block: d · Σ q_i·x_i (the query stays f32, as llama.cpp's flash attention on a Q8_0 cache
+            // converts it to the cache type: close, not equal)
+            Row::Q8_0(x) => q8_blocks(x)
+                .zip(q.chunks_exact(32))
+                .map(|((d, qs), q)| d * qs.iter().zip(q).map(|(&v, q)| v as i8 as f32 * q).sum::<f32>())
+                .sum(),
         }
     }
 
@@ -65,6 +96,12 @@ impl<'a> Row<'a> {
         match self {
             Row::F16(x) => (pixtral_quant::kernels::selected().axpy_f16)(w, x, out),
             Row::F32(x) => out.iter_mut().zip(x).for_each(|(o, v)| *o += w * v),
+            Row::Q8_0(x) => {
+                for ((d, qs), out) in q8_blocks(x).zip(out.chunks_exact_mut(32)) {
+                    let wd = w * d;
+                    out.iter_mut().zip(qs).for_each(|(o, &v)| *o += wd * v as i8 as f32);
+                }
+            }
         }
     }
 
@@ -73,6 +110,11 @@ impl<'a> Row<'a> {
         match self {
             Row::F16(x) => (pixtral_quant::kernels::selected().widen_f16)(x, out),
             Row::F32(x) => out.copy_from_slice(x),
+            Row::Q8_0(x) => {
+                for ((d, qs), out) in q8_blocks(x).zip(out.chunks_exact_mut(32)) {
+                    out.iter_mut().zip(qs).for_each(|(o, &v)| *o = v as i8 as f32 * d);
+                }
+            }
         }
     }
 
@@ -80,6 +122,11 @@ impl<'a> Row<'a> {
         match self {
             Row::F16(x) => out.extend(x.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32())),
             Row::F32(x) => out.extend_from_slice(x),
+            Row::Q8_0(x) => {
+                let at = out.len();
+                out.resize(at + x.len() / BlockQ8_0::BYTES * 32, 0.0);
+                self.widen(&mut out[at..]);
+            }
         }
     }
 }
@@ -89,6 +136,7 @@ impl Store {
         match ty {
             KvType::F16 => Store::F16(vec![0; 2 * n]),
             KvType::F32 => Store::F32(vec![0.0; n]),
+            KvType::Q8_0 => Store::Q8_0(vec![0; KvType::Q8_0.row_bytes(n)]),
         }
     }
 
@@ -96,6 +144,7 @@ impl Store {
         match self {
             Store::F16(x) => Row::F16(&x[2 * o..2 * (o + n)]),
             Store::F32(x) => Row::F32(&x[o..o + n]),
+            Store::Q8_0(x) => Row::Q8_0(&x[o / 32 * BlockQ8_0::BYTES..(o + n) / 32 * BlockQ8_0::BYTES]),
         }
     }
 
@@ -106,6 +155,13 @@ impl Store {
                 .zip(src)
                 .for_each(|(d, s)| d.copy_from_slice(&f16::from_f32(*s).to_le_bytes())),
             Store::F32(x) => x[o..o + src.len()].copy_from_slice(src),
+            // ggml's reference rounding; re-encoding a decoded block gives it back exactly (rollback relies on it)
+            Store::Q8_0(x) => {
+                let dst = &mut x[o / 32 * BlockQ8_0::BYTES..(o + src.len()) / 32 * BlockQ8_0::BYTES];
+                for (s, d) in src.chunks_exact(32).zip(dst.chunks_exact_mut(BlockQ8_0::BYTES)) {
+                    BlockQ8_0::quantize_ref(s.try_into().expect("32 values")).write_to(d);
+                }
+            }
         }
     }
 }
@@ -162,7 +218,7 @@ impl KvCache {
     /// Bytes of the cache for a config: what `--ctx-size` costs.
     /// Bytes of the keys and values (saturating: an absurd capacity gives `usize::MAX`, never an overflow).
     pub fn bytes_for(n_layers: usize, kv_dim: usize, capacity: usize, ty: KvType) -> usize {
-        (2 * n_layers * kv_dim * ty.bytes()).saturating_mul(capacity)
+        (2 * n_layers * ty.row_bytes(kv_dim)).saturating_mul(capacity)
     }
 
     pub fn is_ring(&self) -> bool {
@@ -282,5 +338,62 @@ impl KvCache {
         self.next_pos = 0;
         self.head = self.keep.unwrap_or(0);
         self.txn = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(kv: &KvCache) -> Vec<f32> {
+        let mut out = Vec::new();
+        for l in 0..kv.n_layers {
+            for s in 0..kv.capacity {
+                kv.k_at(l, s).to_vec(&mut out);
+                kv.v_at(l, s).to_vec(&mut out);
+            }
+        }
+        out
+    }
+
+    /// A ring cache of every type: a transaction that overwrote slots rolls back to the same values, to the bit
+    /// (Q8_0: re-encoding a decoded block gives the block back), and Q8_0 holds each value within half a step.
+    #[test]
+    fn rollback_restores_every_type_exactly_and_q8_0_is_within_half_a_step() {
+        let (layers, dim, cap) = (2, 64, 8);
+        let val = |l: usize, p: usize, i: usize| ((l * 7 + p * 13 + i * 5) % 23) as f32 * 0.37 - 4.0 + p as f32;
+        for ty in [KvType::F16, KvType::F32, KvType::Q8_0] {
+            let mut kv = KvCache::new(layers, dim, cap, Some(2), ty);
+            let row = |l, p| (0..dim).map(|i| val(l, p, i)).collect::<Vec<f32>>();
+            for p in 0..11 {
+                let slot = kv.reserve().unwrap();
+                for l in 0..layers {
+                    kv.write(l, slot, &row(l, p), &row(l + 5, p));
+                }
+            }
+            if ty == KvType::Q8_0 {
+                // slot 2 holds position 8 (two sink slots, then the ring wrapped once)
+                let (mut got, want) = (vec![0f32; dim], row(1, 8));
+                kv.k_at(1, 2).widen(&mut got);
+                for blk in 0..dim / 32 {
+                    let amax = want[32 * blk..32 * blk + 32].iter().fold(0f32, |m, x| m.max(x.abs()));
+                    for i in 32 * blk..32 * blk + 32 {
+                        assert!((got[i] - want[i]).abs() <= amax / 254.0 * 1.01, "{i}: {} vs {}", got[i], want[i]);
+                    }
+                }
+            }
+            let before = rows(&kv);
+            kv.begin();
+            for p in 11..15 {
+                let slot = kv.reserve().unwrap();
+                for l in 0..layers {
+                    kv.write(l, slot, &row(l, p + 100), &row(l, p + 200));
+                }
+            }
+            assert_ne!(rows(&kv), before, "{ty:?}: the transaction wrote nothing");
+            kv.rollback();
+            let after = rows(&kv);
+            assert!(after.iter().zip(&before).all(|(a, b)| a.to_bits() == b.to_bits()), "{ty:?}: rollback not exact");
+        }
     }
 }

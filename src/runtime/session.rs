@@ -92,6 +92,12 @@ impl<'m> Session<'m> {
     /// Refuse, with both numbers, a session the memory cannot hold (MemAvailable and the cgroup limit), instead
     /// of the kernel's OOM killer deciding later. Needs only the config, so a front end can ask before loading.
     pub fn check_memory(c: &TextConfig, opts: &SessionOptions) -> Result<()> {
+        if !opts.kv_type.fits(c.head_dim) {
+            return Err(Error::Invalid(format!(
+                "--kv-type q8_0 needs a head size that is a multiple of 32 (the block size); this model's is {}",
+                c.head_dim
+            )));
+        }
         let need = Self::bytes_for(c, opts);
         if let Some(available) = crate::gguf::os::available_memory() {
             if need > available {

@@ -174,6 +174,9 @@ fn load(st: &Arc<AppState>) -> anyhow::Result<()> {
     let engine = Arc::new(Engine::load(&o.model, &o.engine)?);
     let c = &engine.model.cfg;
     let ctx_per_slot = (o.ctx_size / o.parallel).min(c.context_length.max(1));
+    if !o.kv_type.fits(c.head_dim) {
+        anyhow::bail!("--kv-type q8_0 needs a head size that is a multiple of 32; this model's is {}", c.head_dim);
+    }
     // every slot's KV cache, the batch's activations: refused with both numbers before allocating
     let kv = KvCache::bytes_for(c.n_layers, c.n_heads_kv * c.head_dim, ctx_per_slot, o.kv_type) as u64;
     let need = kv.saturating_mul(o.parallel as u64);
