@@ -5,6 +5,8 @@ Writes tests/fixtures/llama-cpp-quants/:
                         tinyk_checkpoint), converted by llama.cpp's convert_hf_to_gguf.py and quantized by
                         llama.cpp (`llama_model_quantize`, no importance matrix) into the mixes users download: Q2_K,
                         Q3_K_M, Q4_K_M, Q5_K_M, IQ4_XS (between them every K type: Q6_K is their output.weight)
+  tinyk-BF16.gguf       the converted checkpoint itself (BF16 holds its bf16 weights exactly): the input of the mixes
+                        above, and of `pixtral quantize` in the tests, which must give their bytes
   tinyk-mmproj-f32.gguf its vision tower (the tiny model's widths), by the same converter's --mmproj mode
   tiny-<MIX>.gguf       the committed 64-wide tiny model (tests/fixtures/tiny/llama-cpp/text-f32.gguf) quantized to
                         Q4_1, Q5_0, Q5_1, IQ4_NL (and Q4_K_M, whose rows are not whole super-blocks, so llama.cpp
@@ -90,7 +92,7 @@ def tinyk_checkpoint(d):
     save_file(sd, os.path.join(d, "model.safetensors"), metadata={"format": "pt"})
 
 
-def convert(llama_cpp_dir, src, out, mmproj=False):
+def convert(llama_cpp_dir, src, out, mmproj=False, outtype="f32"):
     # as scripts/gen_text_reference.py: llama.cpp identifies the pre-tokenizer by a hash the tiny vocabulary does
     # not match (it is Tekken), and its mmproj name map covers range(block_count) only
     code = ("import sys; sys.path.insert(0, sys.argv[1]); sys.argv = sys.argv[1:]; "
@@ -98,7 +100,7 @@ def convert(llama_cpp_dir, src, out, mmproj=False):
             "import convert_hf_to_gguf as c; from conversion.base import TextModel; "
             "TextModel.get_vocab_base_pre = lambda self, tokenizer: 'tekken'; c.main()")
     env = {**os.environ, "PYTHONPATH": os.path.join(llama_cpp_dir, "gguf-py")}
-    args = [sys.executable, "-c", code, llama_cpp_dir, src, "--outtype", "f32", "--outfile", out]
+    args = [sys.executable, "-c", code, llama_cpp_dir, src, "--outtype", outtype, "--outfile", out]
     r = subprocess.run(args + (["--mmproj"] if mmproj else []), env=env, capture_output=True, text=True)
     if r.returncode != 0:
         sys.exit(f"llama.cpp's converter failed on {src}:\n{r.stderr[-3000:]}")
@@ -151,8 +153,9 @@ def main():
         ck = os.path.join(d, "hf")
         os.makedirs(ck)
         tinyk_checkpoint(ck)
-        f32 = os.path.join(d, "tinyk-f32.gguf")
-        convert(llama_cpp_dir, ck, f32)
+        # BF16 holds the padded bf16 checkpoint exactly: the input of the quantization tests (ours vs these files)
+        f32 = os.path.join(OUT, "tinyk-BF16.gguf")
+        convert(llama_cpp_dir, ck, f32, outtype="bf16")
         convert(llama_cpp_dir, ck, os.path.join(OUT, "tinyk-mmproj-f32.gguf"), mmproj=True)
         for mix in K_MIXES:
             out = os.path.join(OUT, f"tinyk-{mix}.gguf")

@@ -182,3 +182,75 @@ fn our_converter_writes_every_key_llama_cpp_writes_with_its_value() {
     assert!(checked >= 25, "{checked} keys");
     assert_eq!(ours.header.get("tokenizer.ggml.add_bos_token"), Some(&pixtral::gguf::Value::Bool(false)));
 }
+
+/// `pixtral quantize` writes llama.cpp's files byte for byte (its per-tensor mix rules, fallbacks, tensor order,
+/// metadata, and ggml's reference quantizers): every committed llama.cpp output, from the same input.
+/// (`scripts/check_quantize_vs_llama_cpp.py` runs all 14 mixes on both models against llama-cpp-python.)
+#[test]
+fn pixtral_quantize_writes_llama_cpp_files_byte_for_byte() {
+    use pixtral::convert::quantize::{quantize, Mix, Options};
+    let tmp = common::TempDir::new("quantize");
+    let cases = [
+        ("tinyk-BF16.gguf", ["Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M"].as_slice(), "tinyk"),
+        ("../tiny/llama-cpp/text-f32.gguf", ["Q4_1", "Q5_0", "Q5_1", "Q4_K_M"].as_slice(), "tiny"),
+    ];
+    let mut n = 0;
+    for (src, mixes, stem) in cases {
+        for mix in mixes {
+            let out = tmp.join(&format!("{stem}-{mix}.gguf"));
+            let opts = Options {
+                input: dir().join(src),
+                output: out.clone(),
+                mix: Mix::from_name(mix).unwrap(),
+                allow_requantize: false,
+                force: false,
+            };
+            let s = quantize(&opts).unwrap_or_else(|e| panic!("{stem} {mix}: {e}"));
+            let (ours, theirs) =
+                (std::fs::read(&out).unwrap(), std::fs::read(dir().join(format!("{stem}-{mix}.gguf"))).unwrap());
+            assert!(
+                ours == theirs,
+                "{stem} {mix}: our file differs from llama.cpp's ({} vs {} bytes)",
+                ours.len(),
+                theirs.len()
+            );
+            assert!(!tmp.join(&format!("{stem}-{mix}.gguf.partial")).exists());
+            assert_eq!(s.n_tensors, 21);
+            n += 1;
+        }
+    }
+    assert_eq!(n, 8);
+}
+
+/// Bad requests leave nothing behind and name what is wrong.
+#[test]
+fn pixtral_quantize_refuses_what_it_cannot_do() {
+    use std::process::Command;
+    let tmp = common::TempDir::new("quantize-bad");
+    let q = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_pixtral")).arg("quantize").args(args).output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (src, mmproj, q4km) =
+        (dir().join("tinyk-BF16.gguf"), dir().join("tinyk-mmproj-f32.gguf"), dir().join("tinyk-Q4_K_M.gguf"));
+    let (src, mmproj, q4km) = (src.to_str().unwrap(), mmproj.to_str().unwrap(), q4km.to_str().unwrap());
+    let out = tmp.join("o.gguf");
+    let out = out.to_str().unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&[src, out, "Q4_K_X"], "is not a mix; one of F32, F16, Q4_0"),
+        (&[src, out, "IQ4_XS"], "does not write it"),
+        (&[mmproj, out, "Q4_K_M"], "writes text models"),
+        (&[q4km, out, "Q6_K"], "is already quantized (Q4_K)"),
+        (&["/nonexistent.gguf", out, "Q6_K"], "/nonexistent.gguf"),
+    ];
+    for (args, want) in cases {
+        let (ok, err) = q(args);
+        assert!(!ok && err.contains(want), "{args:?}: {err}");
+        assert!(!std::path::Path::new(out).exists() && !std::path::Path::new(&format!("{out}.partial")).exists());
+    }
+    // requantizing on request works, and an existing output is kept unless --force
+    let (ok, err) = q(&[q4km, out, "Q6_K", "--allow-requantize"]);
+    assert!(ok, "{err}");
+    let (ok, err) = q(&[src, out, "Q8_0"]);
+    assert!(!ok && err.contains("exists"), "{err}");
+}

@@ -12,6 +12,7 @@ pub mod convert;
 pub mod error;
 pub mod mapping;
 pub mod policy;
+pub mod quantize;
 pub mod source;
 pub mod tokenizer;
 

@@ -17,6 +17,7 @@ pub mod float;
 pub mod isa;
 pub mod kernels;
 pub mod kquants;
+pub mod kquants_ref;
 pub mod matmul;
 pub mod q4_0;
 pub mod q8_0;
@@ -110,6 +111,11 @@ pub fn quantize_row_ref(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(),
         GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 => {
             for (x, d) in src.chunks_exact(32).zip(dst.chunks_exact_mut(ty.type_size())) {
                 kquants::quantize_block_legacy(ty, x.try_into().expect("chunk of 32"), d);
+            }
+        }
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+            for (x, d) in src.chunks_exact(kquants::QK_K).zip(dst.chunks_exact_mut(ty.type_size())) {
+                kquants_ref::quantize_block_k(ty, x, d);
             }
         }
         other => return Err(QuantError::Unsupported(other)),

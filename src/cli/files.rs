@@ -39,6 +39,38 @@ pub fn convert(
     Ok(())
 }
 
+/// `pixtral quantize`: requantize a text GGUF into a llama-quantize mix.
+pub fn quantize(
+    input: PathBuf,
+    output: PathBuf,
+    mix: pixtral::convert::quantize::Mix,
+    allow_requantize: bool,
+    force: bool,
+) -> anyhow::Result<()> {
+    pixtral::gguf::os::install_interrupt_handler();
+    let opts = pixtral::convert::quantize::Options { input, output: output.clone(), mix, allow_requantize, force };
+    let s = pixtral::convert::quantize::quantize(&opts)?;
+    let mb = |b: u64| b as f64 / 1e6;
+    let types: Vec<String> = s.types.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    eprintln!(
+        "{}: {} tensors ({}), {:.1} MB -> {:.1} MB in {:.1} s ({:.0} MB/s){}",
+        mix.name,
+        s.n_tensors,
+        types.join(", "),
+        mb(s.in_bytes),
+        mb(s.out_bytes),
+        s.seconds,
+        mb(s.in_bytes) / s.seconds.max(1e-9),
+        if s.fallbacks > 0 {
+            format!("; {} tensors of partial blocks took a fallback type, as llama.cpp's", s.fallbacks)
+        } else {
+            String::new()
+        }
+    );
+    eprintln!("wrote {}", output.display());
+    Ok(())
+}
+
 fn show(v: &Value, full: bool) -> String {
     match v {
         Value::String(s) if !full && s.len() > 120 => {

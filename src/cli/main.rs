@@ -65,6 +65,24 @@ enum Cmd {
         #[arg(long, value_name = "silu|gelu")]
         vision_act: Option<pixtral::gguf::config::VisionAct>,
     },
+    /// Requantize a text GGUF into one of llama-quantize's mixes (its names and per-tensor rules; without an
+    /// importance matrix the tensors equal llama.cpp's, byte for byte): IN and OUT are GGUF files.
+    Quantize {
+        /// Input text GGUF, ideally F16/BF16/F32 (quantized tensors need --allow-requantize).
+        input: PathBuf,
+        /// Output GGUF (written as OUT.partial, then renamed).
+        output: PathBuf,
+        /// Mix: Q4_K_M, Q5_K_M, Q6_K, Q3_K_M, Q3_K_S, Q3_K_L, Q4_K_S, Q5_K_S, Q2_K, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1,
+        /// F16, BF16, F32.
+        #[arg(value_parser = parse_mix)]
+        mix: pixtral::convert::quantize::Mix,
+        /// Requantize tensors that are already quantized (through f32: the errors add up).
+        #[arg(long)]
+        allow_requantize: bool,
+        /// Overwrite an existing OUT.
+        #[arg(long)]
+        force: bool,
+    },
     /// Generate text: the answer streams to stdout, header and timings go to stderr.
     Run(RunArgs),
     /// Talk with the model: a REPL with history, images, /commands (type /help), the KV cache reused
@@ -246,6 +264,17 @@ pub struct SamplingArgs {
     stop: Vec<String>,
 }
 
+fn parse_mix(s: &str) -> Result<pixtral::convert::quantize::Mix, String> {
+    pixtral::convert::quantize::Mix::from_name(s).ok_or_else(|| {
+        let not_yet = ["IQ4_XS", "IQ4_NL", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S"];
+        if not_yet.contains(&s.to_ascii_uppercase().as_str()) {
+            format!("{s}: pixtral runs files of this mix but does not write it (its grid-search quantizer is not ported); use llama-quantize")
+        } else {
+            format!("{s:?} is not a mix; one of {}", pixtral::convert::quantize::Mix::names())
+        }
+    })
+}
+
 pub fn parse_kv_type(s: &str) -> Result<KvType, String> {
     match s.to_ascii_lowercase().as_str() {
         "f16" => Ok(KvType::F16),
@@ -343,6 +372,9 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Convert { src, outtype, vision_type, out, force, vision_act } => {
             files::convert(src, outtype, vision_type, out, force, vision_act)
+        }
+        Cmd::Quantize { input, output, mix, allow_requantize, force } => {
+            files::quantize(input, output, mix, allow_requantize, force)
         }
         Cmd::Inspect { file, full } => files::inspect(file, full),
         Cmd::Run(a) => run::run(a),

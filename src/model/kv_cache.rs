@@ -71,7 +71,10 @@ impl<'a> Row<'a> {
             Row::F16(x) => Row::F16(&x[2 * r.start..2 * r.end]),
             Row::F32(x) => Row::F32(&x[r]),
             Row::Q8_0(x) => {
-                debug_assert!(r.start.is_multiple_of(32) && r.end.is_multiple_of(32), "Q8_0 rows are sliced at block edges");
+                debug_assert!(
+                    r.start.is_multiple_of(32) && r.end.is_multiple_of(32),
+                    "Q8_0 rows are sliced at block edges"
+                );
                 Row::Q8_0(&x[r.start / 32 * BlockQ8_0::BYTES..r.end / 32 * BlockQ8_0::BYTES])
             }
         }
