@@ -42,6 +42,7 @@ fn decoding_does_not_allocate_per_token() {
         force: true,
         progress: false,
         vision_act: None,
+        mix: None,
     };
     pixtral::convert::convert(&opts).unwrap();
     let model = Model::load(&out).unwrap();

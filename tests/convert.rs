@@ -22,7 +22,16 @@ fn expect() -> serde_json::Value {
 }
 
 fn opts(src: &Path, out: &Path, outtype: GgmlType, vision_type: GgmlType) -> Options {
-    Options { src: src.into(), out: out.into(), outtype, vision_type, force: false, progress: false, vision_act: None }
+    Options {
+        src: src.into(),
+        out: out.into(),
+        outtype,
+        vision_type,
+        force: false,
+        progress: false,
+        vision_act: None,
+        mix: None,
+    }
 }
 
 fn run(src: &Path, out: &Path, outtype: GgmlType, vision_type: GgmlType) -> (GgufFile, GgufFile) {
@@ -872,4 +881,35 @@ fn general_name_comes_from_the_checkpoint_not_a_hash_folder() {
     assert_eq!(checkpoint_name(&bare, Some("/home/me/ckpts/my-pixtral/")), "my-pixtral");
     assert_eq!(checkpoint_name(&bare, Some(&format!("/cache/snapshots/{hash}"))), "Pixtral");
     assert_eq!(checkpoint_name(&tiny("mistral"), None), "mistral");
+}
+
+/// `--outtype <mix>`: the text tensors `pixtral quantize` writes from the F32 conversion (same types and bytes;
+/// those are llama.cpp's, `tests/llama_cpp_quants.rs`), and the mix's `general.file_type`.
+#[test]
+fn outtype_mix_stores_the_tensors_quantize_writes() {
+    use pixtral::convert::quantize::{quantize, Mix};
+    let dir = TempDir::new("mix");
+    let (f32_file, _) = run(&tiny("hf"), &dir.join("f32.gguf"), GgmlType::F32, GgmlType::F16);
+    drop(f32_file);
+    for name in ["Q4_K_M", "Q2_K", "Q6_K", "Q5_1"] {
+        let mix = Mix::from_name(name).unwrap();
+        let out = dir.join(&format!("{name}.gguf"));
+        convert(&Options { mix: Some(mix), ..opts(&tiny("hf"), &out, mix.base, GgmlType::F16) }).unwrap();
+        let q = dir.join(&format!("{name}-q.gguf"));
+        let o = pixtral::convert::quantize::Options {
+            input: dir.join("f32.gguf"),
+            output: q.clone(),
+            mix,
+            allow_requantize: false,
+            force: false,
+        };
+        quantize(&o).unwrap();
+        let (a, b) = (GgufFile::open(&out).unwrap(), GgufFile::open(&q).unwrap());
+        assert_eq!(a.header.get("general.file_type"), Some(&Value::U32(mix.ftype)), "{name}");
+        for t in &b.header.tensors {
+            let u = a.header.tensor(&t.name).unwrap();
+            assert_eq!(u.ty, t.ty, "{name} {}", t.name);
+            assert!(a.data(u) == b.data(t), "{name} {}: bytes differ", t.name);
+        }
+    }
 }

@@ -20,6 +20,7 @@ fn interrupt_leaves_nothing_behind() {
         force: false,
         progress: false,
         vision_act: None,
+        mix: None,
     };
     os::request_interrupt();
     let e = convert(&opts).err();

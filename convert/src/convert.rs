@@ -42,6 +42,10 @@ pub struct Options {
     /// The vision FFN activation whatever the config says (`--vision-act`); `None`: the config's, where an
     /// explicit "gelu" in an HF config is refused (see [`crate::checkpoint`]).
     pub vision_act: Option<VisionAct>,
+    /// A llama-quantize mix for the text weights (`--outtype q4_k_m` …), which then replaces `outtype`: each
+    /// tensor takes the type the mix's rules give it ([`crate::quantize::mix_types`]), so the file holds the
+    /// tensors `pixtral quantize` (and llama.cpp's `llama-quantize`) would write from a BF16/F32 conversion.
+    pub mix: Option<crate::quantize::Mix>,
 }
 
 #[derive(Debug, Clone)]
@@ -155,6 +159,17 @@ fn plan(ck: &Checkpoint, src: &SourceSet, opts: &Options) -> Result<(Vec<Item>, 
     let sources = mapping::sources(ck, &text_entries, &vision_entries, &src.tensors);
     let mut used = std::collections::BTreeSet::new();
     let mut items = Vec::with_capacity(sources.len());
+    let mixed: Vec<Option<GgmlType>> = match opts.mix {
+        Some(mix) => {
+            // ggml order of the shapes (ne[0] = row length)
+            let named: Vec<(String, Vec<u64>)> = text_entries
+                .iter()
+                .map(|e| (e.name.clone(), e.shape.iter().rev().map(|&d| d as u64).collect()))
+                .collect();
+            crate::quantize::mix_types(mix, ck.text.n_layers, ck.text.n_heads, ck.text.n_heads_kv, &named)
+        }
+        None => vec![None; text_entries.len()],
+    };
     for (entry, (source, transform)) in text_entries.iter().chain(&vision_entries).zip(sources) {
         let t = src.tensors.get(&source).ok_or_else(|| ConvertError::MissingTensor {
             dir: ck.dir.clone(),
@@ -191,7 +206,10 @@ fn plan(ck: &Checkpoint, src: &SourceSet, opts: &Options) -> Result<(Vec<Item>, 
                 });
             }
         }
-        let ty = policy::target_type(entry.role, *entry.shape.last().unwrap_or(&1), opts.outtype, opts.vision_type);
+        let ty = match mixed.get(items.len()).copied().flatten() {
+            Some(ty) => ty,
+            None => policy::target_type(entry.role, *entry.shape.last().unwrap_or(&1), opts.outtype, opts.vision_type),
+        };
         used.insert(source.clone());
         items.push(Item { entry: entry.clone(), ty, source, src: t.clone(), transform });
     }
@@ -287,7 +305,7 @@ fn text_metadata(ck: &Checkpoint, opts: &Options) -> Vec<(String, Value)> {
         (keys::GENERAL_ARCHITECTURE.into(), Value::String(TextConfig::ARCHITECTURE.into())),
         (keys::GENERAL_TYPE.into(), Value::String("model".into())),
         (keys::GENERAL_NAME.into(), Value::String(ck.name.clone())),
-        (keys::GENERAL_FILE_TYPE.into(), Value::U32(policy::file_type(opts.outtype))),
+        (keys::GENERAL_FILE_TYPE.into(), Value::U32(opts.mix.map_or(policy::file_type(opts.outtype), |m| m.ftype))),
         (keys::GENERAL_QUANTIZATION_VERSION.into(), Value::U32(2)),
     ];
     meta.extend(t.to_gguf());
@@ -521,7 +539,9 @@ fn verify(path: &Path, meta: &[(String, Value)], specs: &[TensorSpec]) -> Result
 /// Convert `opts.src` to `opts.out` (+ `mmproj_path(opts.out)` when the checkpoint has a vision tower).
 pub fn convert(opts: &Options) -> Result<Summary> {
     let start = Instant::now();
-    if !matches!(opts.outtype, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0) {
+    if opts.mix.is_none()
+        && !matches!(opts.outtype, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0)
+    {
         return Err(ConvertError::Usage(format!(
             "--outtype {} is not one of f32, f16, bf16, q8_0, q4_0",
             opts.outtype

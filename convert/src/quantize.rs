@@ -93,14 +93,54 @@ fn use_more_bits(i: i64, n: i64) -> bool {
 }
 
 /// Whether llama.cpp quantizes a tensor (`tensor_allows_quantization`, the branches a Mistral/Pixtral file meets).
-fn quantizable(t: &TensorInfo) -> bool {
+fn quantizable(name: &str, ne: &[u64]) -> bool {
     // ggml_n_dims: up to the last dimension larger than 1
-    let n_dims = t.ne.iter().rposition(|&d| d > 1).map_or(1, |i| i + 1);
+    let n_dims = ne.iter().rposition(|&d| d > 1).map_or(1, |i| i + 1);
     n_dims >= 2
-        && t.name.ends_with("weight")
-        && !t.name.contains("_norm.weight")
-        && !t.name.contains(".position_embd")
-        && !t.name.contains(".patch_embd")
+        && name.ends_with("weight")
+        && !name.contains("_norm.weight")
+        && !name.contains(".position_embd")
+        && !name.contains(".patch_embd")
+}
+
+/// llama.cpp's order of a file's tensors: its loader's weight map, sorted by layer (non-layer tensors first), then
+/// by name. The rules' counters run in this order, and `llama_model_quantize` writes the tensors in it.
+fn llama_order(a: &str, b: &str) -> std::cmp::Ordering {
+    let layer = |n: &str| -> i64 {
+        n.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|d| d.parse().ok()).unwrap_or(-1)
+    };
+    (layer(a), a.as_bytes()).cmp(&(layer(b), b.as_bytes()))
+}
+
+/// The type `mix` gives each of a text model's tensors (`(name, ggml ne)`, any order), for a model of `n_layer`
+/// layers and `n_head / n_head_kv` query heads per KV head: `None` for a tensor llama.cpp leaves as it is (norms).
+/// What `pixtral convert --outtype <mix>` stores, so that it writes `pixtral quantize`'s (and llama.cpp's) tensors.
+pub fn mix_types(
+    mix: Mix,
+    n_layer: usize,
+    n_head: usize,
+    n_head_kv: usize,
+    tensors: &[(String, Vec<u64>)],
+) -> Vec<Option<GgmlType>> {
+    let mut rules = Rules {
+        mix,
+        n_gqa: (n_head / n_head_kv.max(1)) as u32,
+        n_attn_v: tensors.iter().filter(|(n, _)| n.contains("attn_v.weight")).count() as i64,
+        i_attn_v: 0,
+        n_layer: n_layer as i64,
+        i_ffn_down: 0,
+        fallbacks: 0,
+    };
+    let mut order: Vec<usize> = (0..tensors.len()).collect();
+    order.sort_by(|&a, &b| llama_order(&tensors[a].0, &tensors[b].0));
+    let mut out = vec![None; tensors.len()];
+    for i in order {
+        let (name, ne) = &tensors[i];
+        if quantizable(name, ne) {
+            out[i] = Some(rules.pick(name, ne));
+        }
+    }
+    out
 }
 
 /// The per-tensor rules of a mix: llama.cpp's counters over the file's tensors in order.
@@ -115,13 +155,13 @@ struct Rules {
 }
 
 impl Rules {
-    fn pick(&mut self, t: &TensorInfo) -> GgmlType {
+    fn pick(&mut self, name: &str, ne: &[u64]) -> GgmlType {
         use GgmlType::*;
-        let (m, name) = (self.mix.name, t.name.as_str());
+        let m = self.mix.name;
         let mut ty = self.mix.base;
         if !ty.is_float() {
             if name == "output.weight" {
-                ty = if !(t.ne[0] as usize).is_multiple_of(ty.block_size()) {
+                ty = if !(ne[0] as usize).is_multiple_of(ty.block_size()) {
                     Q8_0
                 } else if ty != Q8_0 {
                     Q6_K
@@ -178,7 +218,7 @@ impl Rules {
             }
         }
         // rows of partial blocks: llama.cpp's `tensor_type_fallback`
-        let ncols = t.ne[0] as usize;
+        let ncols = ne[0] as usize;
         if !ncols.is_multiple_of(ty.block_size()) {
             self.fallbacks += 1;
             ty = match ty {
@@ -231,16 +271,11 @@ pub fn quantize(opts: &Options) -> Result<Summary> {
         i_ffn_down: 0,
         fallbacks: 0,
     };
-    // llama.cpp's order: its loader's weight map, sorted by layer (non-layer tensors first), then by name; the
-    // counters above run in this order and the output lists the tensors in it
-    let layer = |n: &str| -> i64 {
-        n.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|d| d.parse().ok()).unwrap_or(-1)
-    };
     let mut tensors: Vec<&TensorInfo> = h.tensors.iter().collect();
-    tensors.sort_by(|a, b| (layer(&a.name), a.name.as_bytes()).cmp(&(layer(&b.name), b.name.as_bytes())));
+    tensors.sort_by(|a, b| llama_order(&a.name, &b.name));
     let mut plan = Vec::with_capacity(tensors.len());
     for t in tensors.iter().copied() {
-        let ty = if quantizable(t) { rules.pick(t) } else { t.ty };
+        let ty = if quantizable(&t.name, &t.ne) { rules.pick(&t.name, &t.ne) } else { t.ty };
         if ty != t.ty {
             if !t.ty.supported() {
                 return Err(bad(format!("tensor {}: type {} cannot be read", t.name, t.ty)));

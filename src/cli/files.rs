@@ -11,13 +11,14 @@ use crate::{term, ui};
 pub fn convert(
     src: PathBuf,
     outtype: GgmlType,
+    mix: Option<pixtral::convert::quantize::Mix>,
     vision_type: GgmlType,
     out: PathBuf,
     force: bool,
     vision_act: Option<pixtral::gguf::config::VisionAct>,
 ) -> anyhow::Result<()> {
     pixtral::gguf::os::install_interrupt_handler();
-    let opts = pixtral::convert::Options { src, out, outtype, vision_type, force, progress: true, vision_act };
+    let opts = pixtral::convert::Options { src, out, outtype, vision_type, force, progress: true, vision_act, mix };
     let s = pixtral::convert::convert(&opts)?;
     let mb = |b: u64| b as f64 / 1e6;
     let layout = match s.layout {

@@ -48,9 +48,11 @@ enum Cmd {
         /// Checkpoint folder (config.json + model*.safetensors + tokenizer.json, or params.json +
         /// consolidated.safetensors + tekken.json).
         src: PathBuf,
-        /// Type of the text weights: f32, f16, bf16, q8_0 (8.5 bits a weight, near-lossless) or q4_0 (4.5 bits).
-        #[arg(long, default_value = "q8_0", value_parser = parse_type)]
-        outtype: GgmlType,
+        /// Type of the text weights: f32, f16, bf16, q8_0 (8.5 bits a weight, near-lossless), q4_0 (4.5 bits), or a
+        /// llama-quantize mix (q4_k_m, q5_k_m, q6_k, q3_k_m, …: per-tensor types by llama.cpp's rules, the tensors
+        /// `pixtral quantize` would write from an f32/bf16 conversion).
+        #[arg(long, default_value = "q8_0", value_parser = parse_outtype)]
+        outtype: OutType,
         /// Type of the vision tower and adapter weights: f32, f16 or q8_0.
         #[arg(long, default_value = "f16", value_parser = parse_vision_type)]
         vision_type: GgmlType,
@@ -264,6 +266,20 @@ pub struct SamplingArgs {
     stop: Vec<String>,
 }
 
+/// `--outtype`: a plain type, or a mix.
+#[derive(Clone, Copy, Debug)]
+struct OutType(GgmlType, Option<pixtral::convert::quantize::Mix>);
+
+fn parse_outtype(s: &str) -> Result<OutType, String> {
+    match parse_type(s) {
+        Ok(t) => Ok(OutType(t, None)),
+        Err(plain) => match parse_mix(s) {
+            Ok(m) => Ok(OutType(m.base, Some(m))),
+            Err(_) => Err(format!("{plain}, or a llama-quantize mix: {}", pixtral::convert::quantize::Mix::names())),
+        },
+    }
+}
+
 fn parse_mix(s: &str) -> Result<pixtral::convert::quantize::Mix, String> {
     pixtral::convert::quantize::Mix::from_name(s).ok_or_else(|| {
         let not_yet = ["IQ4_XS", "IQ4_NL", "IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S"];
@@ -371,7 +387,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.cmd {
         Cmd::Convert { src, outtype, vision_type, out, force, vision_act } => {
-            files::convert(src, outtype, vision_type, out, force, vision_act)
+            files::convert(src, outtype.0, outtype.1, vision_type, out, force, vision_act)
         }
         Cmd::Quantize { input, output, mix, allow_requantize, force } => {
             files::quantize(input, output, mix, allow_requantize, force)

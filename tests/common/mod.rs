@@ -71,6 +71,7 @@ pub fn tiny_gguf(
             force: true,
             progress: false,
             vision_act: None,
+            mix: None,
         };
         pixtral::convert::convert(&opts).unwrap();
     }
