@@ -25,9 +25,9 @@ fn put_f16(b: &mut [u8], at: usize, v: f32) {
     b[at..at + 2].copy_from_slice(&f16::from_f32(v).to_bits().to_le_bytes());
 }
 
-/// ggml `make_qx_quants` with `qw = NULL` (Q6_K's sub-block scale search; `rmse_type` 1: weights x²).
-fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8], rmse_type: i32) -> f32 {
-    let n = x.len();
+/// The first value of largest magnitude (its sign kept), `None` for an all-zero group (|max| < ggml's
+/// `GROUP_MAX_EPS`): the start of `make_qx_quants` and `make_q3_quants`.
+fn signed_peak(x: &[f32]) -> Option<f32> {
     let (mut max, mut amax) = (0f32, 0f32);
     for &v in x {
         if v.abs() > amax {
@@ -35,10 +35,16 @@ fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8], rmse_type: i32) -> f32
             max = v;
         }
     }
-    if amax < GROUP_MAX_EPS {
+    (amax >= GROUP_MAX_EPS).then_some(max)
+}
+
+/// ggml `make_qx_quants` with `qw = NULL` (Q6_K's sub-block scale search; `rmse_type` 1: weights x²).
+fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8], rmse_type: i32) -> f32 {
+    let n = x.len();
+    let Some(max) = signed_peak(x) else {
         l_out[..n].fill(0);
         return 0.0;
-    }
+    };
     let w_of = |v: f32| match rmse_type {
         1 => v * v,
         2 => 1.0,
@@ -82,17 +88,10 @@ fn make_qx_quants(x: &[f32], nmax: i32, l_out: &mut [i8], rmse_type: i32) -> f32
 /// ggml `make_q3_quants` with `do_rmse` (Q3_K's sub-block scale search).
 fn make_q3_quants(x: &[f32], nmax: i32, l_out: &mut [i8]) -> f32 {
     let n = x.len();
-    let (mut max, mut amax) = (0f32, 0f32);
-    for &v in x {
-        if v.abs() > amax {
-            amax = v.abs();
-            max = v;
-        }
-    }
-    if amax < GROUP_MAX_EPS {
+    let Some(max) = signed_peak(x) else {
         l_out[..n].fill(0);
         return 0.0;
-    }
+    };
     let iscale = -nmax as f32 / max;
     let (mut sumlx, mut suml2) = (0f32, 0f32);
     for (i, &v) in x.iter().enumerate() {
