@@ -248,6 +248,21 @@ fn pixtral_quantize_refuses_what_it_cannot_do() {
         assert!(!ok && err.contains(want), "{args:?}: {err}");
         assert!(!std::path::Path::new(out).exists() && !std::path::Path::new(&format!("{out}.partial")).exists());
     }
+    // the output is the input, a folder, or in a folder that does not exist: said first, nothing written
+    let copy = tmp.join("copy.gguf");
+    std::fs::copy(q4km, &copy).unwrap();
+    let copy = copy.to_str().unwrap();
+    let missing = tmp.join("nope/x.gguf");
+    let tmp_dir = tmp.path().to_str().unwrap().to_owned();
+    for (args, want) in [
+        (vec![copy, copy, "Q8_0", "--allow-requantize", "--force"], "would overwrite the input"),
+        (vec![src, tmp_dir.as_str(), "Q8_0"], "is a folder"),
+        (vec![src, missing.to_str().unwrap(), "Q8_0"], "does not exist"),
+    ] {
+        let (ok, err) = q(&args);
+        assert!(!ok && err.contains(want), "{args:?}: {err}");
+    }
+    assert_eq!(std::fs::read(copy).unwrap(), std::fs::read(q4km).unwrap());
     // requantizing on request works, and an existing output is kept unless --force
     let (ok, err) = q(&[q4km, out, "Q6_K", "--allow-requantize"]);
     assert!(ok, "{err}");

@@ -240,7 +240,12 @@ impl Rules {
 pub fn quantize(opts: &Options) -> Result<Summary> {
     let start = Instant::now();
     let input = &opts.input;
-    let f = GgufFile::open(input).map_err(|e| ConvertError::Input { path: input.clone(), msg: e.to_string() })?;
+    let f = GgufFile::open(input).map_err(|e| {
+        // the reader's message names the file already
+        let msg = e.to_string();
+        let prefix = format!("{}: ", input.display());
+        ConvertError::Input { path: input.clone(), msg: msg.strip_prefix(&prefix).unwrap_or(&msg).to_owned() }
+    })?;
     let h = &f.header;
     let bad = |msg: String| ConvertError::Input { path: input.clone(), msg };
     let arch = h.get_str(keys::GENERAL_ARCHITECTURE).map_err(|e| bad(e.to_string()))?.to_owned();
@@ -254,11 +259,20 @@ pub fn quantize(opts: &Options) -> Result<Summary> {
     let n_layer = u32_key(keys::LLAMA_BLOCK_COUNT)? as i64;
     let n_head = u32_key(keys::LLAMA_HEAD_COUNT)?;
     let n_head_kv = u32_key(keys::LLAMA_HEAD_COUNT_KV)?.max(1);
+    if opts.output.exists() && std::fs::canonicalize(&opts.output).ok() == std::fs::canonicalize(input).ok() {
+        return Err(ConvertError::Usage("the output would overwrite the input: name another file".into()));
+    }
+    if opts.output.is_dir() {
+        return Err(ConvertError::Usage(format!("{} is a folder: name the output file", opts.output.display())));
+    }
+    match opts.output.parent() {
+        Some(d) if !d.as_os_str().is_empty() && !d.is_dir() => {
+            return Err(ConvertError::Usage(format!("the output folder {} does not exist", d.display())));
+        }
+        _ => {}
+    }
     if opts.output.exists() && !opts.force {
         return Err(ConvertError::Exists { path: opts.output.clone() });
-    }
-    if std::fs::canonicalize(&opts.output).ok() == std::fs::canonicalize(input).ok() && opts.output.exists() {
-        return Err(ConvertError::Usage("the output would overwrite the input".into()));
     }
 
     // ---- plan: every tensor's output type, refused before anything is written ----

@@ -63,7 +63,11 @@ pub fn quantize(
         s.seconds,
         mb(s.in_bytes) / s.seconds.max(1e-9),
         if s.fallbacks > 0 {
-            format!("; {} tensors of partial blocks took a fallback type, as llama.cpp's", s.fallbacks)
+            format!(
+                "; {} tensor{} of partial blocks took a fallback type, as llama.cpp's",
+                s.fallbacks,
+                if s.fallbacks == 1 { "" } else { "s" }
+            )
         } else {
             String::new()
         }
