@@ -87,6 +87,19 @@ pub struct Unpacked {
     pub dmin: Option<f32>,
 }
 
+impl Unpacked {
+    /// A K block's scales (and mins, `with_min`) from [`KScales`], per sub-block of `sub` weights (KScales holds
+    /// them per 16: a 32-weight sub-block is every other entry).
+    fn set_scales(&mut self, k: &KScales, sub: usize, with_min: bool) {
+        self.sub = sub;
+        for j in 0..QK_K / sub {
+            (self.sc[j], self.m[j]) = (k.sc[j * sub / 16] as i32, k.mn[j * sub / 16] as i32);
+        }
+        self.d = k.d;
+        self.dmin = with_min.then_some(k.dmin);
+    }
+}
+
 /// The IQ4_NL / IQ4_XS grid (`kvalues_iq4nl`).
 pub const KVALUES_IQ4NL: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
@@ -195,10 +208,7 @@ pub fn unpack(ty: GgmlType, b: &[u8]) -> Unpacked {
         // ---- Q2_K: scales[16] (low nibble scale, high nibble min), qs[64], d, dmin. Weight i: half h = i/128,
         // shift s = (i%128)/32, l = i%32 → (qs[32h + l] >> 2s) & 3
         GgmlType::Q2_K => {
-            (u.d, u.dmin) = (f16_at(b, 80), Some(f16_at(b, 82)));
-            for j in 0..16 {
-                (u.sc[j], u.m[j]) = ((b[j] & 0xF) as i32, (b[j] >> 4) as i32);
-            }
+            u.set_scales(&KScales::read(ty, b), 16, true);
             for i in 0..QK_K {
                 let (h, s, l) = (i / 128, (i % 128) / 32, i % 32);
                 u.q[i] = ((b[16 + 32 * h + l] >> (2 * s)) & 3) as i8;
@@ -207,13 +217,8 @@ pub fn unpack(ty: GgmlType, b: &[u8]) -> Unpacked {
         // ---- Q3_K: hmask[32], qs[64], scales[12] (16 six-bit scales, offset 32), d. Weight i: two low bits as
         // Q2_K's, minus 4 unless bit i/32 of hmask[i%32] is set
         GgmlType::Q3_K => {
-            let (hm, qs, s) = (&b[0..32], &b[32..96], &b[96..108]);
-            u.d = f16_at(b, 108);
-            for j in 0..16 {
-                let lo = (s[j % 8] >> (4 * (j / 8))) & 0xF;
-                let hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
-                u.sc[j] = (lo | hi << 4) as i32 - 32;
-            }
+            let (hm, qs) = (&b[0..32], &b[32..96]);
+            u.set_scales(&KScales::read(ty, b), 16, false);
             for i in 0..QK_K {
                 let (h, sh, l) = (i / 128, (i % 128) / 32, i % 32);
                 let low = ((qs[32 * h + l] >> (2 * sh)) & 3) as i8;
@@ -225,11 +230,7 @@ pub fn unpack(ty: GgmlType, b: &[u8]) -> Unpacked {
         // chunk c = j/2 of 32 bytes, low nibbles for even j, high for odd; Q5_K's fifth bit of weight i is bit
         // i/32 of qh[i%32]
         GgmlType::Q4_K | GgmlType::Q5_K => {
-            (u.sub, u.d, u.dmin) = (32, f16_at(b, 0), Some(f16_at(b, 2)));
-            let s = &b[4..16];
-            for j in 0..8 {
-                (u.sc[j], u.m[j]) = scale_min_k4(j, s);
-            }
+            u.set_scales(&KScales::read(ty, b), 32, true);
             let (qh, qs) = if ty == GgmlType::Q5_K { (&b[16..48], &b[48..176]) } else { (&[0u8; 32][..], &b[16..144]) };
             for i in 0..QK_K {
                 let (j, l) = (i / 32, i % 32);
@@ -240,11 +241,8 @@ pub fn unpack(ty: GgmlType, b: &[u8]) -> Unpacked {
         // ---- Q6_K: ql[128], qh[64], scales[16] (i8), d. Weight i: half h = i/128; low nibble (ql[64h + i%64] >>
         // 4·((i%128)/64)) & 0xF, high two bits (qh[32h + i%32] >> 2·((i%128)/32)) & 3; minus 32
         GgmlType::Q6_K => {
-            let (ql, qh, s) = (&b[0..128], &b[128..192], &b[192..208]);
-            u.d = f16_at(b, 208);
-            for j in 0..16 {
-                u.sc[j] = s[j] as i8 as i32;
-            }
+            let (ql, qh) = (&b[0..128], &b[128..192]);
+            u.set_scales(&KScales::read(ty, b), 16, false);
             for i in 0..QK_K {
                 let (h, r) = (i / 128, i % 128);
                 let lo = (ql[64 * h + r % 64] >> (4 * (r / 64))) & 0xF;
