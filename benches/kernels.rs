@@ -115,19 +115,29 @@ fn layouts(kt: &pixtral::quant::Kernels, ty: GgmlType, cols: usize, w: &[u8]) ->
     v
 }
 
+/// A row of `n` weights of `ty`: quantized from a fixed pattern, or random blocks for the types we do not write
+/// (IQ4_NL, IQ4_XS: speed does not depend on the values).
 fn quantized(ty: GgmlType, n: usize) -> Vec<u8> {
     let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect();
     let mut wb = vec![0u8; ty.row_bytes(n).unwrap()];
-    pixtral::quant::quantize_row_ref(ty, &x, &mut wb).unwrap();
+    if pixtral::quant::quantize_row_ref(ty, &x, &mut wb).is_err() {
+        pixtral::quant::selftest::random_blocks(ty, &mut wb, &mut pixtral::quant::selftest::Rng(1));
+    }
     wb
 }
+
+/// Decode's weight types: ours, then the community files' K-quants, legacy and IQ4 types.
+const DECODE_TYPES: [GgmlType; 13] = {
+    use GgmlType::*;
+    [Q4_0, Q8_0, F16, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, Q4_1, Q5_0, Q5_1, IQ4_NL]
+};
 
 fn benches(c: &mut Criterion) {
     let peaks = probe();
     let k_dim = 5120;
     // decode: 2048 rows of 5120 (21–42 MB, beyond the caches) · one token
     let rows = 2048;
-    for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::F16] {
+    for ty in DECODE_TYPES {
         let w = quantized(ty, rows * k_dim);
         let x: Vec<f32> = (0..k_dim).map(|i| (i % 13) as f32 * 0.1 - 0.6).collect();
         let mut acts = Acts::default();
@@ -154,7 +164,7 @@ fn benches(c: &mut Criterion) {
     }
     // prefill: 256 rows of 5120 · 64 tokens (2 flops per weight and token)
     let (rows, n) = (256, 64);
-    for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::F16] {
+    for ty in [GgmlType::Q4_0, GgmlType::Q8_0, GgmlType::F16, GgmlType::Q4_K, GgmlType::Q6_K] {
         let w = quantized(ty, rows * k_dim);
         let x: Vec<f32> = (0..n * k_dim).map(|i| (i % 17) as f32 * 0.1 - 0.8).collect();
         let mut acts = Acts::default();

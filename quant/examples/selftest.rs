@@ -11,13 +11,14 @@ fn main() {
     let z = pixtral_quant::selftest::quantize_q8_0_matches_ref();
     let b = pixtral_quant::selftest::bgemm_matches_ref();
     let k = pixtral_quant::selftest::kdots_match_ref();
+    let l = pixtral_quant::selftest::legacy_dots_match_ref();
     #[cfg(target_arch = "aarch64")]
     println!("aarch64 dotprod: {}", pixtral_quant::kernels::neon::dotprod());
     #[cfg(target_arch = "aarch64")]
     println!("aarch64 i8mm: {}", pixtral_quant::kernels::neon::i8mm());
     println!(
         "kernel self-test on {tiers:?}: {n} comparisons, R16 layout: {r}, sgemm: {g}, softmax: {s}, online softmax: {o}, \
-         silu: {a}, quantize_q8_0: {z}, bf16 gemm: {b}, K-quant dots: {k}"
+         silu: {a}, quantize_q8_0: {z}, bf16 gemm: {b}, K-quant dots: {k}, legacy/IQ4_NL dots: {l}"
     );
-    println!("10 passed, 0 failed");
+    println!("11 passed, 0 failed");
 }

@@ -245,6 +245,41 @@ pub fn kdots_match_ref() -> usize {
     checked
 }
 
+/// Every tier's Q4_1 / Q5_0 / Q5_1 / IQ4_NL dots ([`crate::Kernels::dot_legacy`]) against the twin
+/// [`crate::kquants::dot_q8_legacy_ref`], on random blocks and activations with an outlier, 1 to 37 blocks: within
+/// the f32 bound of the exact product on x86, to the bit on NEON (same float steps). Returns the comparisons made.
+pub fn legacy_dots_match_ref() -> usize {
+    use crate::kquants::{dot_q8_legacy_ref, q8_1_sum};
+    let mut checked = 0;
+    let mut rng = Rng(13);
+    for isa in Isa::available() {
+        let k = kernels(isa);
+        for ty in [GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::IQ4_NL] {
+            let Some(f) = (k.dot_legacy)(ty) else { continue };
+            for nb in [1, 2, 3, 8, 37] {
+                let n = 32 * nb;
+                let mut w = vec![0u8; ty.row_bytes(n).unwrap()];
+                random_blocks(ty, &mut w, &mut rng);
+                let mut x: Vec<f32> = (0..n).map(|_| rng.f32()).collect();
+                x[rng.next_u64() as usize % n] = 20.0;
+                let y = q8_blocks(&x);
+                let ys: Vec<f32> = match ty {
+                    GgmlType::Q4_1 | GgmlType::Q5_1 => {
+                        x.chunks_exact(32).zip(&y).map(|(c, b)| q8_1_sum(c.try_into().unwrap(), &b.qs)).collect()
+                    }
+                    _ => vec![],
+                };
+                let (got, want) = (f(&w, &y, &ys), dot_q8_legacy_ref(ty, &w, &y, &ys));
+                // the Q8_1 sums' term is the same f32 products in both: bound the rest
+                let tol = if isa == Isa::Neon { 0.0 } else { bound(&dequant(ty, &w, n), &q8_values(&y)) };
+                checked += 1;
+                assert!((got - want).abs() <= tol, "{isa:?} {ty} blocks={nb}: {got} vs {want} (tol {tol})");
+            }
+        }
+    }
+    checked
+}
+
 /// The values Q8_0 blocks stand for.
 fn q8_values(blocks: &[BlockQ8_0]) -> Vec<f32> {
     blocks

@@ -11,10 +11,20 @@ fn all_kernels_match_their_scalar_twins_on_every_tier() {
 
 #[test]
 fn k_quant_dots_match_their_scalar_twins_on_every_tier() {
-    // Q2_K..Q6_K on the x86 tiers (5 types x 5 lengths x 2 tiers here)
+    // Q2_K..Q6_K and IQ4_XS on the x86 tiers (6 types x 5 lengths x 2 tiers here)
     let n = pixtral_quant::selftest::kdots_match_ref();
     #[cfg(target_arch = "x86_64")]
-    assert!(n >= 25, "{n}");
+    assert!(n >= 60, "{n}");
+}
+
+#[test]
+fn legacy_and_iq4_dots_match_their_scalar_twins_on_every_tier() {
+    // Q4_1, Q5_0, Q5_1, IQ4_NL x 5 lengths on each SIMD tier (IQ4_XS runs in the K-quant test above)
+    let n = pixtral_quant::selftest::legacy_dots_match_ref();
+    #[cfg(target_arch = "x86_64")]
+    assert!(n >= 40, "{n}");
+    #[cfg(target_arch = "aarch64")]
+    assert!(n >= 20, "{n}");
 }
 
 #[test]

@@ -22,6 +22,7 @@ pub static KERNELS: Kernels = Kernels {
     gemm4_q8_0: Some(|w, y, d, o| unsafe { gemm4_q8_0(w, y, d, o) }),
     gemm4_q4_0: Some(|w, y, d, o| unsafe { gemm4_q4_0(w, y, d, o) }),
     dot_q8_k: super::avx2_k::dot,
+    dot_legacy: super::avx2_legacy::dot,
     gemm4_q8_k: super::avx2_k::gemm4,
     r16: |ty| match ty {
         GgmlType::Q4_0 => Some(|g, a, t0, t1, o, ld| unsafe { gemm_r16::<true>(g, a, t0, t1, o, ld) }),

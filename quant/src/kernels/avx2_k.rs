@@ -1,4 +1,5 @@
-//! AVX2 dots of the K-quants (Q2_K … Q6_K) with Q8_K activations; the AVX-512 tier uses them too.
+//! AVX2 dots of the K-quants (Q2_K … Q6_K) with Q8_K activations; the AVX-512 tier uses them too (IQ4_XS: in
+//! `avx2_legacy.rs`).
 //!
 //! One super-block (256 weights) at a time, in three steps that every type shares but the first:
 //! 1. unpack: the weights as eight registers of 32 *unsigned* bytes `u` (sub-block `j` of 16 = bytes
@@ -17,7 +18,7 @@
 use std::arch::x86_64::*;
 
 use super::avx2::{f16_at, hsum, prefetch_lines, PREFETCH};
-use crate::kquants::{KScales, QK_K};
+use crate::kquants::QK_K;
 use crate::{BlockQ8_K, GgmlType};
 
 /// The tier's K-quant dot for `ty`, if there is one.
@@ -28,6 +29,7 @@ pub fn dot(ty: GgmlType) -> Option<super::DotQ8K> {
         GgmlType::Q4_K => |w, y| unsafe { dot_k::<12>(w, y) },
         GgmlType::Q5_K => |w, y| unsafe { dot_k::<13>(w, y) },
         GgmlType::Q6_K => |w, y| unsafe { dot_k::<14>(w, y) },
+        GgmlType::IQ4_XS => |w, y| unsafe { super::avx2_legacy::dot_iq4_xs(w, y) },
         _ => return None,
     })
 }
@@ -182,10 +184,20 @@ unsafe fn scales<const T: u32>(b: *const u8) -> Sc {
             s.mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(v, 4), m4));
             (s.d, s.dmin) = (f16_at(b.add(80)), f16_at(b.add(82)));
         }
-        // Q3_K: 6-bit packed; scalar (16 values)
+        // Q3_K: 16 six-bit scales (offset 32): low nibbles in bytes 96..104 (scale j: byte 96 + j%8, nibble j/8),
+        // high bit pairs in 104..108 (byte 104 + j%4, pair j/4); regrouped four scales per u32 (ggml's `aux`)
         11 => {
-            let k = KScales::read(GgmlType::Q3_K, std::slice::from_raw_parts(b, 110));
-            s.sc16 = _mm256_loadu_si256(k.sc.as_ptr() as *const __m256i);
+            let q = b.add(96) as *const u32;
+            let (a0, a1, t) = (q.read_unaligned(), q.add(1).read_unaligned(), q.add(2).read_unaligned());
+            const M2: u32 = 0x0f0f0f0f;
+            const M3: u32 = 0x03030303;
+            let v = _mm_set_epi32(
+                (((a1 >> 4) & M2) | (((t >> 6) & M3) << 4)) as i32,
+                (((a0 >> 4) & M2) | (((t >> 4) & M3) << 4)) as i32,
+                ((a1 & M2) | (((t >> 2) & M3) << 4)) as i32,
+                ((a0 & M2) | ((t & M3) << 4)) as i32,
+            );
+            s.sc16 = _mm256_sub_epi16(_mm256_cvtepu8_epi16(v), _mm256_set1_epi16(32));
             s.d = f16_at(b.add(108));
         }
         // Q4_K / Q5_K: 8 six-bit scales and mins in 12 bytes, regrouped with u32 masks into 8 scale bytes then 8

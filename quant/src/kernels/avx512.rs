@@ -33,6 +33,7 @@ pub static KERNELS: Kernels = Kernels {
     }),
     // without VNNI, the AVX2 tier's R16 kernel
     dot_q8_k: super::avx2_k::dot,
+    dot_legacy: super::avx2_legacy::dot,
     gemm4_q8_k: super::avx2_k::gemm4,
     r16: |ty| match ty {
         GgmlType::Q4_0 if vnni() => Some(|g, a, t0, t1, o, ld| unsafe { gemm_r16::<true>(g, a, t0, t1, o, ld) }),

@@ -8,6 +8,8 @@ pub mod avx2;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2_k;
 #[cfg(target_arch = "x86_64")]
+mod avx2_legacy;
+#[cfg(target_arch = "x86_64")]
 pub mod avx512;
 #[cfg(target_arch = "x86_64")]
 mod avx512_k;
@@ -15,6 +17,8 @@ mod avx512_k;
 pub mod neon;
 #[cfg(target_arch = "aarch64")]
 pub mod neon_k;
+#[cfg(target_arch = "aarch64")]
+mod neon_legacy;
 pub mod scalar;
 
 /// One weight row times four activation rows (tokens): the Q8_0 blocks and their scales as f32, per token.
@@ -28,6 +32,10 @@ pub type GemmR16 = fn(&[u8], &crate::Acts, usize, usize, &mut [f32], usize);
 /// A weight row of a K-quant or IQ4_XS type (its raw blocks) · Q8_K activations; defined by
 /// [`crate::kquants::dot_q8_k_ref`].
 pub type DotQ8K = fn(&[u8], &[crate::BlockQ8_K]) -> f32;
+
+/// A weight row of Q4_1, Q5_0, Q5_1 or IQ4_NL (its raw blocks) · Q8_0 activations `y` and, for Q4_1/Q5_1, Q8_1's
+/// block sums `ys` (empty otherwise); defined by [`crate::kquants::dot_q8_legacy_ref`].
+pub type DotLegacy = fn(&[u8], &[BlockQ8_0], &[f32]) -> f32;
 
 /// One K-quant / IQ4_XS weight row against four tokens' Q8_K activations (prefill: each super-block unpacked
 /// once for the four); defined as four [`DotQ8K`]s.
@@ -52,6 +60,8 @@ pub struct Kernels {
     pub gemm4_q4_0: Option<Gemm4>,
     /// The tier's dot for a K-quant / IQ4_XS weight type, if it has one (`None`: the scalar twin).
     pub dot_q8_k: fn(GgmlType) -> Option<DotQ8K>,
+    /// The tier's dot for a Q4_1 / Q5_0 / Q5_1 / IQ4_NL weight type, if it has one (`None`: the scalar twin).
+    pub dot_legacy: fn(GgmlType) -> Option<DotLegacy>,
     /// The tier's four-token kernel for a K-quant / IQ4_XS type, if it has one (`None`: its dots, one per token).
     pub gemm4_q8_k: fn(GgmlType) -> Option<GemmQ8K>,
     /// The tier's R16 kernel for a weight type, if it has one (asked at run time: it may depend on a CPU
@@ -180,9 +190,12 @@ impl Kernels {
                 Some(f) => f(w, acts.q8k_row(t)),
                 None => crate::kquants::dot_q8_k_ref(ty, w, acts.q8k_row(t)),
             },
-            // Q4_1, Q5_0, Q5_1, IQ4_NL: rare in community files, the scalar twin on every tier
             ty if crate::kquants::is_unpacked_type(ty) => {
-                crate::kquants::dot_q8_legacy_ref(ty, w, acts.q8_row(t), acts.q8_1_sums(t))
+                let (y, ys) = (acts.q8_row(t), acts.q8_1_sums(t));
+                match (self.dot_legacy)(ty) {
+                    Some(f) => f(w, y, ys),
+                    None => crate::kquants::dot_q8_legacy_ref(ty, w, y, ys),
+                }
             }
             other => unreachable!("{other} weights are refused at load"),
         }

@@ -64,6 +64,7 @@ pub static KERNELS: Kernels = Kernels {
     }),
     r16,
     dot_q8_k: super::neon_k::dot,
+    dot_legacy: super::neon_legacy::dot,
     gemm4_q8_k: |_| None,
     widen_f16: |w, o| unsafe { widen_f16(w, o) },
     axpy_f16: |a, w, o| unsafe { axpy_f16(a, w, o) },

@@ -30,6 +30,13 @@ pub fn dot(ty: GgmlType) -> Option<super::DotQ8K> {
         GgmlType::Q4_K => pick!(12),
         GgmlType::Q5_K => pick!(13),
         GgmlType::Q6_K => pick!(14),
+        GgmlType::IQ4_XS => {
+            if super::neon::dotprod() {
+                |w, y| unsafe { super::neon_legacy::dot_iq4_xs::<true>(w, y) }
+            } else {
+                |w, y| unsafe { super::neon_legacy::dot_iq4_xs::<false>(w, y) }
+            }
+        }
         _ => return None,
     })
 }
@@ -101,7 +108,7 @@ unsafe fn unpack<const T: u32>(b: *const u8, u: &mut [uint8x16_t; 16]) {
 /// Σ a·b of 16 signed bytes in four i32 lanes, exactly.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn dot16<const DOT: bool>(a: int8x16_t, b: int8x16_t) -> int32x4_t {
+pub(super) unsafe fn dot16<const DOT: bool>(a: int8x16_t, b: int8x16_t) -> int32x4_t {
     if DOT {
         return dot16_sdot(a, b);
     }

@@ -14,6 +14,7 @@ pub static KERNELS: Kernels = Kernels {
     gemm4_q8_0: None,
     gemm4_q4_0: None,
     dot_q8_k: |_| None,
+    dot_legacy: |_| None,
     gemm4_q8_k: |_| None,
     r16: |_| None,
     widen_f16: widen_f16_ref,
