@@ -191,8 +191,8 @@ fn pixtral_quantize_writes_llama_cpp_files_byte_for_byte() {
     use pixtral::convert::quantize::{quantize, Mix, Options};
     let tmp = common::TempDir::new("quantize");
     let cases = [
-        ("tinyk-BF16.gguf", ["Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M"].as_slice(), "tinyk"),
-        ("../tiny/llama-cpp/text-f32.gguf", ["Q4_1", "Q5_0", "Q5_1", "Q4_K_M"].as_slice(), "tiny"),
+        ("tinyk-BF16.gguf", ["Q2_K", "Q3_K_M", "Q4_K_M", "Q5_K_M", "IQ4_XS"].as_slice(), "tinyk"),
+        ("../tiny/llama-cpp/text-f32.gguf", ["Q4_1", "Q5_0", "Q5_1", "Q4_K_M", "IQ4_NL"].as_slice(), "tiny"),
     ];
     let mut n = 0;
     for (src, mixes, stem) in cases {
@@ -219,7 +219,7 @@ fn pixtral_quantize_writes_llama_cpp_files_byte_for_byte() {
             n += 1;
         }
     }
-    assert_eq!(n, 8);
+    assert_eq!(n, 10);
 }
 
 /// Bad requests leave nothing behind and name what is wrong.
@@ -238,7 +238,7 @@ fn pixtral_quantize_refuses_what_it_cannot_do() {
     let out = out.to_str().unwrap();
     let cases: [(&[&str], &str); 5] = [
         (&[src, out, "Q4_K_X"], "is not a mix; one of F32, F16, Q4_0"),
-        (&[src, out, "IQ4_XS"], "does not write it"),
+        (&[src, out, "iq2_xs"], "neither writes nor runs this mix"),
         (&[mmproj, out, "Q4_K_M"], "writes text models"),
         (&[q4km, out, "Q6_K"], "is already quantized (Q4_K)"),
         (&["/nonexistent.gguf", out, "Q6_K"], "/nonexistent.gguf"),

@@ -24,8 +24,8 @@ pub struct Mix {
     pub base: GgmlType,
 }
 
-/// The mixes this quantizer writes (llama-quantize's names). IQ4_NL / IQ4_XS and the IQ1–IQ3 mixes are read and
-/// run but not written: their quantizers search the non-linear grids and are not ported.
+/// The mixes this quantizer writes (llama-quantize's names). The IQ1–IQ3 mixes are not: their quantizers need an
+/// importance matrix and search lattice grids we do not port (nor run).
 pub const MIXES: &[Mix] = &[
     Mix { name: "F32", ftype: 0, base: GgmlType::F32 },
     Mix { name: "F16", ftype: 1, base: GgmlType::F16 },
@@ -43,6 +43,8 @@ pub const MIXES: &[Mix] = &[
     Mix { name: "Q5_K_S", ftype: 16, base: GgmlType::Q5_K },
     Mix { name: "Q5_K_M", ftype: 17, base: GgmlType::Q5_K },
     Mix { name: "Q6_K", ftype: 18, base: GgmlType::Q6_K },
+    Mix { name: "IQ4_NL", ftype: 25, base: GgmlType::IQ4_NL },
+    Mix { name: "IQ4_XS", ftype: 30, base: GgmlType::IQ4_XS },
     Mix { name: "BF16", ftype: 32, base: GgmlType::BF16 },
 ];
 
@@ -186,6 +188,7 @@ impl Rules {
                         }
                     }
                     "Q3_K_L" => Q5_K,
+                    "IQ4_NL" | "IQ4_XS" if self.n_gqa >= 4 => Q5_K,
                     "Q4_K_M" | "Q5_K_M" if use_more_bits(i, self.n_attn_v) => Q6_K,
                     "Q4_K_S" if i < 4 => Q5_K,
                     _ => ty,
@@ -204,6 +207,8 @@ impl Rules {
                     }
                     "Q3_K_L" => Q5_K,
                     "Q4_K_M" | "Q5_K_M" if use_more_bits(i, n) => Q6_K,
+                    // (llama.cpp's rule without an importance matrix, which we never have)
+                    "IQ4_NL" | "IQ4_XS" if i < n / 8 => Q5_K,
                     "Q4_K_S" if i < n / 8 => Q5_K,
                     _ => ty,
                 };
@@ -222,6 +227,7 @@ impl Rules {
         if !ncols.is_multiple_of(ty.block_size()) {
             self.fallbacks += 1;
             ty = match ty {
+                IQ4_XS => IQ4_NL,
                 Q2_K | Q3_K => Q4_0,
                 Q4_K => Q5_0,
                 Q5_K => Q5_1,
@@ -394,5 +400,5 @@ pub fn quantize(opts: &Options) -> Result<Summary> {
 
 fn has_quantizer(ty: GgmlType) -> bool {
     use GgmlType::*;
-    matches!(ty, F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K)
+    matches!(ty, F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_NL | IQ4_XS)
 }

@@ -1,11 +1,12 @@
-//! The reference quantizers of the K-quants: ggml's `quantize_row_q{2,3,4,5,6}_K_ref` (`ggml-quants.c`), which
-//! llama.cpp's `llama_model_quantize` runs when no importance matrix is given. Ported operation for operation (the
+//! The reference quantizers of the K-quants and IQ4_NL / IQ4_XS: ggml's `quantize_row_q{2,3,4,5,6}_K_ref` and
+//! `quantize_iq4_{nl,xs}` (`ggml-quants.c`), which llama.cpp's `llama_model_quantize` runs when no importance matrix
+//! is given. Ported operation for operation (the
 //! same f32 expressions in the same order, ggml's `nearest_int` rounding half to even), so that a file quantized
 //! here has llama.cpp's bytes (checked on llama.cpp's own output: `tests/llama_cpp_quants.rs`).
 
 use half::f16;
 
-use crate::kquants::QK_K;
+use crate::kquants::{KVALUES_IQ4NL, QK_K};
 use crate::GgmlType;
 
 const GROUP_MAX_EPS: f32 = 1e-15;
@@ -466,6 +467,114 @@ pub fn quantize_block_k(ty: GgmlType, x: &[f32], dst: &mut [u8]) {
             }
         }
         other => unreachable!("{other} is not a K type"),
+    }
+}
+
+/// ggml `best_index_int8` on the IQ4_NL grid: the index of the grid value nearest `x` (a tie takes the upper one,
+/// as ggml's final `x − v[mu−1] < v[mu] − x`).
+fn best_index_iq4(x: f32) -> usize {
+    let v = |i: usize| KVALUES_IQ4NL[i] as f32;
+    if x <= v(0) {
+        return 0;
+    }
+    if x >= v(15) {
+        return 15;
+    }
+    let (mut ml, mut mu) = (0usize, 15usize);
+    while mu - ml > 1 {
+        let mav = (ml + mu) / 2;
+        if x < v(mav) {
+            mu = mav;
+        } else {
+            ml = mav;
+        }
+    }
+    if x - v(mu - 1) < v(mu) - x {
+        mu - 1
+    } else {
+        mu
+    }
+}
+
+/// One IQ4_NL block (32 values, 18 bytes) or IQ4_XS super-block (256 values, 136 bytes) into `dst`: ggml's
+/// `quantize_row_iq4_nl_impl` as `quantize_iq4_nl` / `quantize_iq4_xs` call it without an importance matrix
+/// (`llama_model_quantize`'s path: weights x², `ntry` 7). Per sub-block of 32: the signed peak maps to the grid's
+/// −127, then 15 scales `(t − 127)/max`, t = −7…7, are tried and the best weighted least-squares scale kept;
+/// IQ4_XS then stores the sub-block scales as 6-bit multiples (offset 32) of `d = −max_scale/32` and
+/// re-picks every weight's grid index for the stored scale.
+pub fn quantize_block_iq4(ty: GgmlType, x: &[f32], dst: &mut [u8]) {
+    const NTRY: i32 = 7;
+    let nsub = if ty == GgmlType::IQ4_XS { QK_K / 32 } else { 1 };
+    debug_assert!(x.len() == 32 * nsub && dst.len() == ty.type_size());
+    let values = |i: usize| KVALUES_IQ4NL[i] as f32;
+    let mut l = [0u8; QK_K];
+    let mut scales = [0f32; QK_K / 32];
+    let (mut max_scale, mut amax_scale) = (0f32, 0f32);
+    for ib in 0..nsub {
+        let xb = &x[32 * ib..32 * ib + 32];
+        let weight: [f32; 32] = std::array::from_fn(|j| xb[j] * xb[j]);
+        let Some(max) = signed_peak(xb) else {
+            scales[ib] = 0.0;
+            continue;
+        };
+        // Σ w·q·x and Σ w·q² of the grid values picked at inverse scale `id` (ggml stores the first pass's indices,
+        // but every path re-picks them below)
+        let sums = |id: f32| {
+            let (mut sumqx, mut sumq2) = (0f32, 0f32);
+            for j in 0..32 {
+                let q = values(best_index_iq4(id * xb[j]));
+                sumqx += weight[j] * q * xb[j];
+                sumq2 += weight[j] * q * q;
+            }
+            (sumqx, sumq2)
+        };
+        let (sumqx, sumq2) = sums(1.0 / (-max / values(0)));
+        let mut d = if sumq2 > 0.0 { sumqx / sumq2 } else { 0.0 };
+        let mut best = d * sumqx;
+        for itry in -NTRY..=NTRY {
+            let (sumqx, sumq2) = sums((itry + KVALUES_IQ4NL[0] as i32) as f32 / max);
+            if sumq2 > 0.0 && sumqx * sumqx > best * sumq2 {
+                d = sumqx / sumq2;
+                best = d * sumqx;
+            }
+        }
+        scales[ib] = d;
+        if d.abs() > amax_scale {
+            amax_scale = d.abs();
+            max_scale = d;
+        }
+    }
+    let qs_at = if nsub > 1 {
+        let d = -max_scale / 32.0;
+        put_f16(dst, 0, d);
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (mut scales_h, mut scales_l) = (0u16, [0u8; 4]);
+        for ib in 0..nsub {
+            let ls = nearest_int(id * scales[ib]).clamp(-32, 31);
+            let dl = d * ls as f32;
+            let idl = if dl != 0.0 { 1.0 / dl } else { 0.0 };
+            for j in 0..32 {
+                l[32 * ib + j] = best_index_iq4(idl * x[32 * ib + j]) as u8;
+            }
+            let ls = (ls + 32) as u8;
+            scales_l[ib / 2] |= (ls & 0xF) << (4 * (ib % 2));
+            scales_h |= ((ls >> 4) as u16) << (2 * ib);
+        }
+        dst[2..4].copy_from_slice(&scales_h.to_le_bytes());
+        dst[4..8].copy_from_slice(&scales_l);
+        8
+    } else {
+        put_f16(dst, 0, scales[0]);
+        let id = if scales[0] != 0.0 { 1.0 / scales[0] } else { 0.0 };
+        for j in 0..32 {
+            l[j] = best_index_iq4(id * x[j]) as u8;
+        }
+        2
+    };
+    for i in 0..nsub {
+        for j in 0..16 {
+            dst[qs_at + 16 * i + j] = l[32 * i + j] | l[32 * i + 16 + j] << 4;
+        }
     }
 }
 

@@ -118,6 +118,11 @@ pub fn quantize_row_ref(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(),
                 kquants_ref::quantize_block_k(ty, x, d);
             }
         }
+        GgmlType::IQ4_NL | GgmlType::IQ4_XS => {
+            for (x, d) in src.chunks_exact(ty.block_size()).zip(dst.chunks_exact_mut(ty.type_size())) {
+                kquants_ref::quantize_block_iq4(ty, x, d);
+            }
+        }
         other => return Err(QuantError::Unsupported(other)),
     }
     Ok(())

@@ -74,9 +74,9 @@ enum Cmd {
         input: PathBuf,
         /// Output GGUF (written as OUT.partial, then renamed).
         output: PathBuf,
-        /// Mix, any case: Q4_K_M, Q5_K_M, Q6_K, Q3_K_M, Q3_K_S, Q3_K_L, Q4_K_S, Q5_K_S, Q2_K, Q8_0, Q4_0, Q4_1,
-        /// Q5_0, Q5_1, F16, BF16, F32 (Q3_K, Q4_K, Q5_K: their _M mix). Not written: IQ4_NL, IQ4_XS (they run) and
-        /// the IQ1–IQ3 mixes. An mmproj is refused.
+        /// Mix, any case: Q4_K_M, Q5_K_M, Q6_K, Q3_K_M, Q3_K_S, Q3_K_L, Q4_K_S, Q5_K_S, Q2_K, IQ4_XS, IQ4_NL,
+        /// Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, F16, BF16, F32 (Q3_K, Q4_K, Q5_K: their _M mix). Not written: the IQ1–IQ3
+        /// mixes (they need an importance matrix). An mmproj is refused.
         #[arg(value_parser = parse_mix)]
         mix: pixtral::convert::quantize::Mix,
         /// Requantize tensors that are already quantized (through f32: the errors add up).
@@ -278,7 +278,7 @@ fn parse_outtype(s: &str) -> Result<OutType, String> {
             Ok(m) => Ok(OutType(m.base, Some(m))),
             Err(_) => Err(format!(
                 "{plain}, or a llama-quantize mix: Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, \
-                 Q4_1, Q5_0, Q5_1 (any case)"
+                 IQ4_XS, IQ4_NL, Q4_1, Q5_0, Q5_1 (any case)"
             )),
         },
     }
@@ -288,9 +288,7 @@ fn parse_mix(s: &str) -> Result<pixtral::convert::quantize::Mix, String> {
     pixtral::convert::quantize::Mix::from_name(s).ok_or_else(|| {
         let up = s.to_ascii_uppercase();
         let grids = ["IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S"];
-        if up == "IQ4_XS" || up == "IQ4_NL" {
-            format!("{s}: pixtral runs files of this mix but does not write it (its grid-search quantizer is not ported); use llama-quantize")
-        } else if grids.contains(&up.as_str()) {
+        if grids.contains(&up.as_str()) {
             format!("{s}: pixtral neither writes nor runs this mix (IQ1–IQ3 grids); Q2_K, Q3_K_S/M/L and IQ4_XS files run")
         } else {
             format!("{s:?} is not a mix; one of {}", pixtral::convert::quantize::Mix::names())
