@@ -120,10 +120,12 @@ fn image_prompts_and_encode_image_from_the_command_line() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("2 <image> markers but 1 image"));
     let out = pixtral(&["run", "-m", m, "--image", i1, "--mmproj", dir.join("none.gguf").to_str().unwrap(), "-p", "x"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("none.gguf: No such file"));
+    assert_eq!(out.status.code(), Some(3), "a missing file");
     let lone = dir.join("lone.gguf");
     std::fs::copy(&model, &lone).unwrap();
     let out = pixtral(&["run", "-m", lone.to_str().unwrap(), "--image", i1, "-p", "x"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no mmproj found"));
+    assert_eq!(out.status.code(), Some(3), "a missing mmproj is a missing file, as README says");
     let out = pixtral(&["run", "-m", m, "--image", m, "-p", "x"]);
     assert!(
         !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("not a PNG, JPEG, WebP or GIF image")

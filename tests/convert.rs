@@ -521,7 +521,14 @@ fn truncated_safetensors_is_refused() {
         std::fs::write(&p, &b[..b.len() - 100]).unwrap();
     });
     assert!(matches!(e, ConvertError::Input { .. }), "{e:?}");
-    assert!(msg.contains(CONSOLIDATED), "{msg}");
+    assert!(msg.contains(CONSOLIDATED) && msg.contains("truncated (an interrupted download?)"), "{msg}");
+    // cut inside the header
+    let (_, msg) = broken("mistral", |s| {
+        let p = s.join(CONSOLIDATED);
+        let b = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &b[..40]).unwrap();
+    });
+    assert!(msg.contains("ends inside its header (40 bytes)"), "{msg}");
 }
 
 #[test]
@@ -533,7 +540,7 @@ fn overlapping_offsets_are_refused() {
         b.extend_from_slice(&[0u8; 12]);
         std::fs::write(s.join(CONSOLIDATED), b).unwrap();
     });
-    assert!(msg.contains(CONSOLIDATED) && msg.contains("invalid safetensors"), "{msg}");
+    assert!(msg.contains(CONSOLIDATED) && msg.contains("not a valid safetensors file"), "{msg}");
 }
 
 #[test]

@@ -236,8 +236,9 @@ fn pixtral_quantize_refuses_what_it_cannot_do() {
     let (src, mmproj, q4km) = (src.to_str().unwrap(), mmproj.to_str().unwrap(), q4km.to_str().unwrap());
     let out = tmp.join("o.gguf");
     let out = out.to_str().unwrap();
-    let cases: [(&[&str], &str); 5] = [
-        (&[src, out, "Q4_K_X"], "is not a mix; one of F32, F16, Q4_0"),
+    let cases: [(&[&str], &str); 6] = [
+        (&[src, out, "Q4_K_X"], "is not a mix (did you mean Q4_K_S or Q4_K_M?); one of F32, F16, Q4_0"),
+        (&[src, out, "banana"], "\"banana\" is not a mix; one of F32"),
         (&[src, out, "iq2_xs"], "neither writes nor runs this mix"),
         (&[mmproj, out, "Q4_K_M"], "writes text models"),
         (&[q4km, out, "Q6_K"], "is already quantized (Q4_K)"),
@@ -263,6 +264,10 @@ fn pixtral_quantize_refuses_what_it_cannot_do() {
         assert!(!ok && err.contains(want), "{args:?}: {err}");
     }
     assert_eq!(std::fs::read(copy).unwrap(), std::fs::read(q4km).unwrap());
+    // inspect names the mix of llama.cpp's file type
+    let o = Command::new(env!("CARGO_BIN_EXE_pixtral")).args(["inspect", q4km]).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.lines().any(|l| l.contains("general.file_type") && l.ends_with("15 (Q4_K_M)")), "{text}");
     // requantizing on request works, and an existing output is kept unless --force
     let (ok, err) = q(&[q4km, out, "Q6_K", "--allow-requantize"]);
     assert!(ok, "{err}");

@@ -134,7 +134,7 @@ impl SourceSet {
         let file = File::open(&path).map_err(io_err(&path))?;
         let map = pixtral_gguf::mmap::Map::new(&file).map_err(io_err(&path))?;
         let (n, meta) = SafeTensors::read_metadata(map.bytes())
-            .map_err(|e| ConvertError::Input { path: path.clone(), msg: format!("invalid safetensors file: {e:?}") })?;
+            .map_err(|e| ConvertError::Input { path: path.clone(), msg: safetensors_error(&e, map.bytes().len()) })?;
         let data_start = 8 + n as u64;
         let idx = self.files.len();
         for (name, info) in meta.tensors() {
@@ -227,5 +227,19 @@ impl SourceSet {
         // the first failure by position, whichever thread met it first
         results.into_iter().collect::<Result<()>>()?;
         Ok(())
+    }
+}
+
+/// What a safetensors header error means for a user (the crate's own words are about buffers).
+fn safetensors_error(e: &safetensors::SafeTensorError, file_len: usize) -> String {
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::MetadataIncompleteBuffer => format!(
+            "its size ({file_len} bytes) is not what its header lists: truncated (an interrupted download?) or damaged"
+        ),
+        E::HeaderTooSmall | E::InvalidHeaderLength => {
+            format!("it ends inside its header ({file_len} bytes): truncated, or not a safetensors file")
+        }
+        other => format!("not a valid safetensors file: {other}"),
     }
 }

@@ -120,7 +120,15 @@ pub fn inspect(path: PathBuf, full: bool) -> anyhow::Result<()> {
     ))?;
     line("\nmetadata:".into())?;
     for (k, v) in &h.metadata {
-        line(format!("  {k:<45} {:<8} {}", format!("{:?}", v.value_type()), show(v, full)))?;
+        // general.file_type is llama.cpp's LLAMA_FTYPE id: name the mix it stands for
+        let mix = match (k.as_str(), v) {
+            ("general.file_type", pixtral::gguf::Value::U32(id)) => pixtral::convert::quantize::MIXES
+                .iter()
+                .find(|m| m.ftype == *id)
+                .map_or(String::new(), |m| format!(" ({})", m.name)),
+            _ => String::new(),
+        };
+        line(format!("  {k:<45} {:<8} {}{mix}", format!("{:?}", v.value_type()), show(v, full)))?;
     }
     line("\ntensors:".into())?;
     line(format!("  {:<40} {:<6} {:<24} {:>14} {:>14}", "name", "type", "shape (ne)", "offset", "bytes"))?;

@@ -278,7 +278,8 @@ fn parse_outtype(s: &str) -> Result<OutType, String> {
             Ok(m) => Ok(OutType(m.base, Some(m))),
             Err(_) => Err(format!(
                 "{plain}, or a llama-quantize mix: Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, \
-                 IQ4_XS, IQ4_NL, Q4_1, Q5_0, Q5_1 (any case)"
+                 IQ4_XS, IQ4_NL, Q4_1, Q5_0, Q5_1 (any case){}",
+                did_you_mean(s, pixtral::convert::quantize::MIXES.iter().map(|m| m.name))
             )),
         },
     }
@@ -291,9 +292,27 @@ fn parse_mix(s: &str) -> Result<pixtral::convert::quantize::Mix, String> {
         if grids.contains(&up.as_str()) {
             format!("{s}: pixtral neither writes nor runs this mix (IQ1–IQ3 grids); Q2_K, Q3_K_S/M/L and IQ4_XS files run")
         } else {
-            format!("{s:?} is not a mix; one of {}", pixtral::convert::quantize::Mix::names())
+            format!(
+                "{s:?} is not a mix{}; one of {}",
+                did_you_mean(s, pixtral::convert::quantize::MIXES.iter().map(|m| m.name)),
+                pixtral::convert::quantize::Mix::names()
+            )
         }
     })
+}
+
+/// `" (did you mean X?)"` for the candidates nearest `s` (case-insensitive edit distance ≤ 2, ties all named;
+/// `strsim`, which clap uses for its own suggestions), else `""`.
+fn did_you_mean<'a>(s: &str, candidates: impl Iterator<Item = &'a str>) -> String {
+    let up = s.to_ascii_uppercase();
+    let scored: Vec<(usize, &str)> = candidates.map(|c| (strsim::levenshtein(&up, c), c)).collect();
+    match scored.iter().map(|&(d, _)| d).min() {
+        Some(best) if best <= 2 => {
+            let near: Vec<&str> = scored.iter().filter(|&&(d, _)| d == best).map(|&(_, c)| c).collect();
+            format!(" (did you mean {}?)", near.join(" or "))
+        }
+        _ => String::new(),
+    }
 }
 
 pub fn parse_kv_type(s: &str) -> Result<KvType, String> {
