@@ -290,7 +290,9 @@ fn parse_mix(s: &str) -> Result<pixtral::convert::quantize::Mix, String> {
         let up = s.to_ascii_uppercase();
         let grids = ["IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S"];
         if grids.contains(&up.as_str()) {
-            format!("{s}: pixtral neither writes nor runs this mix (IQ1–IQ3 grids); Q2_K, Q3_K_S/M/L and IQ4_XS files run")
+            format!(
+                "{s}: pixtral neither writes nor runs this mix (IQ1–IQ3 grids); Q2_K, Q3_K_S/M/L and IQ4_XS files run"
+            )
         } else {
             format!(
                 "{s:?} is not a mix{}; one of {}",

@@ -162,7 +162,10 @@ pub fn plan(m: &ModelArgs, mmproj: Option<&Path>, need_vision: bool, ui: &Ui) ->
         Some(VisionPlan { file: vfile, cfg: vcfg, text_dim })
     } else if need_vision {
         // a missing file (exit 3), as a missing --mmproj FILE is
-        let msg = format!("no mmproj found at {}: pass --mmproj, or convert the checkpoint with its vision tower", vpath.display());
+        let msg = format!(
+            "no mmproj found at {}: pass --mmproj, or convert the checkpoint with its vision tower",
+            vpath.display()
+        );
         return Err(std::io::Error::new(std::io::ErrorKind::NotFound, msg).into());
     } else {
         None
