@@ -368,7 +368,7 @@ pub fn r16_matches_ref() -> usize {
             }
             for isa in Isa::available() {
                 let Some(f) = kernels(isa).gemm_r16(ty) else { continue };
-                for (t0, t1) in [(0, n), (0, 1), (3, 12), (5, 9), (2, 19), (7, 9), (4, 7), (1, 15)] {
+                for (t0, t1) in [(0, n), (0, 1), (3, 12), (5, 9), (2, 19), (7, 9), (4, 7), (1, 15), (0, 7), (10, 15)] {
                     let mut got = vec![f32::NAN; ldo * n];
                     f(&packed, &acts, t0, t1, &mut got, ldo);
                     for r in 0..ldo {
