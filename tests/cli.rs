@@ -125,6 +125,11 @@ fn image_prompts_and_encode_image_from_the_command_line() {
     std::fs::copy(&model, &lone).unwrap();
     let out = pixtral(&["run", "-m", lone.to_str().unwrap(), "--image", i1, "-p", "x"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("no mmproj found"));
+    // a header error names the file it is about first (here a text model given as the mmproj)
+    let out = pixtral(&["run", "-m", m, "--image", i1, "--mmproj", m, "-p", "x"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("error: {m}: clip.projector_type")), "{err}");
+    assert_eq!(out.status.code(), Some(3));
     assert_eq!(out.status.code(), Some(3), "a missing mmproj is a missing file, as README says");
     let out = pixtral(&["run", "-m", m, "--image", m, "-p", "x"]);
     assert!(

@@ -30,6 +30,25 @@ fn interrupt_leaves_nothing_behind() {
     // and the same conversion then completes
     convert(&opts).unwrap();
     assert!(out.exists());
+
+    // `pixtral quantize` the same way (in this test: the flag is process-wide)
+    use pixtral::convert::quantize::{quantize, Mix, Options as QOptions};
+    let qout = dir.join("q.gguf");
+    let q = QOptions {
+        input: out.clone(),
+        output: qout.clone(),
+        mix: Mix::from_name("Q4_0").unwrap(),
+        allow_requantize: true,
+        force: false,
+    };
+    os::request_interrupt();
+    let e = quantize(&q).err();
+    os::clear_interrupt();
+    assert!(matches!(e, Some(ConvertError::Interrupted)), "{e:?}");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 2, "OUT and its mmproj only, no q.gguf or q.gguf.partial: {left:?}");
+    quantize(&q).unwrap();
+    assert!(qout.exists());
 }
 
 #[test]

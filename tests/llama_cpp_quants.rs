@@ -139,7 +139,7 @@ fn a_llama_cpp_q4_k_m_file_answers_about_an_image_in_run_and_chat() {
         .unwrap();
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{err}");
-    assert!(err.contains("Q4_K weights") && err.contains("4x4 patches (20 tokens)"), "{err}");
+    assert!(err.contains("Q4_K_M weights") && err.contains("4x4 patches (20 tokens)"), "{err}"); // the mix of general.file_type
     assert!(err.contains("generation 6 tokens"), "{err}");
 
     let mut chat = Command::new(env!("CARGO_BIN_EXE_pixtral"))
@@ -236,9 +236,11 @@ fn pixtral_quantize_refuses_what_it_cannot_do() {
     let (src, mmproj, q4km) = (src.to_str().unwrap(), mmproj.to_str().unwrap(), q4km.to_str().unwrap());
     let out = tmp.join("o.gguf");
     let out = out.to_str().unwrap();
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 8] = [
         (&[src, out, "Q4_K_X"], "is not a mix (did you mean Q4_K_S or Q4_K_M?); one of F32, F16, Q4_0"),
         (&[src, out, "banana"], "\"banana\" is not a mix; one of F32"),
+        (&[src, out, "q4km"], "(did you mean Q4_K_M?)"),
+        (&[src, out, "q2_k_s"], "only with an importance matrix"),
         (&[src, out, "iq2_xs"], "neither writes nor runs this mix"),
         (&[mmproj, out, "Q4_K_M"], "writes text models"),
         (&[q4km, out, "Q6_K"], "is already quantized (Q4_K)"),

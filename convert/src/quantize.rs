@@ -343,6 +343,11 @@ pub fn quantize(opts: &Options) -> Result<Summary> {
     let mut rows_f32: Vec<f32> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
     for (t, spec) in tensors.iter().copied().zip(&plan) {
+        // SIGINT/SIGTERM (the CLI routes them here) or `request_interrupt`: stop between chunks; the guard
+        // removes OUT.partial
+        if pixtral_gguf::os::interrupted() {
+            return Err(ConvertError::Interrupted);
+        }
         let data = f.data(t);
         if spec.ty == t.ty {
             w.write_data(data).map_err(werr)?;
@@ -354,6 +359,9 @@ pub fn quantize(opts: &Options) -> Result<Summary> {
         // ~64 MB of f32 per chunk: flat memory whatever the tensor
         let chunk = ((16 << 20) / cols).max(1);
         for r0 in (0..rows).step_by(chunk) {
+            if pixtral_gguf::os::interrupted() {
+                return Err(ConvertError::Interrupted);
+            }
             let n = chunk.min(rows - r0);
             rows_f32.resize(n * cols, 0.0);
             out.resize(n * out_rb, 0);
@@ -404,4 +412,16 @@ fn has_quantizer(ty: GgmlType) -> bool {
         ty,
         F32 | F16 | BF16 | Q8_0 | Q4_0 | Q4_1 | Q5_0 | Q5_1 | Q2_K | Q3_K | Q4_K | Q5_K | Q6_K | IQ4_NL | IQ4_XS
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mix_ids_are_llama_cpp_file_types() {
+        for m in MIXES {
+            assert_eq!(pixtral_gguf::llama_ftype_name(m.ftype), Some(m.name), "{m:?}");
+        }
+    }
 }

@@ -27,3 +27,53 @@ pub fn mmproj_path(out: &Path) -> PathBuf {
     let stem = name.strip_suffix(".gguf").unwrap_or(&name);
     out.with_file_name(format!("{stem}.mmproj.gguf"))
 }
+
+/// The name llama.cpp gives a `general.file_type` value (`LLAMA_FTYPE_MOSTLY_*` in its `llama.h`, without the
+/// prefix: "Q4_K_M", "IQ4_XS", …; 0 and 1 are "F32" and "F16"); `None` for an id it does not define.
+pub fn llama_ftype_name(id: u32) -> Option<&'static str> {
+    const NAMES: [&str; 42] = [
+        "F32",
+        "F16",
+        "Q4_0",
+        "Q4_1",
+        "",
+        "",
+        "",
+        "Q8_0",
+        "Q5_0",
+        "Q5_1",
+        "Q2_K",
+        "Q3_K_S",
+        "Q3_K_M",
+        "Q3_K_L",
+        "Q4_K_S",
+        "Q4_K_M",
+        "Q5_K_S",
+        "Q5_K_M",
+        "Q6_K",
+        "IQ2_XXS",
+        "IQ2_XS",
+        "Q2_K_S",
+        "IQ3_XS",
+        "IQ3_XXS",
+        "IQ1_S",
+        "IQ4_NL",
+        "IQ3_S",
+        "IQ3_M",
+        "IQ2_S",
+        "IQ2_M",
+        "IQ4_XS",
+        "IQ1_M",
+        "BF16",
+        "",
+        "",
+        "",
+        "TQ1_0",
+        "TQ2_0",
+        "MXFP4_MOE",
+        "NVFP4",
+        "Q1_0",
+        "Q2_0",
+    ];
+    NAMES.get(id as usize).copied().filter(|n| !n.is_empty())
+}

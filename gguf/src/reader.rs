@@ -66,7 +66,10 @@ pub enum GgufError {
     NotBlockMultiple { name: String, ne0: u64, ty: GgmlType, block: usize },
     #[error("tensor {name:?}: offset {offset} is not aligned to {alignment}")]
     Misaligned { name: String, offset: u64, alignment: u32 },
-    #[error("tensor {name:?}: data [{offset}, {offset}+{nbytes}) is outside the {data_len}-byte data section")]
+    #[error(
+        "tensor {name:?}: data [{offset}, {offset}+{nbytes}) is outside the {data_len}-byte data section: the file is \
+         truncated (an interrupted download or copy?) or damaged"
+    )]
     OutOfBounds { name: String, offset: u64, nbytes: u64, data_len: usize },
     #[error("tensor {0:?} appears twice")]
     DuplicateTensor(String),

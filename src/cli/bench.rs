@@ -182,7 +182,7 @@ fn human(x: f64, unit: &str) -> String {
 
 fn print(format: Format, name: &str, model: &pixtral::Model, rows: &[Row]) -> anyhow::Result<()> {
     let isa = pixtral::quant::isa::selected().name();
-    let ty = model.weight_type.name();
+    let ty = model.weights_label();
     let size_gb = pixtral::bench::weight_bytes(model) as f64 / 1e9;
     let params_b = pixtral::bench::weight_params(model) as f64 / 1e9;
     let out = crate::term::Stream::stdout();

@@ -122,10 +122,9 @@ pub fn inspect(path: PathBuf, full: bool) -> anyhow::Result<()> {
     for (k, v) in &h.metadata {
         // general.file_type is llama.cpp's LLAMA_FTYPE id: name the mix it stands for
         let mix = match (k.as_str(), v) {
-            ("general.file_type", pixtral::gguf::Value::U32(id)) => pixtral::convert::quantize::MIXES
-                .iter()
-                .find(|m| m.ftype == *id)
-                .map_or(String::new(), |m| format!(" ({})", m.name)),
+            (pixtral::gguf::keys::GENERAL_FILE_TYPE, pixtral::gguf::Value::U32(id)) => {
+                pixtral::gguf::llama_ftype_name(*id).map_or(String::new(), |n| format!(" ({n})"))
+            }
             _ => String::new(),
         };
         line(format!("  {k:<45} {:<8} {}{mix}", format!("{:?}", v.value_type()), show(v, full)))?;

@@ -276,6 +276,7 @@ fn parse_outtype(s: &str) -> Result<OutType, String> {
         Ok(t) => Ok(OutType(t, None)),
         Err(plain) => match parse_mix(s) {
             Ok(m) => Ok(OutType(m.base, Some(m))),
+            Err(e) if unwritten_mix(s).is_some() => Err(e),
             Err(_) => Err(format!(
                 "{plain}, or a llama-quantize mix: Q2_K, Q3_K_S, Q3_K_M, Q3_K_L, Q4_K_S, Q4_K_M, Q5_K_S, Q5_K_M, Q6_K, \
                  IQ4_XS, IQ4_NL, Q4_1, Q5_0, Q5_1 (any case){}",
@@ -285,29 +286,44 @@ fn parse_outtype(s: &str) -> Result<OutType, String> {
     }
 }
 
+/// What we say of a llama-quantize mix we do not write, by name (any case); `None` for other names.
+fn unwritten_mix(s: &str) -> Option<String> {
+    let up = s.to_ascii_uppercase();
+    let grids = ["IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S"];
+    if grids.contains(&up.as_str()) {
+        Some(format!(
+            "{s}: pixtral neither writes nor runs this mix (IQ1–IQ3 grids); Q2_K, Q3_K_S/M/L and IQ4_XS files run"
+        ))
+    } else if matches!(up.as_str(), "TQ1_0" | "TQ2_0" | "MXFP4_MOE") {
+        Some(format!("{s}: pixtral neither writes nor runs this mix (ternary / MXFP4 types)"))
+    } else if up == "Q2_K_S" {
+        Some(format!(
+            "{s}: llama-quantize writes this mix only with an importance matrix, which pixtral does not take; its \
+             files run (Q2_K is the mix written without one)"
+        ))
+    } else {
+        None
+    }
+}
+
 fn parse_mix(s: &str) -> Result<pixtral::convert::quantize::Mix, String> {
     pixtral::convert::quantize::Mix::from_name(s).ok_or_else(|| {
-        let up = s.to_ascii_uppercase();
-        let grids = ["IQ3_M", "IQ3_S", "IQ3_XS", "IQ3_XXS", "IQ2_M", "IQ2_S", "IQ2_XS", "IQ2_XXS", "IQ1_M", "IQ1_S"];
-        if grids.contains(&up.as_str()) {
-            format!(
-                "{s}: pixtral neither writes nor runs this mix (IQ1–IQ3 grids); Q2_K, Q3_K_S/M/L and IQ4_XS files run"
-            )
-        } else {
+        unwritten_mix(s).unwrap_or_else(|| {
             format!(
                 "{s:?} is not a mix{}; one of {}",
                 did_you_mean(s, pixtral::convert::quantize::MIXES.iter().map(|m| m.name)),
                 pixtral::convert::quantize::Mix::names()
             )
-        }
+        })
     })
 }
 
-/// `" (did you mean X?)"` for the candidates nearest `s` (case-insensitive edit distance ≤ 2, ties all named;
-/// `strsim`, which clap uses for its own suggestions), else `""`.
+/// `" (did you mean X?)"` for the candidates nearest `s` (edit distance ≤ 2 ignoring case and underscores, ties
+/// all named; `strsim`, which clap uses for its own suggestions), else `""`.
 fn did_you_mean<'a>(s: &str, candidates: impl Iterator<Item = &'a str>) -> String {
-    let up = s.to_ascii_uppercase();
-    let scored: Vec<(usize, &str)> = candidates.map(|c| (strsim::levenshtein(&up, c), c)).collect();
+    let key = |x: &str| x.to_ascii_uppercase().replace('_', "");
+    let typed = key(s);
+    let scored: Vec<(usize, &str)> = candidates.map(|c| (strsim::levenshtein(&typed, &key(c)), c)).collect();
     match scored.iter().map(|&(d, _)| d).min() {
         Some(best) if best <= 2 => {
             let near: Vec<&str> = scored.iter().filter(|&&(d, _)| d == best).map(|&(_, c)| c).collect();

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use anyhow::Context;
+
 use pixtral::gguf::config::{TextConfig, VisionConfig};
 use pixtral::gguf::{GgufFile, Value};
 use pixtral::model::kv_cache::KvType;
@@ -150,13 +152,16 @@ pub fn plan(m: &ModelArgs, mmproj: Option<&Path>, need_vision: bool, ui: &Ui) ->
         input::existing_file(p)?;
     }
     let file = GgufFile::open(&path)?;
-    let cfg = pixtral::gguf::config::TextConfig::from_gguf(&file.header)?;
-    let tokenizer = pixtral::model::tokenizer::Tokenizer::from_gguf(&file.header)?;
+    // the header's errors name a key or tensor; the file is said first
+    let named = |p: &Path| p.display().to_string();
+    let cfg = pixtral::gguf::config::TextConfig::from_gguf(&file.header).with_context(|| named(&path))?;
+    let tokenizer = pixtral::model::tokenizer::Tokenizer::from_gguf(&file.header).with_context(|| named(&path))?;
     let vpath = mmproj.map(Path::to_path_buf).unwrap_or_else(|| pixtral::gguf::mmproj_path(&path));
     let vision = if vpath.exists() {
         let vfile = GgufFile::open(&vpath)?;
-        let (vcfg, text_dim) = pixtral::gguf::config::VisionConfig::from_gguf(&vfile.header)?;
-        for w in pixtral::model::check_pair(&file.header, &vfile.header)? {
+        let (vcfg, text_dim) =
+            pixtral::gguf::config::VisionConfig::from_gguf(&vfile.header).with_context(|| named(&vpath))?;
+        for w in pixtral::model::check_pair(&file.header, &vfile.header).with_context(|| named(&vpath))? {
             ui.info(format!("warning: {}: {w}", vpath.display()));
         }
         Some(VisionPlan { file: vfile, cfg: vcfg, text_dim })
@@ -207,10 +212,13 @@ pub fn load(plan: Plan, m: &ModelArgs, with_vision: bool, ui: &Ui) -> anyhow::Re
     set_threads(m.threads)?;
     let t0 = std::time::Instant::now();
     let Plan { path, file, vision, ctx, ctx_why, .. } = plan;
-    let model = pixtral::Model::from_file(file, &Default::default())?;
+    let text_path = file.path.display().to_string();
+    let model = pixtral::Model::from_file(file, &Default::default()).with_context(|| text_path)?;
     let vision = match vision {
         Some(v) if with_vision => {
-            let mut vm = pixtral::model::vision::VisionModel::from_file(v.file, &Default::default())?;
+            let vision_path = v.file.path.display().to_string();
+            let mut vm = pixtral::model::vision::VisionModel::from_file(v.file, &Default::default())
+                .with_context(|| vision_path)?;
             vm.precision = usable_precision(m.vit_precision, ui);
             if vm.precision != VitPrecision::F32 {
                 ui.info(format!("vision tower: {} matmuls (--vit-precision)", vm.precision.name()));
@@ -240,7 +248,7 @@ pub fn load(plan: Plan, m: &ModelArgs, with_vision: bool, ui: &Ui) -> anyhow::Re
         l.engine.path.display(),
         c.n_layers,
         c.dim,
-        model.weight_type,
+        model.weights_label(),
         pixtral::quant::isa::selected().name(),
         threads_in_use(),
         l.seconds

@@ -42,6 +42,16 @@ pub struct Model {
 }
 
 impl Model {
+    /// The weights' name for display: the llama.cpp mix of `general.file_type` ("Q4_K_M", "IQ4_XS"), else the
+    /// type of most 2-D weights.
+    pub fn weights_label(&self) -> String {
+        let h = &self.file.header;
+        h.get_u32(crate::gguf::keys::GENERAL_FILE_TYPE)
+            .ok()
+            .and_then(crate::gguf::llama_ftype_name)
+            .map_or_else(|| self.weight_type.name().to_string(), str::to_string)
+    }
+
     /// Map a text GGUF (ours or llama.cpp's) and check it completely: config, every tensor's presence, shape
     /// and type, the tokenizer. Nothing large is allocated: weights stay in the map.
     pub fn load(path: impl AsRef<Path>) -> Result<Model> {
